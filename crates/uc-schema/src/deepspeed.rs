@@ -1,0 +1,1 @@
+//! DeepSpeed compatibility (filled in below).
