@@ -1,11 +1,14 @@
 //! unicheck on-disk formats. Owns every byte on disk; never prints.
 //!
+//! - [`error`]: [`StoreError`], naming the file and tensor.
 //! - [`pickle`]: a pickle interpreter that never executes code (allowlisted globals only).
 //! - [`pt`]: PyTorch `.pt` files (zip + pickle) read lazily by mmap.
 //! - [`pt_write`]: `.pt` writer (DeepSpeed universal layout files `torch.load` opens).
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
 
+pub mod error;
 pub mod native;
 pub mod pickle;
 pub mod pt;
 pub mod pt_write;
+pub use error::{Result, StoreError};

@@ -1,0 +1,40 @@
+//! The store's typed errors. Every variant names the file (and tensor, where there is one).
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Why reading or writing a checkpoint failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid zip archive: {why}")]
+    BadZip { path: PathBuf, why: String },
+    #[error("{path}: truncated: {why}")]
+    Truncated { path: PathBuf, why: String },
+    #[error("{path}: pickle names global `{module}.{name}`, which is not on the allowlist")]
+    DisallowedGlobal { path: PathBuf, module: String, name: String },
+    #[error("{path}: bad pickle at byte {offset}: {why}")]
+    BadPickle { path: PathBuf, offset: u64, why: String },
+    #[error("{path}: tensor `{tensor}`: {why}")]
+    BadTensor { path: PathBuf, tensor: String, why: String },
+    #[error("{path}: missing key `{key}`")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: {why}")]
+    Format { path: PathBuf, why: String },
+    #[error("{path}: output already exists; refusing to overwrite")]
+    OutputExists { path: PathBuf },
+    #[error("{path}: checksum mismatch for `{file}`: expected {expected}, found {found}")]
+    Checksum { path: PathBuf, file: String, expected: String, found: String },
+    #[error("{path}: {source}")]
+    Schema { path: PathBuf, source: uc_schema::SchemaError },
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches a path to an I/O error.
+pub fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.into();
+    move |source| StoreError::Io { path, source }
+}
