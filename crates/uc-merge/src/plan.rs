@@ -1,0 +1,216 @@
+//! Resharding plans: intersect target pieces with source pieces to get copy ops.
+
+use crate::{MergeError, Piece, Region};
+use std::collections::{BTreeMap, HashMap};
+
+/// What to do where several source ranks hold the same box (replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicaPolicy {
+    /// Read the lowest rank's copy only.
+    #[default]
+    First,
+    /// Read the lowest rank's copy and check that every other replica is byte-equal.
+    Verify,
+    /// Use the element-wise mean of all replicas (DeepSpeed's to-average parameters).
+    Average,
+}
+
+/// A place in a local buffer: rank, buffer, element offset and element strides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loc {
+    pub rank: u32,
+    pub buffer: u32,
+    pub offset: u64,
+    pub strides: Vec<u64>,
+}
+
+impl Loc {
+    fn of(p: &Piece, sub: &Region) -> Loc {
+        let r = p.restrict(sub);
+        Loc { rank: r.rank, buffer: r.buffer, offset: r.offset, strides: r.strides }
+    }
+}
+
+/// Copy the box `global` (extent `global.len`) from `srcs[0]` (or, per policy, from all replicas
+/// in `srcs`) to `dst`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyOp {
+    pub global: Region,
+    pub srcs: Vec<Loc>,
+    pub dst: Loc,
+}
+
+impl CopyOp {
+    /// Elements moved.
+    pub fn numel(&self) -> u64 {
+        self.global.numel()
+    }
+}
+
+/// A resharding plan for one tensor: pure data, cheap to print, cost and execute anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub policy: ReplicaPolicy,
+    /// Ops grouped by target `(rank, buffer)` so one target can be executed at a time.
+    pub ops: Vec<CopyOp>,
+}
+
+impl Plan {
+    /// Elements read from each source rank (all replicas count under Verify / Average).
+    pub fn read_per_source(&self) -> BTreeMap<u32, u64> {
+        let mut m = BTreeMap::new();
+        for op in &self.ops {
+            let srcs = match self.policy {
+                ReplicaPolicy::First => &op.srcs[..1],
+                _ => &op.srcs[..],
+            };
+            for s in srcs {
+                *m.entry(s.rank).or_insert(0) += op.numel();
+            }
+        }
+        m
+    }
+
+    /// Elements written to each target rank.
+    pub fn written_per_target(&self) -> BTreeMap<u32, u64> {
+        let mut m = BTreeMap::new();
+        for op in &self.ops {
+            *m.entry(op.dst.rank).or_insert(0) += op.numel();
+        }
+        m
+    }
+
+    /// The ops that fill target `(rank, buffer)`.
+    pub fn ops_for(&self, rank: u32, buffer: u32) -> impl Iterator<Item = &CopyOp> {
+        self.ops.iter().filter(move |o| o.dst.rank == rank && o.dst.buffer == buffer)
+    }
+
+    /// Target `(rank, buffer)` pairs in the order their ops appear.
+    pub fn targets(&self) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> = self.ops.iter().map(|o| (o.dst.rank, o.dst.buffer)).collect();
+        v.dedup();
+        v
+    }
+}
+
+/// A lookup of source boxes along one dim: sorted starts with the running max of ends.
+struct Index {
+    dim: Option<usize>,
+    order: Vec<usize>,
+    starts: Vec<u64>,
+    max_end: Vec<u64>,
+}
+
+impl Index {
+    fn new(regions: &[Region]) -> Index {
+        let nd = regions.first().map_or(0, Region::ndim);
+        // Index on the dim with the most distinct starts: it separates the boxes best.
+        let dim = (0..nd).max_by_key(|&d| {
+            let mut s: Vec<u64> = regions.iter().map(|r| r.off[d]).collect();
+            s.sort_unstable();
+            s.dedup();
+            s.len()
+        });
+        let mut order: Vec<usize> = (0..regions.len()).collect();
+        if let Some(d) = dim {
+            order.sort_by_key(|&i| regions[i].off[d]);
+        }
+        let starts = order.iter().map(|&i| dim.map_or(0, |d| regions[i].off[d])).collect();
+        let mut max_end = Vec::with_capacity(order.len());
+        let mut m = 0;
+        for &i in &order {
+            m = m.max(dim.map_or(1, |d| regions[i].end(d)));
+            max_end.push(m);
+        }
+        Index { dim, order, starts, max_end }
+    }
+
+    /// Indices of boxes that may overlap `q`, in source order along the indexed dim.
+    fn candidates(&self, q: &Region) -> impl Iterator<Item = usize> + '_ {
+        let (lo, hi) = self.dim.map_or((0, 1), |d| (q.off[d], q.end(d)));
+        let upto = self.starts.partition_point(|&s| s < hi);
+        let from = self.max_end[..upto].partition_point(|&e| e <= lo);
+        self.order[from..upto].iter().copied()
+    }
+}
+
+/// Plans the copy of a tensor of logical `shape` from `source` pieces into `target` pieces.
+///
+/// Source pieces with identical boxes are replicas (handled by `policy`); other source boxes
+/// must not overlap. Every element of every target piece must be covered, else
+/// [`MergeError::Uncovered`].
+pub fn plan(
+    name: &str,
+    shape: &[u64],
+    source: &[Piece],
+    target: &[Piece],
+    policy: ReplicaPolicy,
+) -> Result<Plan, MergeError> {
+    // Group replicas: one entry per distinct source box, ranks in ascending order.
+    let mut groups: Vec<(Region, Vec<&Piece>)> = Vec::new();
+    let mut by_box: HashMap<&Region, usize> = HashMap::new();
+    for p in source {
+        if p.global.is_empty() {
+            continue;
+        }
+        match by_box.get(&p.global) {
+            Some(&i) => groups[i].1.push(p),
+            None => {
+                by_box.insert(&p.global, groups.len());
+                groups.push((p.global.clone(), vec![p]));
+            }
+        }
+    }
+    for g in &mut groups {
+        g.1.sort_by_key(|p| (p.rank, p.buffer));
+    }
+    let regions: Vec<Region> = groups.iter().map(|g| g.0.clone()).collect();
+    let index = Index::new(&regions);
+    check_disjoint(name, &regions, &index)?;
+
+    let mut ops = Vec::new();
+    let mut sorted_targets: Vec<&Piece> = target.iter().filter(|p| !p.global.is_empty()).collect();
+    sorted_targets.sort_by_key(|p| (p.rank, p.buffer));
+    for t in sorted_targets {
+        let mut covered = 0;
+        let mut hits: Vec<usize> = index.candidates(&t.global).collect();
+        hits.sort_unstable();
+        for gi in hits {
+            let (region, reps) = &groups[gi];
+            if let Some(i) = region.intersect(&t.global) {
+                covered += i.numel();
+                ops.push(CopyOp {
+                    srcs: reps.iter().map(|p| Loc::of(p, &i)).collect(),
+                    dst: Loc::of(t, &i),
+                    global: i,
+                });
+            }
+        }
+        if covered != t.global.numel() {
+            return Err(MergeError::Uncovered {
+                tensor: name.to_string(),
+                rank: t.rank,
+                region: t.global.clone(),
+                missing: t.global.numel() - covered,
+            });
+        }
+    }
+    Ok(Plan { name: name.to_string(), shape: shape.to_vec(), policy, ops })
+}
+
+fn check_disjoint(name: &str, regions: &[Region], index: &Index) -> Result<(), MergeError> {
+    for (i, r) in regions.iter().enumerate() {
+        for j in index.candidates(r) {
+            if j != i && r.intersect(&regions[j]).is_some() {
+                return Err(MergeError::Overlap {
+                    tensor: name.to_string(),
+                    a: r.clone(),
+                    b: regions[j].clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
