@@ -1,1 +1,0 @@
-//! DeepSpeed compatibility (filled in below).

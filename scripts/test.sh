@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check unicheck has: format, lints, tests, wasm builds. Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (deny warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace
+
+step "wasm32 builds of the pure crates"
+cargo build -p uc-schema -p uc-merge --target wasm32-unknown-unknown
+
+echo
+echo "all checks passed"
