@@ -138,8 +138,8 @@ impl Index {
 
 /// Plans the copy of a tensor of logical `shape` from `source` pieces into `target` pieces.
 ///
-/// Source pieces with identical boxes are replicas (handled by `policy`); other source boxes
-/// must not overlap. Every element of every target piece must be covered, else
+/// Source pieces that hold the same elements are replicas (handled by `policy`), whether their
+/// boxes are identical or only overlap. Every element of every target piece must be covered, else
 /// [`MergeError::Uncovered`].
 pub fn plan(
     name: &str,
@@ -168,25 +168,26 @@ pub fn plan(
     }
     let regions: Vec<Region> = groups.iter().map(|g| g.0.clone()).collect();
     let index = Index::new(&regions);
-    check_disjoint(name, &regions, &index)?;
+    // Replicas cut differently (e.g. a TP-replicated norm under per-TP-rank ZeRO partitions)
+    // overlap partially; only then do target boxes need refining into cells.
+    let partial = first_overlap(&regions, &index).is_some();
 
     let mut ops = Vec::new();
     let mut sorted_targets: Vec<&Piece> = target.iter().filter(|p| !p.global.is_empty()).collect();
     sorted_targets.sort_by_key(|p| (p.rank, p.buffer));
     for t in sorted_targets {
+        let mut hits: Vec<(usize, Region)> = index
+            .candidates(&t.global)
+            .filter_map(|gi| regions[gi].intersect(&t.global).map(|i| (gi, i)))
+            .collect();
+        hits.sort_unstable_by_key(|h| h.0);
+        let cells = if partial { refine(hits) } else { hits.into_iter().map(|(g, r)| (r, vec![g])).collect() };
         let mut covered = 0;
-        let mut hits: Vec<usize> = index.candidates(&t.global).collect();
-        hits.sort_unstable();
-        for gi in hits {
-            let (region, reps) = &groups[gi];
-            if let Some(i) = region.intersect(&t.global) {
-                covered += i.numel();
-                ops.push(CopyOp {
-                    srcs: reps.iter().map(|p| Loc::of(p, &i)).collect(),
-                    dst: Loc::of(t, &i),
-                    global: i,
-                });
-            }
+        for (cell, gs) in cells {
+            covered += cell.numel();
+            let mut reps: Vec<&Piece> = gs.iter().flat_map(|&g| groups[g].1.iter().copied()).collect();
+            reps.sort_by_key(|p| (p.rank, p.buffer));
+            ops.push(CopyOp { srcs: reps.iter().map(|p| Loc::of(p, &cell)).collect(), dst: Loc::of(t, &cell), global: cell });
         }
         if covered != t.global.numel() {
             return Err(MergeError::Uncovered {
@@ -200,17 +201,51 @@ pub fn plan(
     Ok(Plan { name: name.to_string(), shape: shape.to_vec(), policy, ops })
 }
 
-fn check_disjoint(name: &str, regions: &[Region], index: &Index) -> Result<(), MergeError> {
+/// Splits overlapping boxes into disjoint cells, each with the boxes (by index) that cover it.
+fn refine(boxes: Vec<(usize, Region)>) -> Vec<(Region, Vec<usize>)> {
+    let mut cells: Vec<(Region, Vec<usize>)> = Vec::new();
+    for (g, b) in boxes {
+        let mut next = Vec::with_capacity(cells.len() + 1);
+        let mut fresh = vec![b.clone()];
+        for (c, gs) in cells {
+            match c.intersect(&b) {
+                Some(i) => {
+                    fresh = fresh.iter().flat_map(|f| f.subtract(&i)).collect();
+                    for rest in c.subtract(&i) {
+                        next.push((rest, gs.clone()));
+                    }
+                    let mut with = gs;
+                    with.push(g);
+                    next.push((i, with));
+                }
+                None => next.push((c, gs)),
+            }
+        }
+        next.extend(fresh.into_iter().map(|f| (f, vec![g])));
+        cells = next;
+    }
+    cells
+}
+
+/// The first pair of distinct source boxes that overlap, if any.
+fn first_overlap(regions: &[Region], index: &Index) -> Option<(usize, usize)> {
     for (i, r) in regions.iter().enumerate() {
         for j in index.candidates(r) {
             if j != i && r.intersect(&regions[j]).is_some() {
-                return Err(MergeError::Overlap {
-                    tensor: name.to_string(),
-                    a: r.clone(),
-                    b: regions[j].clone(),
-                });
+                return Some((i, j));
             }
         }
     }
-    Ok(())
+    None
+}
+
+/// Checks that the pieces' boxes do not overlap (for formats whose chunks must be disjoint,
+/// such as PyTorch DCP); identical boxes count as overlapping too.
+pub fn check_disjoint(name: &str, pieces: &[Piece]) -> Result<(), MergeError> {
+    let regions: Vec<Region> = pieces.iter().map(|p| p.global.clone()).filter(|r| !r.is_empty()).collect();
+    let index = Index::new(&regions);
+    match first_overlap(&regions, &index) {
+        Some((a, b)) => Err(MergeError::Overlap { tensor: name.to_string(), a: regions[a].clone(), b: regions[b].clone() }),
+        None => Ok(()),
+    }
 }

@@ -79,6 +79,33 @@ impl Region {
     }
 }
 
+impl Region {
+    /// `self` minus `other`: at most `2·ndim` disjoint boxes covering what `other` does not.
+    pub fn subtract(&self, other: &Region) -> Vec<Region> {
+        let Some(i) = self.intersect(other) else {
+            return vec![self.clone()];
+        };
+        let mut out = Vec::new();
+        let mut rest = self.clone();
+        for d in 0..self.ndim() {
+            if i.off[d] > rest.off[d] {
+                let mut below = rest.clone();
+                below.len[d] = i.off[d] - rest.off[d];
+                out.push(below);
+            }
+            if i.end(d) < rest.end(d) {
+                let mut above = rest.clone();
+                above.off[d] = i.end(d);
+                above.len[d] = rest.end(d) - i.end(d);
+                out.push(above);
+            }
+            rest.off[d] = i.off[d];
+            rest.len[d] = i.len[d];
+        }
+        out
+    }
+}
+
 /// Row-major (C-order) element strides of `shape`.
 pub fn rowmajor_strides(shape: &[u64]) -> Vec<u64> {
     let mut s = vec![1u64; shape.len()];
