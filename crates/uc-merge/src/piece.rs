@@ -1,6 +1,6 @@
 //! Layouts as pieces: which box of the global tensor lives where in which rank's local buffer.
 
-use crate::{flat_index, flat_range_to_regions, rowmajor_strides, unravel, MergeError, Region};
+use crate::{flat_index, flat_range_to_regions, rowmajor_strides, unravel, Dims, MergeError, Region};
 use uc_schema::{local_shape, zero_padded, ExpertStorage, Layout, Placement, Split, TensorMeta};
 
 /// A box of the global tensor stored in one local buffer of one rank.
@@ -14,7 +14,7 @@ pub struct Piece {
     pub buffer: u32,
     pub global: Region,
     pub offset: u64,
-    pub strides: Vec<u64>,
+    pub strides: Dims,
 }
 
 impl Piece {
@@ -192,7 +192,7 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
                 for ip in inner_pieces {
                     if let Some(i) = ip.global.intersect(&local_box) {
                         let off = i.off.iter().zip(&local_box.off).zip(&op.global.off);
-                        let global = Region::new(off.map(|((x, l), g)| x - l + g).collect(), i.len.clone());
+                        let global = Region::new(off.map(|((x, l), g)| x - l + g).collect::<Dims>(), i.len.clone());
                         out.push(Piece {
                             rank: ip.rank * outer_ranks + op.rank,
                             buffer: ip.buffer,

@@ -1,7 +1,8 @@
 //! Resharding plans: intersect target pieces with source pieces to get copy ops.
 
-use crate::{MergeError, Piece, Region};
-use std::collections::{BTreeMap, HashMap};
+use crate::{Dims, MergeError, Piece, Region};
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
 
 /// What to do where several source ranks hold the same box (replicas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,13 +22,12 @@ pub struct Loc {
     pub rank: u32,
     pub buffer: u32,
     pub offset: u64,
-    pub strides: Vec<u64>,
+    pub strides: Dims,
 }
 
 impl Loc {
     fn of(p: &Piece, sub: &Region) -> Loc {
-        let r = p.restrict(sub);
-        Loc { rank: r.rank, buffer: r.buffer, offset: r.offset, strides: r.strides }
+        Loc { rank: p.rank, buffer: p.buffer, offset: p.local_index(&sub.off), strides: p.strides.clone() }
     }
 }
 
@@ -36,7 +36,7 @@ impl Loc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyOp {
     pub global: Region,
-    pub srcs: Vec<Loc>,
+    pub srcs: SmallVec<[Loc; 1]>,
     pub dst: Loc,
 }
 
@@ -104,18 +104,28 @@ struct Index {
 }
 
 impl Index {
-    fn new(regions: &[Region]) -> Index {
-        let nd = regions.first().map_or(0, Region::ndim);
-        // Index on the dim with the most distinct starts: it separates the boxes best.
-        let dim = (0..nd).max_by_key(|&d| {
+    fn new(regions: &[&Region]) -> Index {
+        let nd = regions.first().map_or(0, |r| r.ndim());
+        let distinct = |d: usize| {
             let mut s: Vec<u64> = regions.iter().map(|r| r.off[d]).collect();
-            s.sort_unstable();
+            if !s.is_sorted() {
+                s.sort_unstable();
+            }
             s.dedup();
             s.len()
-        });
+        };
+        // Index on the dim with the most distinct starts: it separates the boxes best. Boxes
+        // come sorted by flat start, so dim 0 is checked first and wins when it separates all.
+        let dim = match nd {
+            0 => None,
+            _ if distinct(0) == regions.len() => Some(0),
+            _ => (0..nd).max_by_key(|&d| distinct(d)),
+        };
         let mut order: Vec<usize> = (0..regions.len()).collect();
         if let Some(d) = dim {
-            order.sort_by_key(|&i| regions[i].off[d]);
+            if !order.is_sorted_by_key(|&i| regions[i].off[d]) {
+                order.sort_by_key(|&i| regions[i].off[d]);
+            }
         }
         let starts = order.iter().map(|&i| dim.map_or(0, |d| regions[i].off[d])).collect();
         let mut max_end = Vec::with_capacity(order.len());
@@ -149,45 +159,56 @@ pub fn plan(
     policy: ReplicaPolicy,
 ) -> Result<Plan, MergeError> {
     // Group replicas: one entry per distinct source box, ranks in ascending order.
-    let mut groups: Vec<(Region, Vec<&Piece>)> = Vec::new();
-    let mut by_box: HashMap<&Region, usize> = HashMap::new();
-    for p in source {
-        if p.global.is_empty() {
-            continue;
+    let strides = crate::rowmajor_strides(shape);
+    // Sorting by the box's flat start is cheap and puts replicas next to each other.
+    let mut sorted: Vec<(u64, &Piece)> = source
+        .iter()
+        .filter(|p| !p.global.is_empty())
+        .map(|p| (p.global.off.iter().zip(&strides).map(|(o, s)| o * s).sum::<u64>(), p))
+        .collect();
+    sorted.sort_unstable_by_key(|(k, p)| (*k, p.rank, p.buffer));
+    let mut groups: Vec<(&Region, SmallVec<[&Piece; 1]>)> = Vec::new();
+    let mut run_start = 0;
+    let mut run_key = None;
+    for (k, p) in sorted {
+        if run_key != Some(k) {
+            run_key = Some(k);
+            run_start = groups.len();
         }
-        match by_box.get(&p.global) {
-            Some(&i) => groups[i].1.push(p),
-            None => {
-                by_box.insert(&p.global, groups.len());
-                groups.push((p.global.clone(), vec![p]));
-            }
+        // Within boxes of one start, join the group of an identical box.
+        match groups[run_start..].iter_mut().find(|g| *g.0 == p.global) {
+            Some(g) => g.1.push(p),
+            None => groups.push((&p.global, smallvec::smallvec![p])),
         }
     }
-    for g in &mut groups {
-        g.1.sort_by_key(|p| (p.rank, p.buffer));
-    }
-    let regions: Vec<Region> = groups.iter().map(|g| g.0.clone()).collect();
+    let regions: Vec<&Region> = groups.iter().map(|g| g.0).collect();
     let index = Index::new(&regions);
     // Replicas cut differently (e.g. a TP-replicated norm under per-TP-rank ZeRO partitions)
     // overlap partially; only then do target boxes need refining into cells.
     let partial = first_overlap(&regions, &index).is_some();
 
-    let mut ops = Vec::new();
+    let mut ops = Vec::with_capacity(groups.len() + target.len());
+    let mut hits: Vec<(usize, Region)> = Vec::new();
     let mut sorted_targets: Vec<&Piece> = target.iter().filter(|p| !p.global.is_empty()).collect();
     sorted_targets.sort_by_key(|p| (p.rank, p.buffer));
     for t in sorted_targets {
-        let mut hits: Vec<(usize, Region)> = index
-            .candidates(&t.global)
-            .filter_map(|gi| regions[gi].intersect(&t.global).map(|i| (gi, i)))
-            .collect();
+        hits.clear();
+        hits.extend(index.candidates(&t.global).filter_map(|gi| regions[gi].intersect(&t.global).map(|i| (gi, i))));
         hits.sort_unstable_by_key(|h| h.0);
-        let cells = if partial { refine(hits) } else { hits.into_iter().map(|(g, r)| (r, vec![g])).collect() };
         let mut covered = 0;
-        for (cell, gs) in cells {
-            covered += cell.numel();
-            let mut reps: Vec<&Piece> = gs.iter().flat_map(|&g| groups[g].1.iter().copied()).collect();
-            reps.sort_by_key(|p| (p.rank, p.buffer));
-            ops.push(CopyOp { srcs: reps.iter().map(|p| Loc::of(p, &cell)).collect(), dst: Loc::of(t, &cell), global: cell });
+        if partial {
+            for (cell, gs) in refine(std::mem::take(&mut hits)) {
+                covered += cell.numel();
+                let mut reps: SmallVec<[&Piece; 2]> = gs.iter().flat_map(|&g| groups[g].1.iter().copied()).collect();
+                reps.sort_by_key(|p| (p.rank, p.buffer));
+                ops.push(CopyOp { srcs: reps.iter().map(|p| Loc::of(p, &cell)).collect(), dst: Loc::of(t, &cell), global: cell });
+            }
+        } else {
+            for (g, cell) in hits.drain(..) {
+                covered += cell.numel();
+                let srcs = groups[g].1.iter().map(|p| Loc::of(p, &cell)).collect();
+                ops.push(CopyOp { srcs, dst: Loc::of(t, &cell), global: cell });
+            }
         }
         if covered != t.global.numel() {
             return Err(MergeError::Uncovered {
@@ -202,8 +223,8 @@ pub fn plan(
 }
 
 /// Splits overlapping boxes into disjoint cells, each with the boxes (by index) that cover it.
-fn refine(boxes: Vec<(usize, Region)>) -> Vec<(Region, Vec<usize>)> {
-    let mut cells: Vec<(Region, Vec<usize>)> = Vec::new();
+fn refine(boxes: Vec<(usize, Region)>) -> Vec<(Region, SmallVec<[usize; 1]>)> {
+    let mut cells: Vec<(Region, SmallVec<[usize; 1]>)> = Vec::new();
     for (g, b) in boxes {
         let mut next = Vec::with_capacity(cells.len() + 1);
         let mut fresh = vec![b.clone()];
@@ -221,17 +242,17 @@ fn refine(boxes: Vec<(usize, Region)>) -> Vec<(Region, Vec<usize>)> {
                 None => next.push((c, gs)),
             }
         }
-        next.extend(fresh.into_iter().map(|f| (f, vec![g])));
+        next.extend(fresh.into_iter().map(|f| (f, smallvec::smallvec![g])));
         cells = next;
     }
     cells
 }
 
 /// The first pair of distinct source boxes that overlap, if any.
-fn first_overlap(regions: &[Region], index: &Index) -> Option<(usize, usize)> {
+fn first_overlap(regions: &[&Region], index: &Index) -> Option<(usize, usize)> {
     for (i, r) in regions.iter().enumerate() {
         for j in index.candidates(r) {
-            if j != i && r.intersect(&regions[j]).is_some() {
+            if j != i && r.intersect(regions[j]).is_some() {
                 return Some((i, j));
             }
         }
@@ -242,7 +263,7 @@ fn first_overlap(regions: &[Region], index: &Index) -> Option<(usize, usize)> {
 /// Checks that the pieces' boxes do not overlap (for formats whose chunks must be disjoint,
 /// such as PyTorch DCP); identical boxes count as overlapping too.
 pub fn check_disjoint(name: &str, pieces: &[Piece]) -> Result<(), MergeError> {
-    let regions: Vec<Region> = pieces.iter().map(|p| p.global.clone()).filter(|r| !r.is_empty()).collect();
+    let regions: Vec<&Region> = pieces.iter().map(|p| &p.global).filter(|r| !r.is_empty()).collect();
     let index = Index::new(&regions);
     match first_overlap(&regions, &index) {
         Some((a, b)) => Err(MergeError::Overlap { tensor: name.to_string(), a: regions[a].clone(), b: regions[b].clone() }),

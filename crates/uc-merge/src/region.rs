@@ -1,22 +1,26 @@
 //! N-d boxes of a tensor (offsets + extents) and their relation to row-major flat ranges.
 
+/// Per-dim numbers (offsets, extents, strides); inline up to 4 dims so planning does not allocate.
+pub type Dims = smallvec::SmallVec<[u64; 4]>;
+
 /// A box of an N-d tensor: `off[d] .. off[d] + len[d]` on every dim. A 0-d box is one element.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Region {
-    pub off: Vec<u64>,
-    pub len: Vec<u64>,
+    pub off: Dims,
+    pub len: Dims,
 }
 
 impl Region {
     /// A box from offsets and extents (same length).
-    pub fn new(off: Vec<u64>, len: Vec<u64>) -> Region {
+    pub fn new(off: impl Into<Dims>, len: impl Into<Dims>) -> Region {
+        let (off, len) = (off.into(), len.into());
         debug_assert_eq!(off.len(), len.len());
         Region { off, len }
     }
 
     /// The whole tensor of `shape`.
     pub fn full(shape: &[u64]) -> Region {
-        Region { off: vec![0; shape.len()], len: shape.to_vec() }
+        Region { off: smallvec::smallvec![0; shape.len()], len: shape.into() }
     }
 
     /// Number of dims.
@@ -51,8 +55,8 @@ impl Region {
         if self.ndim() != other.ndim() {
             return None;
         }
-        let mut off = Vec::with_capacity(self.ndim());
-        let mut len = Vec::with_capacity(self.ndim());
+        let mut off = Dims::new();
+        let mut len = Dims::new();
         for d in 0..self.ndim() {
             let lo = self.off[d].max(other.off[d]);
             let hi = self.end(d).min(other.end(d));
@@ -107,8 +111,8 @@ impl Region {
 }
 
 /// Row-major (C-order) element strides of `shape`.
-pub fn rowmajor_strides(shape: &[u64]) -> Vec<u64> {
-    let mut s = vec![1u64; shape.len()];
+pub fn rowmajor_strides(shape: &[u64]) -> Dims {
+    let mut s: Dims = smallvec::smallvec![1u64; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
         s[d] = s[d + 1] * shape[d + 1];
     }
@@ -159,7 +163,7 @@ pub fn flat_range_to_regions(shape: &[u64], start: u64, end: u64) -> Vec<Region>
 fn split_range(shape: &[u64], prefix: &mut Vec<u64>, a: u64, b: u64, out: &mut Vec<Region>) {
     let depth = prefix.len();
     if depth == shape.len() {
-        out.push(Region::new(prefix.clone(), vec![1; depth]));
+        out.push(Region::new(prefix.as_slice(), vec![1; depth]));
         return;
     }
     let inner: u64 = shape[depth + 1..].iter().product();
