@@ -42,7 +42,7 @@ impl Split {
             Split::Chunk => {
                 let c = size.div_ceil(p);
                 (0..p)
-                    .map(|i| size.saturating_sub(i * c).min(c))
+                    .map(|i| size.saturating_sub(i.saturating_mul(c)).min(c))
                     .collect()
             }
             Split::Grain { grain } => {
@@ -54,6 +54,44 @@ impl Split {
                         .collect()
                 } else {
                     (0..p).map(|i| size / p + u64::from(i < size % p)).collect()
+                }
+            }
+        }
+    }
+}
+
+impl Split {
+    /// Size of part `index` alone (0 past the last part), equal to `sizes(size, parts)[index]`
+    /// without building the list, so a huge `parts` costs nothing.
+    ///
+    /// ```
+    /// use uc_schema::Split;
+    /// assert_eq!(Split::Chunk.part(10, 4, 3), 1);
+    /// assert_eq!(Split::Grain { grain: 8 }.part(24, 2, 0), 16);
+    /// ```
+    pub fn part(&self, size: u64, parts: u32, index: u32) -> u64 {
+        let p = parts.max(1) as u64;
+        let i = index as u64;
+        if i >= p {
+            return match self {
+                Split::Sizes(s) => s.get(index as usize).copied().unwrap_or(0),
+                _ => 0,
+            };
+        }
+        match self {
+            Split::Even => size / p,
+            Split::Sizes(s) => s.get(index as usize).copied().unwrap_or(0),
+            Split::Chunk => {
+                let c = size.div_ceil(p);
+                size.saturating_sub(i.saturating_mul(c)).min(c)
+            }
+            Split::Grain { grain } => {
+                let g = (*grain).max(1);
+                if size >= g {
+                    let units = size / g;
+                    (units / p + u64::from(i < units % p)) * g
+                } else {
+                    size / p + u64::from(i < size % p)
                 }
             }
         }
@@ -122,16 +160,22 @@ impl Layout {
         Layout::Replicated { ranks: 1 }
     }
 
-    /// Number of ranks this layout spans.
+    /// Number of ranks this layout spans (`u32::MAX` when that overflows; see [`Layout::checked_ranks`]).
     pub fn ranks(&self) -> u32 {
+        self.checked_ranks().unwrap_or(u32::MAX)
+    }
+
+    /// Number of ranks this layout spans, `None` when a mesh or nesting overflows u32.
+    pub fn checked_ranks(&self) -> Option<u32> {
         match self {
-            Layout::Replicated { ranks } => *ranks,
-            Layout::Shard { parts, .. } | Layout::Fused { parts, .. } => *parts,
-            Layout::Experts { ep, .. } => *ep,
-            Layout::Mesh { mesh, .. } => mesh.iter().product(),
-            Layout::ZeroFlat { dp, .. } | Layout::Zero3 { dp, .. } => *dp,
+            Layout::Replicated { ranks } => Some(*ranks),
+            Layout::Shard { parts, .. } | Layout::Fused { parts, .. } => Some(*parts),
+            Layout::Experts { ep, .. } => Some(*ep),
+            Layout::Mesh { mesh, .. } => mesh.iter().try_fold(1u32, |a, &m| a.checked_mul(m)),
+            Layout::ZeroFlat { dp, .. } | Layout::Zero3 { dp, .. } => Some(*dp),
             Layout::Nested { outer, inner } => {
-                outer.ranks() * inner.iter().map(Layout::ranks).max().unwrap_or(1)
+                let most = inner.iter().map(Layout::checked_ranks).try_fold(1u32, |a, r| Some(a.max(r?)))?;
+                outer.checked_ranks()?.checked_mul(most)
             }
         }
     }

@@ -99,13 +99,13 @@ impl TensorMeta {
         self.padded_shape.as_deref().unwrap_or(&self.shape)
     }
 
-    /// Number of logical elements.
+    /// Number of logical elements (saturating: absurd shapes give `u64::MAX`, not a panic).
     pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape.iter().fold(1u64, |a, &d| a.saturating_mul(d))
     }
 
-    /// Logical size in bytes.
+    /// Logical size in bytes (saturating).
     pub fn nbytes(&self) -> u64 {
-        self.numel() * self.dtype.size() as u64
+        self.numel().saturating_mul(self.dtype.size() as u64)
     }
 }

@@ -44,9 +44,9 @@ impl Topology {
         self.axes.iter().find(|a| a.name == name).map_or(1, |a| a.size)
     }
 
-    /// Product of all axis sizes.
+    /// Product of all axis sizes (`u32::MAX` when that overflows; validation rejects such topologies).
     pub fn world_size(&self) -> u32 {
-        self.axes.iter().map(|a| a.size).product()
+        self.axes.iter().fold(1u32, |a, x| a.saturating_mul(x.size))
     }
 
     /// Coordinates of a global rank on each axis (row-major, first axis outermost).
@@ -65,7 +65,7 @@ impl Topology {
         self.axes
             .iter()
             .zip(coords)
-            .fold(0, |acc, (a, c)| acc * a.size + c)
+            .fold(0u32, |acc, (a, c)| acc.saturating_mul(a.size).saturating_add(*c))
     }
 
     /// The pipeline stage holding `layer`, if the stage map names it.

@@ -34,18 +34,21 @@ pub fn validate_split(tensor: &str, dim: usize, size: u64, parts: u32, split: &S
     if parts == 0 {
         return Err(SchemaError::ZeroRanks { tensor: tensor.into() });
     }
-    match split {
-        Split::Even if size % parts as u64 != 0 => {
+    // Sums are computed without building per-rank lists: `parts` may be huge on bad input.
+    let sum = match split {
+        Split::Even if !size.is_multiple_of(parts as u64) => {
             return Err(SchemaError::UnevenSplit { tensor: tensor.into(), dim, size, parts })
         }
         Split::Sizes(s) if s.len() != parts as usize => {
             return Err(SchemaError::SizesCount { tensor: tensor.into(), parts, got: s.len() })
         }
-        _ => {}
-    }
-    let sizes = split.sizes(size, parts);
-    let sum: u64 = sizes.iter().sum();
+        Split::Sizes(s) => checked_sum(s.iter().copied()).unwrap_or(u64::MAX),
+        Split::Even | Split::Chunk => size,
+        Split::Grain { grain } if size >= (*grain).max(1) => size - size % (*grain).max(1),
+        Split::Grain { .. } => size,
+    };
     if sum != size {
+        let sizes = if parts <= 4096 { split.sizes(size, parts) } else { Vec::new() };
         return Err(SchemaError::SizesDontSum { tensor: tensor.into(), dim, sizes, sum, expected: size });
     }
     Ok(())
@@ -61,8 +64,10 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
             Ok(())
         }
     };
-    if layout.ranks() == 0 {
-        return Err(SchemaError::ZeroRanks { tensor: t() });
+    match layout.checked_ranks() {
+        None => return Err(SchemaError::TooManyRanks { what: format!("tensor `{tensor}`") }),
+        Some(0) => return Err(SchemaError::ZeroRanks { tensor: t() }),
+        Some(_) => {}
     }
     match layout {
         Layout::Replicated { .. } => Ok(()),
@@ -73,7 +78,7 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
         Layout::Fused { dim, parts, subs } => {
             dim_check(*dim)?;
             let sizes: Vec<u64> = subs.iter().map(|s| s.size).collect();
-            let sum: u64 = sizes.iter().sum();
+            let sum = checked_sum(sizes.iter().copied()).unwrap_or(u64::MAX);
             if sum != shape[*dim] {
                 return Err(SchemaError::SubParamMismatch {
                     tensor: t(),
@@ -119,7 +124,11 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
             Ok(())
         }
         Layout::ZeroFlat { dp, offset, group_numel, alignment } => {
-            let end = offset + shape.iter().product::<u64>();
+            let end = shape
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .and_then(|n| n.checked_add(*offset))
+                .unwrap_or(u64::MAX);
             if end > *group_numel {
                 return Err(SchemaError::ZeroRangeOutsideGroup {
                     tensor: t(),
@@ -129,7 +138,7 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
                 });
             }
             let padded = zero_padded(*group_numel, *alignment);
-            if padded % *dp as u64 != 0 {
+            if !padded.is_multiple_of(*dp as u64) {
                 return Err(SchemaError::ZeroPaddingUneven { tensor: t(), padded, dp: *dp });
             }
             Ok(())
@@ -158,13 +167,13 @@ pub fn local_shape(shape: &[u64], layout: &Layout, rank: u32) -> Vec<u64> {
     let mut s = shape.to_vec();
     match layout {
         Layout::Shard { dim, parts, split } if *dim < s.len() => {
-            s[*dim] = split.sizes(shape[*dim], *parts).get(rank as usize).copied().unwrap_or(0);
+            s[*dim] = split.part(shape[*dim], *parts, rank);
         }
         Layout::Fused { dim, parts, subs } if *dim < s.len() => {
             s[*dim] = subs
                 .iter()
-                .map(|sp| sp.split.sizes(sp.size, *parts).get(rank as usize).copied().unwrap_or(0))
-                .sum();
+                .map(|sp| sp.split.part(sp.size, *parts, rank))
+                .fold(0u64, u64::saturating_add);
         }
         Layout::Experts { num_experts, ep, storage } if !s.is_empty() => {
             let local = num_experts / (*ep).max(1) as u64;
@@ -185,8 +194,7 @@ pub fn local_shape(shape: &[u64], layout: &Layout, rank: u32) -> Vec<u64> {
             for (i, p) in placements.iter().enumerate() {
                 if let Placement::Shard(d) = p {
                     if *d < s.len() {
-                        let sizes = Split::Chunk.sizes(s[*d], mesh[i]);
-                        s[*d] = sizes.get(coords[i] as usize).copied().unwrap_or(0);
+                        s[*d] = Split::Chunk.part(s[*d], mesh[i], coords[i]);
                     }
                 }
             }
@@ -194,6 +202,11 @@ pub fn local_shape(shape: &[u64], layout: &Layout, rank: u32) -> Vec<u64> {
         _ => {}
     }
     s
+}
+
+/// Sum without overflow (`None` when it would overflow).
+fn checked_sum(v: impl IntoIterator<Item = u64>) -> Option<u64> {
+    v.into_iter().try_fold(0u64, |a, b| a.checked_add(b))
 }
 
 /// Checks a tensor: safe name, padded shape consistent, layout fits the stored shape.
@@ -214,6 +227,9 @@ pub fn validate_topology(t: &Topology) -> Result {
     }
     if let Some(a) = t.axes.iter().find(|a| a.size == 0) {
         return Err(SchemaError::ZeroAxis { axis: a.name.clone() });
+    }
+    if t.axes.iter().try_fold(1u32, |a, x| a.checked_mul(x.size)).is_none() {
+        return Err(SchemaError::TooManyRanks { what: "topology".into() });
     }
     Ok(())
 }
