@@ -1,0 +1,606 @@
+//! A DeepSpeed checkpoint read as plain data: every parameter's layout over (model-parallel rank,
+//! data-parallel rank), built from what the files say, and full tensors merged through uc-merge.
+//!
+//! Model-parallel rank `m` is DeepSpeed's `mp_rank_<m>`: `stage * tp + tp_rank`. A parameter held by
+//! several `m` (tensor parallel, tied pipeline weights) gets an outer layout over those holders
+//! (TP rule or replicated); ZeRO partitions each holder's local tensor over the dp ranks inside it.
+
+use super::files::DsFiles;
+use super::pyjson::{to_json, to_value};
+use crate::error::{Result, StoreError};
+use crate::pickle::{Allowlist, Cursor, PyValue, TensorRef};
+use crate::pt::PtFile;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use uc_merge::{execute_target, pieces, plan, Piece, ReplicaPolicy};
+use uc_schema::deepspeed::UniversalCheckpointInfo;
+use uc_schema::{DType, Layout, Role, TensorMeta, Topology, Value};
+
+/// A trainable parameter found in the optimizer files.
+#[derive(Debug, Clone)]
+pub struct DsParam {
+    pub name: String,
+    /// Optimizer param group index (same on every holder).
+    pub group: usize,
+    /// Model-parallel ranks holding (a part of) it, in outer-rank order.
+    pub holders: Vec<u32>,
+    /// fp32 description: logical shape, padded shape, layout over `holders.len() × dp` ranks.
+    pub meta: TensorMeta,
+    /// How replicas are merged (TP-replicated and tied weights: verified; to-average: averaged).
+    pub policy: ReplicaPolicy,
+    /// Per-element optimizer states (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, …).
+    pub states: Vec<String>,
+    /// Scalar optimizer states (`step`).
+    pub scalars: Vec<String>,
+}
+
+/// A tensor kept from the model states that no optimizer trains (frozen parameter or buffer).
+#[derive(Debug, Clone)]
+pub struct DsExtra {
+    pub meta: TensorMeta,
+    pub holders: Vec<u32>,
+    pub policy: ReplicaPolicy,
+}
+
+/// User-supplied TP metadata for checkpoints saved without `universal_checkpoint_info`.
+#[derive(Debug, Clone, Default)]
+pub struct Assume {
+    /// Regexes of row-parallel parameters (merged on dim 1).
+    pub row: Vec<String>,
+    /// Regexes of parameters every TP rank holds whole.
+    pub replicated: Vec<String>,
+    /// Regexes of vocabulary parameters and the original vocabulary size.
+    pub vocab: Vec<String>,
+    pub vocab_size: Option<u64>,
+}
+
+impl Assume {
+    fn is_empty(&self) -> bool {
+        self.row.is_empty() && self.replicated.is_empty() && self.vocab.is_empty()
+    }
+
+    fn to_uci(&self) -> std::result::Result<UniversalCheckpointInfo, uc_schema::SchemaError> {
+        let mut j = serde_json::json!({
+            "universal_checkpoint_version": 0.2,
+            "parameter_with_row_parallelism_patterns": self.row,
+            "tp_replicated_parameter_patterns": self.replicated,
+            "vocabulary_parameter_patterns": self.vocab,
+        });
+        if let Some(v) = self.vocab_size {
+            j["original_vocab_size"] = serde_json::json!(v);
+        }
+        UniversalCheckpointInfo::parse(&j)
+    }
+}
+
+/// An open DeepSpeed checkpoint.
+#[derive(Debug)]
+pub struct DsCheckpoint {
+    pub files: DsFiles,
+    /// ZeRO stage (1 for the BF16 optimizer).
+    pub stage: u8,
+    pub tp: u32,
+    pub pp: u32,
+    pub dp: u32,
+    pub uci: Option<UniversalCheckpointInfo>,
+    pub params: Vec<DsParam>,
+    pub extras: Vec<DsExtra>,
+    /// Training state: steps, samples, param-group hyper-parameters, ds_config, …
+    pub state: BTreeMap<String, Value>,
+    model: BTreeMap<u32, PtFile>,
+    optim: BTreeMap<(u32, u32), PtFile>,
+}
+
+fn fmt_err(path: &Path, why: impl Into<String>) -> StoreError {
+    StoreError::Format { path: path.to_path_buf(), why: why.into() }
+}
+
+fn schema_err(path: &Path) -> impl FnOnce(uc_schema::SchemaError) -> StoreError + '_ {
+    move |source| StoreError::Schema { path: path.to_path_buf(), source }
+}
+
+fn as_u64(c: &Cursor, what: &str) -> Result<u64> {
+    c.value()
+        .as_int()
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| fmt_err(c.path(), format!("`{}`: expected a non-negative int for {what}", c.trail())))
+}
+
+/// `param_shapes`: one ordered map per param group, name → shape.
+fn param_shapes(f: &PtFile) -> Result<Vec<Vec<(String, Vec<u64>)>>> {
+    let root = f.cursor();
+    let Some(ps) = root.get("param_shapes") else {
+        return Ok(Vec::new());
+    };
+    let groups = match ps.value() {
+        PyValue::Dict(_) => vec![ps],
+        _ => ps.items()?,
+    };
+    groups
+        .iter()
+        .map(|g| {
+            g.str_entries()?
+                .into_iter()
+                .map(|(name, c)| {
+                    let shape = c.value().as_shape().ok_or_else(|| {
+                        fmt_err(f.path(), format!("`{}`: expected a shape", c.trail()))
+                    })?;
+                    Ok((name.to_string(), shape))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The dict of group `g` under a `state` dict whose keys are ints (or their strings).
+fn group_key<'a>(c: &Cursor<'a>, g: usize) -> Result<Cursor<'a>> {
+    c.int_key(g as i64).or_else(|_| c.key(&g.to_string()))
+}
+
+impl DsCheckpoint {
+    /// Opens the checkpoint at `path` (a folder with `latest`, or a tag folder).
+    pub fn open(path: &Path, tag: Option<&str>, assume: &Assume) -> Result<DsCheckpoint> {
+        let files = DsFiles::discover(path, tag)?;
+        let allow = Allowlist::deepspeed();
+        let zero3 = !files.zero3_model.is_empty();
+        let stage = if zero3 { 3 } else { 0 };
+        let mut model = BTreeMap::new();
+        if zero3 {
+            for ((m, d), p) in &files.zero3_model {
+                if *d == 0 {
+                    model.insert(*m, PtFile::open(p, &allow)?);
+                }
+            }
+        } else {
+            for (m, p) in &files.model {
+                model.insert(*m, PtFile::open(p, &allow)?);
+            }
+        }
+        let first = model.values().next().ok_or_else(|| fmt_err(&files.dir, "no model states"))?;
+        let root = first.cursor();
+        let get_u32 = |c: Option<Cursor>| c.and_then(|c| c.value().as_int()).map(|i| i.max(1) as u32);
+        let dims = root.get("checkpoint_parallel_dimensions");
+        let mp = model.len() as u32;
+        let tp = get_u32(dims.as_ref().and_then(|d| d.get("tp_degree"))).unwrap_or(mp);
+        let pp = get_u32(dims.as_ref().and_then(|d| d.get("pp_degree"))).unwrap_or(1);
+        if tp * pp != mp {
+            return Err(fmt_err(
+                &files.dir,
+                format!("{mp} model-parallel ranks found but the checkpoint says tp {tp} × pp {pp}"),
+            ));
+        }
+        for m in 0..mp {
+            if !model.contains_key(&m) {
+                let name = if zero3 {
+                    format!("zero_pp_rank_0_mp_rank_{m:02}_model_states.pt")
+                } else {
+                    format!("mp_rank_{m:02}_model_states.pt")
+                };
+                return Err(StoreError::Io {
+                    path: files.dir.join(name),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "model states of this rank are missing"),
+                });
+            }
+        }
+        let dp = files.optim.keys().filter(|(m, _)| *m == 0).count() as u32;
+        let mut optim = BTreeMap::new();
+        if dp > 0 {
+            for m in 0..mp {
+                for d in 0..dp {
+                    let p = files.optim.get(&(m, d)).cloned().unwrap_or_else(|| files.optim_name(m, d));
+                    optim.insert((m, d), PtFile::open(&p, &allow)?);
+                }
+            }
+        }
+        let uci_json = root.get("universal_checkpoint_info").map(|c| to_json(c.value()));
+        let uci = match (&uci_json, assume.is_empty()) {
+            (_, false) => Some(assume.to_uci().map_err(schema_err(&files.dir))?),
+            (Some(j), true) => Some(UniversalCheckpointInfo::parse(j).map_err(schema_err(first.path()))?),
+            (None, true) => None,
+        };
+        let mut ck = DsCheckpoint {
+            files,
+            stage,
+            tp,
+            pp,
+            dp: dp.max(1),
+            uci,
+            params: Vec::new(),
+            extras: Vec::new(),
+            state: BTreeMap::new(),
+            model,
+            optim,
+        };
+        ck.stage = ck.detect_stage()?;
+        ck.collect_state();
+        ck.collect_params()?;
+        ck.collect_extras()?;
+        Ok(ck)
+    }
+
+    /// The topology the checkpoint was saved with.
+    pub fn topology(&self) -> Topology {
+        let mut t = Topology::new(&[("pp", self.pp), ("dp", self.dp), ("tp", self.tp)], self.stage);
+        t.axes.retain(|a| a.size > 1 || a.name == "dp");
+        t
+    }
+
+    fn optim_root(&self, m: u32, d: u32) -> Result<Cursor<'_>> {
+        let f = self.optim.get(&(m, d)).ok_or_else(|| fmt_err(&self.files.optim_name(m, d), "missing optimizer states"))?;
+        f.cursor().key("optimizer_state_dict")
+    }
+
+    fn detect_stage(&self) -> Result<u8> {
+        if self.stage == 3 || self.optim.is_empty() {
+            return Ok(self.stage.max(if self.optim.is_empty() { 0 } else { 1 }));
+        }
+        let o = self.optim_root(0, 0)?;
+        Ok(match o.get("zero_stage").and_then(|c| c.value().as_int().or_else(|| match c.value() {
+            PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
+            _ => None,
+        })) {
+            Some(s) => s.clamp(0, 3) as u8,
+            None => 1, // the BF16 optimizer is ZeRO-1 and writes no zero_stage
+        })
+    }
+
+    fn collect_state(&mut self) {
+        let root = self.model[&0].cursor();
+        for key in ["global_steps", "global_samples", "skipped_steps", "iteration", "ds_version", "ds_config", "lr_scheduler", "mp_world_size", "dp_world_size", "checkpoint_parallel_dimensions", "universal_checkpoint_info", "ds_autoep_layers", "num_experts"] {
+            if let Some(c) = root.get(key) {
+                self.state.insert(key.to_string(), to_value(c.value()));
+            }
+        }
+        if let Ok(o) = self.optim_root(0, 0) {
+            let groups = o
+                .get("base_optimizer_state")
+                .and_then(|b| b.get("param_groups"))
+                .or_else(|| o.get("optimizer_state_dict").and_then(|b| b.get("param_groups")));
+            if let Some(g) = groups {
+                let mut v = to_json(g.value());
+                if let Some(a) = v.as_array_mut() {
+                    for g in a {
+                        if let Some(m) = g.as_object_mut() {
+                            m.remove("params");
+                        }
+                    }
+                }
+                self.state.insert("param_groups".into(), Value::from_json(&v));
+            }
+        }
+    }
+
+    /// The partition tensor of (m, d) for group `g`: the fp32 master (`key` None) or a state.
+    fn partition(&self, m: u32, d: u32, g: usize, key: Option<&str>) -> Result<(&PtFile, Cursor<'_>)> {
+        let f = &self.optim[&(m, d)];
+        let o = f.cursor().key("optimizer_state_dict")?;
+        let c = match (self.stage, key) {
+            (3, None) => o.key("fp32_flat_groups")?.index(g)?,
+            (3, Some(k)) => group_key(&o.key("optimizer_state_dict")?.key("state")?, g)?.key(k)?,
+            (_, None) => o.key("single_partition_of_fp32_groups")?.index(g)?,
+            (_, Some(k)) => group_key(&o.key("base_optimizer_state")?.key("state")?, g)?.key(k)?,
+        };
+        Ok((f, c))
+    }
+
+    fn tensor_of<'a>(c: &Cursor<'a>) -> Result<&'a TensorRef> {
+        c.value().as_tensor().ok_or_else(|| fmt_err(c.path(), format!("`{}`: expected a tensor, found {}", c.trail(), c.value().type_name())))
+    }
+
+    fn collect_params(&mut self) -> Result<()> {
+        // name → (group, holder m → local shape); order of first appearance.
+        let mut order: Vec<String> = Vec::new();
+        let mut seen: BTreeMap<String, (usize, BTreeMap<u32, Vec<u64>>)> = BTreeMap::new();
+        let mut groups_of: BTreeMap<u32, Vec<Vec<(String, Vec<u64>)>>> = BTreeMap::new();
+        for (m, f) in &self.model {
+            let groups = param_shapes(f)?;
+            for (g, params) in groups.iter().enumerate() {
+                for (name, shape) in params {
+                    uc_schema::validate_name(name).map_err(schema_err(f.path()))?;
+                    let e = seen.entry(name.clone()).or_insert_with(|| {
+                        order.push(name.clone());
+                        (g, BTreeMap::new())
+                    });
+                    e.1.insert(*m, shape.clone());
+                }
+            }
+            groups_of.insert(*m, groups);
+        }
+        if self.optim.is_empty() {
+            return Ok(()); // saved before the first optimizer step: weights only (extras)
+        }
+        // Inner (ZeRO) layout of every (m, group, name).
+        let mut inner: BTreeMap<(u32, String), Layout> = BTreeMap::new();
+        for (m, groups) in &groups_of {
+            for (g, params) in groups.iter().enumerate() {
+                let (f0, c0) = self.partition(*m, 0, g, None)?;
+                let part = Self::tensor_of(&c0)?.numel();
+                let group_numel: u64 = params.iter().map(|(_, s)| s.iter().product::<u64>()).sum();
+                let dp = self.dp as u64;
+                if self.stage < 3 && group_numel > part * dp {
+                    return Err(fmt_err(f0.path(), format!("param group {g}: {group_numel} elements do not fit {dp} partitions of {part}")));
+                }
+                let mut off = 0;
+                for (name, shape) in params {
+                    let numel: u64 = shape.iter().product();
+                    let l = if self.stage == 3 {
+                        Layout::Zero3 { dp: self.dp, offset: off }
+                    } else {
+                        Layout::ZeroFlat { dp: self.dp, offset: off, group_numel, alignment: part * dp }
+                    };
+                    off += if self.stage == 3 { numel.div_ceil(dp) } else { numel };
+                    inner.insert((*m, name.clone()), l);
+                }
+                if self.stage < 3 {
+                    self.check_fragments(*m, g, params, &inner)?;
+                }
+            }
+        }
+        // States present in group files (from m 0, d 0 of the param's group).
+        for name in order {
+            let (group, locals) = &seen[&name];
+            let holders: Vec<u32> = locals.keys().copied().collect();
+            let local_shapes: Vec<Vec<u64>> = locals.values().cloned().collect();
+            let path = self.model[&holders[0]].path().to_path_buf();
+            let stages: BTreeSet<u32> = holders.iter().map(|m| m / self.tp).collect();
+            let (outer, shape, padded, policy) = if holders.len() == 1 {
+                (Layout::single(), local_shapes[0].clone(), None, ReplicaPolicy::First)
+            } else if self.tp == 1 || stages.len() == holders.len() {
+                // tied pipeline weights: every stage holds the same tensor
+                if local_shapes.windows(2).any(|w| w[0] != w[1]) {
+                    return Err(fmt_err(&path, format!("`{name}` is held by stages {stages:?} with different shapes {local_shapes:?}")));
+                }
+                (Layout::Replicated { ranks: holders.len() as u32 }, local_shapes[0].clone(), None, ReplicaPolicy::Verify)
+            } else if stages.len() == 1 && holders.len() == self.tp as usize {
+                let uci = self.uci.as_ref().ok_or_else(|| {
+                    fmt_err(&path, format!(
+                        "tensor-parallel checkpoint (tp {}) without `universal_checkpoint_info`: cannot tell how `{name}` \
+                         (local shapes {local_shapes:?}) is split; pass --assume-row / --assume-replicated patterns",
+                        self.tp
+                    ))
+                })?;
+                let rule = uci.tp_rule(&name, &local_shapes).map_err(schema_err(&path))?;
+                let policy = if rule.average {
+                    ReplicaPolicy::Average
+                } else if rule.replicated {
+                    ReplicaPolicy::Verify
+                } else {
+                    ReplicaPolicy::First
+                };
+                let padded = (rule.logical_shape() != rule.shape).then(|| rule.shape.clone());
+                (rule.layout.clone(), rule.logical_shape(), padded, policy)
+            } else {
+                return Err(fmt_err(&path, format!("`{name}` is held by model-parallel ranks {holders:?}: tied weights across TP ranks of several stages are not supported")));
+            };
+            let inner_layouts = holders.iter().map(|m| inner[&(*m, name.clone())].clone()).collect();
+            let layout = Layout::Nested { outer: Box::new(outer), inner: inner_layouts };
+            let mut meta = TensorMeta::new(&name, DType::F32, shape, Role::Fp32Master).with_layout(layout);
+            meta.padded_shape = padded;
+            meta.validate().map_err(schema_err(&path))?;
+            let (states, scalars) = self.state_keys(holders[0], *group)?;
+            self.params.push(DsParam { name, group: *group, holders, meta, policy, states, scalars });
+        }
+        Ok(())
+    }
+
+    /// Per-element and scalar optimizer state keys of group `g`.
+    fn state_keys(&self, m: u32, g: usize) -> Result<(Vec<String>, Vec<String>)> {
+        let o = self.optim_root(m, 0)?;
+        let st = if self.stage == 3 { o.key("optimizer_state_dict")?.key("state")? } else { o.key("base_optimizer_state")?.key("state")? };
+        let Ok(gs) = group_key(&st, g) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let (mut states, mut scalars) = (Vec::new(), Vec::new());
+        for (k, c) in gs.str_entries()? {
+            // Partitions may be stored with or without their padding, so any 1-d tensor is a
+            // per-element state; 0-d tensors and numbers are scalars.
+            match c.value() {
+                PyValue::Tensor(t) if !t.shape.is_empty() => states.push(k.to_string()),
+                PyValue::Tensor(_) => scalars.push(k.to_string()),
+                PyValue::Int(_) | PyValue::Float(_) => scalars.push(k.to_string()),
+                _ => {}
+            }
+        }
+        Ok((states, scalars))
+    }
+
+    /// Checks our ZeRO-1/2 layout against DeepSpeed's `param_slice_mappings` on every dp rank.
+    fn check_fragments(&self, m: u32, g: usize, params: &[(String, Vec<u64>)], inner: &BTreeMap<(u32, String), Layout>) -> Result<()> {
+        for d in 0..self.dp {
+            let o = self.optim_root(m, d)?;
+            let Some(maps) = o.get("param_slice_mappings") else { continue };
+            let gm = maps.index(g)?;
+            for (name, shape) in params {
+                let mut ps = Vec::new();
+                uc_merge::layout_pieces(shape, &inner[&(m, name.clone())], &mut ps);
+                let mine: Vec<&Piece> = ps.iter().filter(|p| p.rank == d).collect();
+                let numel: u64 = mine.iter().map(|p| p.global.numel()).sum();
+                let start = mine.iter().map(|p| p.offset).min();
+                let theirs = gm.get(name);
+                let ok = match (&theirs, start) {
+                    (None, None) => true,
+                    (Some(c), Some(s)) => {
+                        let st = c.get("start").map(|x| as_u64(&x, "start")).transpose()?;
+                        let n = c.get("numel").map(|x| as_u64(&x, "numel")).transpose()?;
+                        st == Some(s) && n == Some(numel)
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(StoreError::BadTensor {
+                        path: self.optim[&(m, d)].path().to_path_buf(),
+                        tensor: name.clone(),
+                        why: format!("param_slice_mappings disagree with the ZeRO layout (expected start {start:?}, numel {numel})"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_extras(&mut self) -> Result<()> {
+        if self.stage == 3 {
+            return Ok(()); // module holds empty placeholders under ZeRO-3
+        }
+        let trained: BTreeSet<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+        let mut locals: BTreeMap<String, BTreeMap<u32, (DType, Vec<u64>)>> = BTreeMap::new();
+        let mut order = Vec::new();
+        let mut frozen = BTreeSet::new();
+        for (m, f) in &self.model {
+            let root = f.cursor();
+            if let Some(fs) = root.get("frozen_param_shapes") {
+                if let Ok(e) = fs.str_entries() {
+                    frozen.extend(e.into_iter().map(|(k, _)| k.to_string()));
+                }
+            }
+            let Some(module) = root.get("module") else { continue };
+            if module.value().is_none() {
+                continue;
+            }
+            for (name, c) in module.str_entries()? {
+                let Some(t) = c.value().as_tensor() else { continue };
+                if trained.contains(name) {
+                    continue;
+                }
+                uc_schema::validate_name(name).map_err(schema_err(f.path()))?;
+                let e = locals.entry(name.to_string()).or_insert_with(|| {
+                    order.push(name.to_string());
+                    BTreeMap::new()
+                });
+                e.insert(*m, (t.dtype, t.shape.clone()));
+            }
+        }
+        for name in order {
+            let l = &locals[&name];
+            let holders: Vec<u32> = l.keys().copied().collect();
+            let (dtype, shape0) = l.values().next().cloned().unwrap_or((DType::F32, vec![]));
+            let shapes: Vec<Vec<u64>> = l.values().map(|v| v.1.clone()).collect();
+            let path = self.model[&holders[0]].path().to_path_buf();
+            let (layout, shape, padded, policy) = if holders.len() == 1 {
+                (Layout::single(), shape0, None, ReplicaPolicy::First)
+            } else if let (Some(uci), true) = (&self.uci, self.tp as usize == holders.len() && self.pp == 1) {
+                let rule = uci.tp_rule(&name, &shapes).map_err(schema_err(&path))?;
+                let padded = (rule.logical_shape() != rule.shape).then(|| rule.shape.clone());
+                let pol = if rule.average { ReplicaPolicy::Average } else { ReplicaPolicy::First };
+                (rule.layout.clone(), rule.logical_shape(), padded, pol)
+            } else if shapes.windows(2).all(|w| w[0] == w[1]) {
+                (Layout::Replicated { ranks: holders.len() as u32 }, shape0, None, ReplicaPolicy::First)
+            } else {
+                return Err(fmt_err(&path, format!("`{name}` has different shapes {shapes:?} on ranks {holders:?} and no TP metadata says how to merge it")));
+            };
+            let role = if frozen.contains(&name) { Role::Param } else { Role::Buffer };
+            let mut meta = TensorMeta::new(&name, dtype, shape, role).with_layout(layout);
+            meta.padded_shape = padded;
+            meta.frozen = frozen.contains(&name);
+            meta.validate().map_err(schema_err(&path))?;
+            self.extras.push(DsExtra { meta, holders, policy });
+        }
+        Ok(())
+    }
+
+    /// Every tensor a universal checkpoint of this one holds, in a stable order.
+    pub fn outputs(&self) -> Vec<TensorMeta> {
+        let mut out = Vec::new();
+        for p in &self.params {
+            let base = TensorMeta { layout: Layout::single(), padded_shape: None, ..p.meta.clone() };
+            out.push(base.clone());
+            for s in &p.states {
+                out.push(TensorMeta { role: Role::from_key(s), ..base.clone() });
+            }
+            for s in &p.scalars {
+                out.push(TensorMeta { role: Role::from_key(s), shape: vec![], ..base.clone() });
+            }
+        }
+        for e in &self.extras {
+            out.push(TensorMeta { layout: Layout::single(), padded_shape: None, ..e.meta.clone() });
+        }
+        out
+    }
+
+    /// Merges one output tensor (as listed by [`DsCheckpoint::outputs`]) into full row-major bytes.
+    pub fn read(&self, out: &TensorMeta) -> Result<Vec<u8>> {
+        if let Some(p) = self.params.iter().find(|p| p.name == out.name) {
+            return match &out.role {
+                Role::Fp32Master => self.merge_param(p, None),
+                r if p.scalars.iter().any(|s| s == r.key()) => self.read_scalar(p, r.key()),
+                r => self.merge_param(p, Some(r.key())),
+            };
+        }
+        let e = self.extras.iter().find(|e| e.meta.name == out.name).ok_or_else(|| {
+            fmt_err(&self.files.dir, format!("no tensor `{}` in this checkpoint", out.name))
+        })?;
+        let mut views = BTreeMap::new();
+        for (o, m) in e.holders.iter().enumerate() {
+            let f = &self.model[m];
+            let c = f.cursor().key("module")?.key(&e.meta.name)?;
+            let t = Self::tensor_of(&c)?;
+            views.insert(o as u32, (f, c.trail().to_string(), t));
+        }
+        self.merge(&e.meta, e.policy, |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)), out.dtype)
+    }
+
+    fn merge_param(&self, p: &DsParam, key: Option<&str>) -> Result<Vec<u8>> {
+        let n = p.holders.len() as u32;
+        let mut views = BTreeMap::new();
+        for d in 0..self.dp {
+            for (o, m) in p.holders.iter().enumerate() {
+                let (f, c) = self.partition(*m, d, p.group, key)?;
+                views.insert(d * n + o as u32, (f, c.trail().to_string(), Self::tensor_of(&c)?));
+            }
+        }
+        self.merge(&p.meta, p.policy, |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)), DType::F32)
+    }
+
+    fn merge<'a>(
+        &'a self,
+        meta: &TensorMeta,
+        policy: ReplicaPolicy,
+        view: impl Fn(u32) -> Option<(&'a PtFile, String, &'a TensorRef)>,
+        to: DType,
+    ) -> Result<Vec<u8>> {
+        let path = self.files.dir.clone();
+        let merge_err = |e: uc_merge::MergeError| StoreError::BadTensor { path: path.clone(), tensor: meta.name.clone(), why: e.to_string() };
+        let src = pieces(meta).map_err(merge_err)?;
+        let mut dst = Vec::new();
+        uc_merge::layout_pieces(&meta.shape, &Layout::single(), &mut dst);
+        let pl = plan(&meta.name, &meta.shape, &src, &dst, policy).map_err(merge_err)?;
+        let mut bytes: BTreeMap<u32, &[u8]> = BTreeMap::new();
+        let mut from = None;
+        for r in 0..meta.layout.ranks() {
+            if let Some((f, name, t)) = view(r) {
+                if *from.get_or_insert(t.dtype) != t.dtype {
+                    return Err(StoreError::BadTensor { path: f.path().to_path_buf(), tensor: name, why: format!("dtype {} differs from other ranks' {}", t.dtype, from.unwrap_or(t.dtype)) });
+                }
+                bytes.insert(r, f.tensor_bytes(&name, t)?);
+            }
+        }
+        let from = from.unwrap_or(to);
+        let mut out = vec![0u8; meta.numel() as usize * to.size()];
+        let get = |r: u32, _b: u32| bytes.get(&r).copied();
+        execute_target(&pl, 0, 0, &mut out, to, from, &get).map_err(merge_err)?;
+        Ok(out)
+    }
+
+    fn read_scalar(&self, p: &DsParam, key: &str) -> Result<Vec<u8>> {
+        let m = p.holders[0];
+        let (f, c) = self.partition(m, 0, p.group, Some(key))?;
+        let v = match c.value() {
+            PyValue::Tensor(t) => {
+                let b = f.tensor_bytes(c.trail(), t)?;
+                let mut out = [0u8; 4];
+                uc_merge::convert::convert(&b[..t.dtype.size().min(b.len())], t.dtype, &mut out, DType::F32)
+                    .map_err(|e| StoreError::BadTensor { path: f.path().to_path_buf(), tensor: c.trail().into(), why: e.to_string() })?;
+                f32::from_le_bytes(out)
+            }
+            PyValue::Int(i) => *i as f32,
+            PyValue::Float(x) => *x as f32,
+            other => return Err(fmt_err(f.path(), format!("`{}`: expected a number, found {}", c.trail(), other.type_name()))),
+        };
+        Ok(v.to_le_bytes().to_vec())
+    }
+
+    /// The folder the checkpoint's tag lives in.
+    pub fn dir(&self) -> &PathBuf {
+        &self.files.dir
+    }
+}

@@ -1,0 +1,10 @@
+//! DeepSpeed checkpoints: discovery of every rank's file, layouts from what the files say
+//! (param shapes, partitions, `universal_checkpoint_info`), and full tensors merged by uc-merge.
+
+mod checkpoint;
+mod files;
+mod pyjson;
+
+pub use checkpoint::{Assume, DsCheckpoint, DsExtra, DsParam};
+pub use files::DsFiles;
+pub use pyjson::{to_json, to_value};
