@@ -28,6 +28,10 @@ pub enum StoreError {
     Checksum { path: PathBuf, file: String, expected: String, found: String },
     #[error("{path}: {source}")]
     Schema { path: PathBuf, source: uc_schema::SchemaError },
+    #[error("{path}: no COMPLETE marker; not a finished checkpoint")]
+    Incomplete { path: PathBuf },
+    #[error("{path}: tensor `{tensor}` was planned but never written")]
+    Unwritten { path: PathBuf, tensor: String },
 }
 
 /// Result with [`StoreError`].

@@ -1,11 +1,13 @@
 //! unicheck on-disk formats. Owns every byte on disk; never prints.
 //!
+//! - [`atomic`]: atomic output directories (temp sibling, rename, `COMPLETE`) and safe name joins.
 //! - [`error`]: [`StoreError`], naming the file and tensor.
 //! - [`pickle`]: a pickle interpreter that never executes code (allowlisted globals only).
 //! - [`pt`]: PyTorch `.pt` files (zip + pickle) read lazily by mmap.
 //! - [`pt_write`]: `.pt` writer (DeepSpeed universal layout files `torch.load` opens).
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
 
+pub mod atomic;
 pub mod error;
 pub mod native;
 pub mod pickle;

@@ -1,0 +1,280 @@
+//! Reader of the native format: checks `COMPLETE`, validates `uc.json` against the safetensors headers,
+//! and serves each tensor's bytes as a slice of an mmapped file.
+
+use super::{sha256_bytes, CHECKSUM_PREFIX, MANIFEST_FILE};
+use crate::atomic::{safe_rel_path, COMPLETE};
+use crate::error::{io_err, Result, StoreError};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use uc_schema::{Entry, Manifest, Role};
+
+/// One mmapped safetensors file of the checkpoint.
+#[derive(Debug)]
+struct Mapped {
+    rel: String,
+    path: PathBuf,
+    checksum: String,
+    map: Mmap,
+}
+
+/// An opened native checkpoint.
+#[derive(Debug)]
+pub struct NativeCheckpoint {
+    dir: PathBuf,
+    manifest: Manifest,
+    files: Vec<Mapped>,
+    /// Per manifest entry: (file index, absolute byte range), when it has storage.
+    ranges: Vec<Option<(usize, usize, usize)>>,
+    index: HashMap<(String, Role), usize>,
+}
+
+impl NativeCheckpoint {
+    /// Opens `dir`: requires `COMPLETE`, parses and validates `uc.json`, mmaps the files and checks every
+    /// entry against its safetensors header (key, dtype, shape, byte range). Checksums: [`Self::verify`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<NativeCheckpoint> {
+        let dir = dir.as_ref().to_path_buf();
+        let meta = fs::metadata(&dir).map_err(io_err(&dir))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Format {
+                path: dir,
+                why: "not a directory".into(),
+            });
+        }
+        match fs::symlink_metadata(dir.join(COMPLETE)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::Incomplete { path: dir })
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: dir.join(COMPLETE),
+                    source: e,
+                })
+            }
+        }
+        let mpath = dir.join(MANIFEST_FILE);
+        let json = fs::read(&mpath).map_err(io_err(&mpath))?;
+        let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| StoreError::Format {
+            path: mpath.clone(),
+            why: format!("invalid manifest: {e}"),
+        })?;
+        manifest.validate().map_err(|source| StoreError::Schema {
+            path: mpath.clone(),
+            source,
+        })?;
+
+        let mut files = Vec::with_capacity(manifest.files.len());
+        let mut by_rel = HashMap::new();
+        let mut headers = Vec::with_capacity(manifest.files.len());
+        for fs_ in &manifest.files {
+            let path = safe_rel_path(&dir, &fs_.file)?;
+            if by_rel.insert(fs_.file.clone(), files.len()).is_some() {
+                return Err(StoreError::Format {
+                    path: mpath.clone(),
+                    why: format!("file `{}` listed twice", fs_.file),
+                });
+            }
+            if !is_checksum(&fs_.checksum) {
+                return Err(StoreError::Format {
+                    path: mpath.clone(),
+                    why: format!(
+                        "file `{}`: checksum `{}` is not sha256:<64 hex>",
+                        fs_.file, fs_.checksum
+                    ),
+                });
+            }
+            let file = File::open(&path).map_err(io_err(&path))?;
+            let len = file.metadata().map_err(io_err(&path))?.len();
+            if len != fs_.bytes {
+                return Err(StoreError::Truncated {
+                    path,
+                    why: format!("{len} bytes on disk, the manifest says {}", fs_.bytes),
+                });
+            }
+            // SAFETY: the map is read-only; like every mmap reader we rely on nobody truncating or
+            // rewriting the checkpoint files while it is open (checkpoints are written once, atomically).
+            let map = unsafe { Mmap::map(&file) }.map_err(io_err(&path))?;
+            let (n, header) = SafeTensors::read_metadata(&map).map_err(|e| StoreError::Format {
+                path: path.clone(),
+                why: format!("not a valid safetensors file: {e}"),
+            })?;
+            headers.push((8 + n, header));
+            files.push(Mapped {
+                rel: fs_.file.clone(),
+                path,
+                checksum: fs_.checksum.clone(),
+                map,
+            });
+        }
+
+        let mut ranges = Vec::with_capacity(manifest.tensors.len());
+        let mut index = HashMap::new();
+        for (i, e) in manifest.tensors.iter().enumerate() {
+            let m = &e.meta;
+            if index.insert((m.name.clone(), m.role.clone()), i).is_some() {
+                return Err(bad(
+                    &mpath,
+                    &m.name,
+                    format!("role `{}` listed twice", m.role.key()),
+                ));
+            }
+            let Some(st) = &e.storage else {
+                ranges.push(None);
+                continue;
+            };
+            let fi = *by_rel.get(&st.file).ok_or_else(|| {
+                bad(
+                    &mpath,
+                    &m.name,
+                    format!("file `{}` is not in the manifest's file list", st.file),
+                )
+            })?;
+            let (data_start, header) = &headers[fi];
+            let f = &files[fi];
+            let info = header.info(&st.key).ok_or_else(|| StoreError::MissingKey {
+                path: f.path.clone(),
+                key: st.key.clone(),
+            })?;
+            let dtype = format!("{:?}", info.dtype);
+            let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
+            let (s, end) = (
+                data_start + info.data_offsets.0,
+                data_start + info.data_offsets.1,
+            );
+            if dtype != m.dtype.name() || shape != m.shape {
+                return Err(bad(
+                    &f.path,
+                    &m.name,
+                    format!(
+                        "header has {dtype} {shape:?}, the manifest {} {:?}",
+                        m.dtype.name(),
+                        m.shape
+                    ),
+                ));
+            }
+            // safetensors already checked that the range holds exactly dtype × shape bytes.
+            if (s as u64, end as u64) != (st.start, st.end) {
+                return Err(bad(
+                    &f.path,
+                    &m.name,
+                    format!(
+                        "bytes {s}..{end} in the header, {}..{} in the manifest",
+                        st.start, st.end
+                    ),
+                ));
+            }
+            ranges.push(Some((fi, s, end)));
+        }
+        Ok(NativeCheckpoint {
+            dir,
+            manifest,
+            files,
+            ranges,
+            index,
+        })
+    }
+
+    /// The checkpoint directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The parsed, validated `uc.json`.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The manifest entry of a tensor.
+    pub fn entry(&self, name: &str, role: &Role) -> Option<&Entry> {
+        self.index
+            .get(&(name.to_string(), role.clone()))
+            .map(|&i| &self.manifest.tensors[i])
+    }
+
+    /// A tensor's contiguous little-endian bytes, borrowed from the mmap.
+    pub fn tensor(&self, name: &str, role: &Role) -> Result<&[u8]> {
+        let missing = || StoreError::MissingKey {
+            path: self.dir.join(MANIFEST_FILE),
+            key: format!("{name}/{}", role.key()),
+        };
+        let i = *self
+            .index
+            .get(&(name.to_string(), role.clone()))
+            .ok_or_else(missing)?;
+        let (fi, s, e) =
+            self.ranges[i].ok_or_else(|| bad(&self.dir, name, "has no stored bytes".into()))?;
+        let f = &self.files[fi];
+        f.map.get(s..e).ok_or_else(|| StoreError::Truncated {
+            path: f.path.clone(),
+            why: format!("bytes {s}..{e} of `{name}`"),
+        })
+    }
+
+    /// Recomputes every file's sha256 (files in parallel) and `uc.json`'s against `COMPLETE`.
+    pub fn verify(&self) -> Result<()> {
+        let results: Vec<Result<()>> = self
+            .files
+            .par_iter()
+            .map(|f| {
+                let found = sha256_bytes(&f.map);
+                if found == f.checksum {
+                    Ok(())
+                } else {
+                    Err(StoreError::Checksum {
+                        path: self.dir.clone(),
+                        file: f.rel.clone(),
+                        expected: f.checksum.clone(),
+                        found,
+                    })
+                }
+            })
+            .collect();
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        let cpath = self.dir.join(COMPLETE);
+        let marker = fs::read_to_string(&cpath).map_err(io_err(&cpath))?;
+        let expected = marker.trim();
+        if expected.is_empty() {
+            return Ok(());
+        }
+        if !is_checksum(expected) {
+            return Err(StoreError::Format {
+                path: cpath,
+                why: format!("`{expected}` is not sha256:<64 hex>"),
+            });
+        }
+        let mpath = self.dir.join(MANIFEST_FILE);
+        let found = sha256_bytes(&fs::read(&mpath).map_err(io_err(&mpath))?);
+        if found != expected {
+            return Err(StoreError::Checksum {
+                path: self.dir.clone(),
+                file: MANIFEST_FILE.into(),
+                expected: expected.to_string(),
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// True for `sha256:` followed by 64 lowercase hex digits.
+fn is_checksum(s: &str) -> bool {
+    s.strip_prefix(CHECKSUM_PREFIX).is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A [`StoreError::BadTensor`] at `path`.
+fn bad(path: &Path, tensor: &str, why: String) -> StoreError {
+    StoreError::BadTensor {
+        path: path.to_path_buf(),
+        tensor: tensor.to_string(),
+        why,
+    }
+}

@@ -1,0 +1,501 @@
+//! Streaming writer of the native format: plans files and offsets from the metas, then takes tensor
+//! bytes in any order through positioned writes (safe to call from many threads), then checksums.
+
+use super::{sha256_bytes, sha256_file, tensor_keys, NativeOptions, MANIFEST_FILE, TENSORS_DIR};
+use crate::atomic::AtomicDir;
+use crate::error::{io_err, Result, StoreError};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use uc_schema::{Entry, FileSum, Manifest, Role, StorageRef, TensorMeta, Topology, Value};
+
+/// Bytes a [`TensorSink`] gathers before one positioned write.
+const SINK_BUFFER: usize = 1 << 20;
+
+/// Where one planned tensor goes.
+#[derive(Debug)]
+struct Slot {
+    file: usize,
+    key: String,
+    /// Absolute byte range in the file.
+    start: u64,
+    end: u64,
+    written: AtomicU64,
+}
+
+/// One output safetensors file.
+#[derive(Debug)]
+struct OutFile {
+    rel: String,
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+/// Writes a native checkpoint into a temporary directory; [`NativeWriter::finish`] makes it appear.
+///
+/// Dropping the writer without finishing removes everything it wrote.
+#[derive(Debug)]
+pub struct NativeWriter {
+    out: AtomicDir,
+    metas: Vec<TensorMeta>,
+    slots: Vec<Slot>,
+    files: Vec<OutFile>,
+    index: HashMap<(String, Role), usize>,
+}
+
+impl NativeWriter {
+    /// Validates `metas`, lays out every file and offset, creates the files with their headers.
+    ///
+    /// Fails before creating anything on an unsafe name, an invalid meta, a duplicate tensor, or an
+    /// existing output path ([`StoreError::OutputExists`]).
+    pub fn create(
+        dir: impl AsRef<Path>,
+        metas: &[TensorMeta],
+        opts: &NativeOptions,
+    ) -> Result<NativeWriter> {
+        let dir = dir.as_ref();
+        let schema = |source| StoreError::Schema {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut index = HashMap::new();
+        let mut sizes = Vec::with_capacity(metas.len());
+        for (i, m) in metas.iter().enumerate() {
+            m.validate().map_err(schema)?;
+            uc_schema::validate_name(m.role.key()).map_err(schema)?;
+            if index.insert((m.name.clone(), m.role.clone()), i).is_some() {
+                return Err(bad(
+                    dir,
+                    &m.name,
+                    format!("listed twice with role `{}`", m.role.key()),
+                ));
+            }
+            let n = m
+                .shape
+                .iter()
+                .try_fold(m.dtype.size() as u64, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| bad(dir, &m.name, "byte size overflows u64".into()))?;
+            sizes.push(n);
+        }
+        let keys = tensor_keys(metas);
+        let mut seen = HashSet::new();
+        for (k, m) in keys.iter().zip(metas) {
+            if !seen.insert(k.as_str()) {
+                return Err(bad(
+                    dir,
+                    &m.name,
+                    format!("safetensors key `{k}` used twice"),
+                ));
+            }
+        }
+        let groups = group_files(&sizes, opts);
+        let mut slots: Vec<Option<Slot>> = (0..metas.len()).map(|_| None).collect();
+        let mut headers = Vec::with_capacity(groups.len());
+        for (fi, group) in groups.iter().enumerate() {
+            let FileLayout {
+                header,
+                len,
+                placed,
+            } = layout_file(dir, group, metas, &keys, &sizes)?;
+            for (i, start, end) in placed {
+                slots[i] = Some(Slot {
+                    file: fi,
+                    key: keys[i].clone(),
+                    start,
+                    end,
+                    written: AtomicU64::new(0),
+                });
+            }
+            headers.push((header, len));
+        }
+        let slots: Vec<Slot> = slots.into_iter().flatten().collect();
+        if slots.len() != metas.len() {
+            return Err(StoreError::Format {
+                path: dir.to_path_buf(),
+                why: "file plan lost a tensor".into(),
+            });
+        }
+
+        let out = AtomicDir::create(dir)?;
+        let tdir = out.subdir(TENSORS_DIR)?;
+        let mut files = Vec::with_capacity(headers.len());
+        for (fi, (header, len)) in headers.into_iter().enumerate() {
+            let name = format!("{fi:05}.safetensors");
+            let path = tdir.join(&name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            file.set_len(len).map_err(io_err(&path))?;
+            write_all_at(&file, &header, 0).map_err(io_err(&path))?;
+            files.push(OutFile {
+                rel: format!("{TENSORS_DIR}/{name}"),
+                path,
+                file,
+                len,
+            });
+        }
+        Ok(NativeWriter {
+            out,
+            metas: metas.to_vec(),
+            slots,
+            files,
+            index,
+        })
+    }
+
+    /// Where the checkpoint appears after [`NativeWriter::finish`].
+    pub fn target(&self) -> &Path {
+        self.out.target()
+    }
+
+    /// Where a planned tensor's bytes go (file relative to the checkpoint root, key, absolute byte range).
+    pub fn storage(&self, name: &str, role: &Role) -> Option<StorageRef> {
+        let s = &self.slots[*self.index.get(&(name.to_string(), role.clone()))?];
+        Some(StorageRef {
+            file: self.files[s.file].rel.clone(),
+            key: s.key.clone(),
+            start: s.start,
+            end: s.end,
+        })
+    }
+
+    fn slot(&self, name: &str, role: &Role) -> Result<(&Slot, &OutFile)> {
+        let i = self
+            .index
+            .get(&(name.to_string(), role.clone()))
+            .ok_or_else(|| {
+                bad(
+                    self.target(),
+                    name,
+                    format!("role `{}` is not in the checkpoint plan", role.key()),
+                )
+            })?;
+        let s = &self.slots[*i];
+        Ok((s, &self.files[s.file]))
+    }
+
+    /// Writes a whole tensor; `bytes` must be its exact (contiguous, little-endian) size.
+    pub fn write_tensor(&self, name: &str, role: &Role, bytes: &[u8]) -> Result<()> {
+        let (s, _) = self.slot(name, role)?;
+        if bytes.len() as u64 != s.end - s.start {
+            return Err(bad(
+                self.target(),
+                name,
+                format!("{} bytes given, {} expected", bytes.len(), s.end - s.start),
+            ));
+        }
+        self.write_part(name, role, 0, bytes)
+    }
+
+    /// Writes `bytes` at byte `offset` of a tensor. Parts of one tensor must not overlap; together they
+    /// must cover it before [`NativeWriter::finish`].
+    pub fn write_part(&self, name: &str, role: &Role, offset: u64, bytes: &[u8]) -> Result<()> {
+        let (s, f) = self.slot(name, role)?;
+        let len = s.end - s.start;
+        let end = offset.checked_add(bytes.len() as u64).filter(|&e| e <= len);
+        if end.is_none() {
+            return Err(bad(
+                self.target(),
+                name,
+                format!(
+                    "part at {offset} of {} bytes overruns {len} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        write_all_at(&f.file, bytes, s.start + offset).map_err(io_err(&f.path))?;
+        s.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Streams a whole tensor through `fill`, which must write exactly its size into the sink.
+    pub fn write_tensor_with(
+        &self,
+        name: &str,
+        role: &Role,
+        fill: impl FnOnce(&mut TensorSink<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let (s, f) = self.slot(name, role)?;
+        let mut sink = TensorSink {
+            file: &f.file,
+            path: &f.path,
+            tensor: name,
+            start: s.start,
+            len: s.end - s.start,
+            pos: 0,
+            buf: Vec::new(),
+        };
+        fill(&mut sink)?;
+        sink.flush_buf()?;
+        if sink.pos != sink.len {
+            return Err(bad(
+                self.target(),
+                name,
+                format!("{} of {} bytes written", sink.pos, sink.len),
+            ));
+        }
+        s.written.fetch_add(sink.len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks every tensor was written, syncs and checksums the files, writes `uc.json` and `COMPLETE`,
+    /// and renames the checkpoint into place. Returns the manifest written.
+    pub fn finish(self, source: Topology, state: BTreeMap<String, Value>) -> Result<Manifest> {
+        let target = self.out.target().to_path_buf();
+        for (m, s) in self.metas.iter().zip(&self.slots) {
+            let w = s.written.load(Ordering::Relaxed);
+            let len = s.end - s.start;
+            if w < len {
+                return Err(StoreError::Unwritten {
+                    path: target,
+                    tensor: format!("{}/{}", m.name, m.role.key()),
+                });
+            }
+            if w > len {
+                return Err(bad(
+                    &target,
+                    &m.name,
+                    format!("{w} bytes written into {len}: overlapping parts"),
+                ));
+            }
+        }
+        let sums: Vec<Result<FileSum>> = self
+            .files
+            .par_iter()
+            .map(|f| {
+                f.file.sync_all().map_err(io_err(&f.path))?;
+                Ok(FileSum {
+                    file: f.rel.clone(),
+                    bytes: f.len,
+                    checksum: sha256_file(&f.path)?,
+                })
+            })
+            .collect();
+        let files = sums.into_iter().collect::<Result<Vec<_>>>()?;
+        let tensors = self
+            .metas
+            .iter()
+            .zip(&self.slots)
+            .map(|(m, s)| Entry {
+                meta: m.clone(),
+                storage: Some(StorageRef {
+                    file: self.files[s.file].rel.clone(),
+                    key: s.key.clone(),
+                    start: s.start,
+                    end: s.end,
+                }),
+            })
+            .collect();
+        let manifest = Manifest {
+            version: uc_schema::MANIFEST_VERSION,
+            source,
+            tensors,
+            files,
+            state,
+        };
+        manifest.validate().map_err(|source| StoreError::Schema {
+            path: target.clone(),
+            source,
+        })?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Format {
+            path: target.clone(),
+            why: format!("cannot encode uc.json: {e}"),
+        })?;
+        let mpath = self.out.join(MANIFEST_FILE)?;
+        let mut mf = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&mpath)
+            .map_err(io_err(&mpath))?;
+        mf.write_all(&json).map_err(io_err(&mpath))?;
+        mf.sync_all().map_err(io_err(&mpath))?;
+        drop(mf);
+        let marker = format!("{}\n", sha256_bytes(&json));
+        drop(self.files);
+        self.out.commit(marker.as_bytes())?;
+        Ok(manifest)
+    }
+}
+
+/// A sequential writer into one planned tensor; buffers and issues positioned writes.
+pub struct TensorSink<'w> {
+    file: &'w File,
+    path: &'w Path,
+    tensor: &'w str,
+    start: u64,
+    len: u64,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl TensorSink<'_> {
+    /// Bytes still to write.
+    pub fn remaining(&self) -> u64 {
+        self.len - self.pos - self.buf.len() as u64
+    }
+
+    /// Appends bytes; fails when they would overrun the tensor.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        if data.len() as u64 > self.remaining() {
+            return Err(bad(
+                self.path,
+                self.tensor,
+                format!("write of {} bytes overruns {} bytes", data.len(), self.len),
+            ));
+        }
+        if self.buf.is_empty() && data.len() >= SINK_BUFFER {
+            write_all_at(self.file, data, self.start + self.pos).map_err(io_err(self.path))?;
+            self.pos += data.len() as u64;
+            return Ok(());
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= SINK_BUFFER {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            write_all_at(self.file, &self.buf, self.start + self.pos).map_err(io_err(self.path))?;
+            self.pos += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Write for TensorSink<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        TensorSink::write_all(self, data)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_buf()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// Cuts tensors (in order) into files bounded by bytes and count; an oversized tensor gets its own file.
+fn group_files(sizes: &[u64], opts: &NativeOptions) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut bytes = 0u64;
+    for (i, &n) in sizes.iter().enumerate() {
+        let full = cur.len() >= opts.max_file_tensors.max(1)
+            || bytes.saturating_add(n) > opts.max_file_bytes;
+        if !cur.is_empty() && full {
+            groups.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        cur.push(i);
+        bytes = bytes.saturating_add(n);
+    }
+    if !cur.is_empty() {
+        groups.push(cur);
+    }
+    groups
+}
+
+/// The planned contents of one safetensors file.
+struct FileLayout {
+    /// Length prefix + space-padded JSON header.
+    header: Vec<u8>,
+    /// Total file length.
+    len: u64,
+    /// (tensor index, absolute start, absolute end).
+    placed: Vec<(usize, u64, u64)>,
+}
+
+/// Lays out one file. Tensors are stored by descending element size, so with the header padded to 8
+/// bytes every tensor's data is aligned to its element size (as safetensors' own writer does).
+fn layout_file(
+    dir: &Path,
+    group: &[usize],
+    metas: &[TensorMeta],
+    keys: &[String],
+    sizes: &[u64],
+) -> Result<FileLayout> {
+    let mut order = group.to_vec();
+    order.sort_by_key(|&i| std::cmp::Reverse(metas[i].dtype.size()));
+    let mut json = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
+    let mut off = 0u64;
+    let mut rel = Vec::with_capacity(order.len());
+    for &i in &order {
+        let m = &metas[i];
+        let end = off
+            .checked_add(sizes[i])
+            .ok_or_else(|| bad(dir, &m.name, "file size overflows u64".into()))?;
+        let shape: Vec<String> = m.shape.iter().map(|d| d.to_string()).collect();
+        json.push_str(&format!(
+            ",{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            serde_json::Value::String(keys[i].clone()),
+            m.dtype.name(),
+            shape.join(","),
+            off,
+            end
+        ));
+        rel.push((i, off, end));
+        off = end;
+    }
+    json.push('}');
+    while json.len() % 8 != 0 {
+        json.push(' ');
+    }
+    let mut header = Vec::with_capacity(8 + json.len());
+    header.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    header.extend_from_slice(json.as_bytes());
+    let base = header.len() as u64;
+    let len = base.checked_add(off).ok_or_else(|| StoreError::Format {
+        path: dir.to_path_buf(),
+        why: "file size overflows u64".into(),
+    })?;
+    let placed = rel
+        .into_iter()
+        .map(|(i, s, e)| (i, base + s, base + e))
+        .collect();
+    Ok(FileLayout {
+        header,
+        len,
+        placed,
+    })
+}
+
+/// A [`StoreError::BadTensor`] at `path`.
+fn bad(path: &Path, tensor: &str, why: String) -> StoreError {
+    StoreError::BadTensor {
+        path: path.to_path_buf(),
+        tensor: tensor.to_string(),
+        why,
+    }
+}
+
+/// Positioned write of the whole buffer (does not move any file cursor; safe from many threads).
+#[cfg(unix)]
+fn write_all_at(f: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
+}
+
+/// Positioned write of the whole buffer.
+#[cfg(windows)]
+fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_write(buf, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
