@@ -10,17 +10,39 @@ pub enum MergeError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error("tensor `{tensor}`: target rank {rank} box {region:?}: {missing} elements are held by no source")]
-    Uncovered { tensor: String, rank: u32, region: Region, missing: u64 },
+    Uncovered {
+        tensor: String,
+        rank: u32,
+        region: Box<Region>,
+        missing: u64,
+    },
     #[error("tensor `{tensor}`: source boxes {a:?} and {b:?} overlap without being replicas")]
-    Overlap { tensor: String, a: Region, b: Region },
+    Overlap {
+        tensor: String,
+        a: Box<Region>,
+        b: Box<Region>,
+    },
     #[error("tensor `{tensor}`: replicas on ranks {a} and {b} differ in box {region:?}")]
-    ReplicaMismatch { tensor: String, a: u32, b: u32, region: Region },
+    ReplicaMismatch {
+        tensor: String,
+        a: u32,
+        b: u32,
+        region: Box<Region>,
+    },
     #[error("tensor `{tensor}`: no buffer for source rank {rank} buffer {buffer}")]
-    MissingSource { tensor: String, rank: u32, buffer: u32 },
+    MissingSource {
+        tensor: String,
+        rank: u32,
+        buffer: u32,
+    },
     #[error("{what} buffer holds {have} bytes but the copy needs {need}")]
     BufferTooSmall { what: String, need: u64, have: u64 },
     #[error("cannot convert {from} to {to}")]
     Unconvertible { from: DType, to: DType },
     #[error("tensor `{tensor}`: layouts disagree on the shape: {a:?} vs {b:?}")]
-    ShapeMismatch { tensor: String, a: Vec<u64>, b: Vec<u64> },
+    ShapeMismatch {
+        tensor: String,
+        a: Vec<u64>,
+        b: Vec<u64>,
+    },
 }

@@ -12,7 +12,10 @@ pub struct Strided<'a> {
 
 impl<'a> From<&'a Loc> for Strided<'a> {
     fn from(l: &'a Loc) -> Self {
-        Strided { offset: l.offset, strides: &l.strides }
+        Strided {
+            offset: l.offset,
+            strides: &l.strides,
+        }
     }
 }
 
@@ -21,7 +24,13 @@ pub fn view_end(shape: &[u64], v: Strided) -> u64 {
     if shape.contains(&0) {
         return 0;
     }
-    v.offset + shape.iter().zip(v.strides).map(|(n, s)| (n - 1) * s).sum::<u64>() + 1
+    v.offset
+        + shape
+            .iter()
+            .zip(v.strides)
+            .map(|(n, s)| (n - 1) * s)
+            .sum::<u64>()
+        + 1
 }
 
 /// Merges dims so the innermost run is as long as possible: drops extent-1 dims and fuses
@@ -54,7 +63,12 @@ fn simplify(shape: &[u64], a: &[u64], b: &[u64]) -> (Vec<u64>, Vec<u64>, Vec<u64
 
 /// Calls `f(src_elem, dst_elem, run)` for every innermost run of a strided copy; `run` elements
 /// are contiguous in both views when the innermost strides are 1.
-fn for_each_run(shape: &[u64], src: Strided, dst: Strided, mut f: impl FnMut(u64, u64, u64, u64, u64)) {
+fn for_each_run(
+    shape: &[u64],
+    src: Strided,
+    dst: Strided,
+    mut f: impl FnMut(u64, u64, u64, u64, u64),
+) {
     if shape.contains(&0) {
         return;
     }
@@ -84,10 +98,20 @@ fn for_each_run(shape: &[u64], src: Strided, dst: Strided, mut f: impl FnMut(u64
     }
 }
 
-fn check_fits(what: &str, shape: &[u64], v: Strided, buf_len: usize, elem: usize) -> Result<(), MergeError> {
+fn check_fits(
+    what: &str,
+    shape: &[u64],
+    v: Strided,
+    buf_len: usize,
+    elem: usize,
+) -> Result<(), MergeError> {
     let need = view_end(shape, v).saturating_mul(elem as u64);
     if need > buf_len as u64 {
-        return Err(MergeError::BufferTooSmall { what: what.to_string(), need, have: buf_len as u64 });
+        return Err(MergeError::BufferTooSmall {
+            what: what.to_string(),
+            need,
+            have: buf_len as u64,
+        });
     }
     Ok(())
 }
@@ -140,13 +164,23 @@ pub fn convert_strided(
         }
         let (a, b, run) = (a as usize, b as usize, run as usize);
         if ia == 1 && ib == 1 {
-            if let Err(e) = convert::convert(&src[a * es..(a + run) * es], from, &mut dst[b * ed..(b + run) * ed], to) {
+            if let Err(e) = convert::convert(
+                &src[a * es..(a + run) * es],
+                from,
+                &mut dst[b * ed..(b + run) * ed],
+                to,
+            ) {
                 err = Some(e);
             }
         } else {
             for k in 0..run {
                 let (x, y) = (a + k * ia as usize, b + k * ib as usize);
-                if let Err(e) = convert::convert(&src[x * es..(x + 1) * es], from, &mut dst[y * ed..(y + 1) * ed], to) {
+                if let Err(e) = convert::convert(
+                    &src[x * es..(x + 1) * es],
+                    from,
+                    &mut dst[y * ed..(y + 1) * ed],
+                    to,
+                ) {
                     err = Some(e);
                     return;
                 }
@@ -157,12 +191,31 @@ pub fn convert_strided(
 }
 
 /// Reads a strided box into a dense row-major `Vec<f64>` (for averaging).
-fn gather_f64(shape: &[u64], src: &[u8], sv: Strided, dtype: DType) -> Result<Vec<f64>, MergeError> {
+fn gather_f64(
+    shape: &[u64],
+    src: &[u8],
+    sv: Strided,
+    dtype: DType,
+) -> Result<Vec<f64>, MergeError> {
     let n: u64 = shape.iter().product();
     let mut dense = vec![0u8; n as usize * 8];
     let dv_strides = crate::rowmajor_strides(shape);
-    convert_strided(shape, src, sv, dtype, &mut dense, Strided { offset: 0, strides: &dv_strides }, DType::F64)?;
-    Ok(dense.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+    convert_strided(
+        shape,
+        src,
+        sv,
+        dtype,
+        &mut dense,
+        Strided {
+            offset: 0,
+            strides: &dv_strides,
+        },
+        DType::F64,
+    )?;
+    Ok(dense
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 /// Executes the ops of `plan` that write target `(rank, buffer)` into `dst`.
@@ -204,11 +257,22 @@ pub fn execute_op<'s>(
     let first = &op.srcs[0];
     match plan.policy {
         ReplicaPolicy::First | ReplicaPolicy::Verify => {
-            convert_strided(shape, get(first)?, first.into(), from, dst, (&op.dst).into(), to)?;
+            convert_strided(
+                shape,
+                get(first)?,
+                first.into(),
+                from,
+                dst,
+                (&op.dst).into(),
+                to,
+            )?;
             if plan.policy == ReplicaPolicy::Verify && op.srcs.len() > 1 {
                 let n: u64 = shape.iter().product();
                 let dense_strides = crate::rowmajor_strides(shape);
-                let dense = Strided { offset: 0, strides: &dense_strides };
+                let dense = Strided {
+                    offset: 0,
+                    strides: &dense_strides,
+                };
                 let mut a = vec![0u8; n as usize * from.size()];
                 copy_strided(shape, get(first)?, first.into(), &mut a, dense, from.size())?;
                 let mut b = vec![0u8; a.len()];
@@ -219,7 +283,7 @@ pub fn execute_op<'s>(
                             tensor: plan.name.clone(),
                             a: first.rank,
                             b: other.rank,
-                            region: op.global.clone(),
+                            region: Box::new(op.global.clone()),
                         });
                     }
                 }
@@ -229,14 +293,28 @@ pub fn execute_op<'s>(
         ReplicaPolicy::Average => {
             let mut acc = gather_f64(shape, get(first)?, first.into(), from)?;
             for other in &op.srcs[1..] {
-                for (x, y) in acc.iter_mut().zip(gather_f64(shape, get(other)?, other.into(), from)?) {
+                for (x, y) in
+                    acc.iter_mut()
+                        .zip(gather_f64(shape, get(other)?, other.into(), from)?)
+                {
                     *x += y;
                 }
             }
             let k = op.srcs.len() as f64;
             let bytes: Vec<u8> = acc.iter().flat_map(|x| (x / k).to_le_bytes()).collect();
             let dense_strides = crate::rowmajor_strides(shape);
-            convert_strided(shape, &bytes, Strided { offset: 0, strides: &dense_strides }, DType::F64, dst, (&op.dst).into(), to)
+            convert_strided(
+                shape,
+                &bytes,
+                Strided {
+                    offset: 0,
+                    strides: &dense_strides,
+                },
+                DType::F64,
+                dst,
+                (&op.dst).into(),
+                to,
+            )
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Layouts as pieces: which box of the global tensor lives where in which rank's local buffer.
 
-use crate::{flat_index, flat_range_to_regions, rowmajor_strides, unravel, Dims, MergeError, Region};
+use crate::{
+    flat_index, flat_range_to_regions, rowmajor_strides, unravel, Dims, MergeError, Region,
+};
 use uc_schema::{local_shape, zero_padded, ExpertStorage, Layout, Placement, Split, TensorMeta};
 
 /// A box of the global tensor stored in one local buffer of one rank.
@@ -76,7 +78,13 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
     let full = Region::full(shape);
     let contiguous = |rank: u32, buffer: u32, global: Region, local: &[u64], local_off: &[u64]| {
         let strides = rowmajor_strides(local);
-        Piece { rank, buffer, offset: flat_index(local, local_off), global, strides }
+        Piece {
+            rank,
+            buffer,
+            offset: flat_index(local, local_off),
+            global,
+            strides,
+        }
     };
     match layout {
         Layout::Replicated { ranks } => {
@@ -98,7 +106,8 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
             }
         }
         Layout::Fused { dim, parts, subs } => {
-            let per_sub: Vec<Vec<u64>> = subs.iter().map(|s| s.split.sizes(s.size, *parts)).collect();
+            let per_sub: Vec<Vec<u64>> =
+                subs.iter().map(|s| s.split.sizes(s.size, *parts)).collect();
             for r in 0..*parts as usize {
                 let mut local = shape.to_vec();
                 local[*dim] = per_sub.iter().map(|v| v.get(r).copied().unwrap_or(0)).sum();
@@ -119,7 +128,11 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
                 }
             }
         }
-        Layout::Experts { num_experts, ep, storage } => {
+        Layout::Experts {
+            num_experts,
+            ep,
+            storage,
+        } => {
             let per = num_experts / (*ep).max(1) as u64;
             for r in 0..*ep {
                 let first = r as u64 * per;
@@ -146,7 +159,10 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
         Layout::Mesh { mesh, placements } => {
             let world: u32 = mesh.iter().product();
             for r in 0..world {
-                let coords = unravel(&mesh.iter().map(|&m| m as u64).collect::<Vec<_>>(), r as u64);
+                let coords = unravel(
+                    &mesh.iter().map(|&m| m as u64).collect::<Vec<_>>(),
+                    r as u64,
+                );
                 let mut g = full.clone();
                 for (axis, p) in placements.iter().enumerate() {
                     if let Placement::Shard(d) = p {
@@ -162,20 +178,36 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
                 }
             }
         }
-        Layout::ZeroFlat { dp, offset, group_numel, alignment } => {
+        Layout::ZeroFlat {
+            dp,
+            offset,
+            group_numel,
+            alignment,
+        } => {
             let part = zero_padded(*group_numel, *alignment) / (*dp).max(1) as u64;
             let numel: u64 = shape.iter().product();
             for r in 0..*dp {
                 let (lo, hi) = (r as u64 * part, (r as u64 + 1) * part);
                 let (a, b) = (lo.max(*offset), hi.min(offset + numel));
-                flat_pieces(shape, r, a - offset, b.saturating_sub(*offset), a.saturating_sub(lo), out, a < b);
+                flat_pieces(
+                    shape,
+                    r,
+                    a - offset,
+                    b.saturating_sub(*offset),
+                    a.saturating_sub(lo),
+                    out,
+                    a < b,
+                );
             }
         }
         Layout::Zero3 { dp, offset } => {
             let numel: u64 = shape.iter().product();
             let part = numel.div_ceil((*dp).max(1) as u64);
             for r in 0..*dp {
-                let (a, b) = ((r as u64 * part).min(numel), ((r as u64 + 1) * part).min(numel));
+                let (a, b) = (
+                    (r as u64 * part).min(numel),
+                    ((r as u64 + 1) * part).min(numel),
+                );
                 flat_pieces(shape, r, a, b, *offset, out, a < b);
             }
         }
@@ -185,14 +217,19 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
             let outer_ranks = outer.ranks();
             for op in &outer_pieces {
                 let local = local_shape(shape, outer, op.rank);
-                let Some(inner_layout) = inner.get(op.rank as usize) else { continue };
+                let Some(inner_layout) = inner.get(op.rank as usize) else {
+                    continue;
+                };
                 let local_box = Region::new(unravel(&local, op.offset), op.global.len.clone());
                 let mut inner_pieces = Vec::new();
                 layout_pieces(&local, inner_layout, &mut inner_pieces);
                 for ip in inner_pieces {
                     if let Some(i) = ip.global.intersect(&local_box) {
                         let off = i.off.iter().zip(&local_box.off).zip(&op.global.off);
-                        let global = Region::new(off.map(|((x, l), g)| x - l + g).collect::<Dims>(), i.len.clone());
+                        let global = Region::new(
+                            off.map(|((x, l), g)| x - l + g).collect::<Dims>(),
+                            i.len.clone(),
+                        );
                         out.push(Piece {
                             rank: ip.rank * outer_ranks + op.rank,
                             buffer: ip.buffer,
@@ -208,14 +245,28 @@ pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
 }
 
 /// Pieces for the tensor-flat range `a..b` held by `rank` at local offset `base`.
-fn flat_pieces(shape: &[u64], rank: u32, a: u64, b: u64, base: u64, out: &mut Vec<Piece>, any: bool) {
+fn flat_pieces(
+    shape: &[u64],
+    rank: u32,
+    a: u64,
+    b: u64,
+    base: u64,
+    out: &mut Vec<Piece>,
+    any: bool,
+) {
     if !any {
         return;
     }
     let strides = rowmajor_strides(shape);
     for g in flat_range_to_regions(shape, a, b) {
         let start = flat_index(shape, &g.off);
-        out.push(Piece { rank, buffer: 0, offset: base + (start - a), global: g, strides: strides.clone() });
+        out.push(Piece {
+            rank,
+            buffer: 0,
+            offset: base + (start - a),
+            global: g,
+            strides: strides.clone(),
+        });
     }
 }
 

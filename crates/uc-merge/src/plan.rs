@@ -27,7 +27,12 @@ pub struct Loc {
 
 impl Loc {
     fn of(p: &Piece, sub: &Region) -> Loc {
-        Loc { rank: p.rank, buffer: p.buffer, offset: p.local_index(&sub.off), strides: p.strides.clone() }
+        Loc {
+            rank: p.rank,
+            buffer: p.buffer,
+            offset: p.local_index(&sub.off),
+            strides: p.strides.clone(),
+        }
     }
 }
 
@@ -84,12 +89,18 @@ impl Plan {
 
     /// The ops that fill target `(rank, buffer)`.
     pub fn ops_for(&self, rank: u32, buffer: u32) -> impl Iterator<Item = &CopyOp> {
-        self.ops.iter().filter(move |o| o.dst.rank == rank && o.dst.buffer == buffer)
+        self.ops
+            .iter()
+            .filter(move |o| o.dst.rank == rank && o.dst.buffer == buffer)
     }
 
     /// Target `(rank, buffer)` pairs in the order their ops appear.
     pub fn targets(&self) -> Vec<(u32, u32)> {
-        let mut v: Vec<(u32, u32)> = self.ops.iter().map(|o| (o.dst.rank, o.dst.buffer)).collect();
+        let mut v: Vec<(u32, u32)> = self
+            .ops
+            .iter()
+            .map(|o| (o.dst.rank, o.dst.buffer))
+            .collect();
         v.dedup();
         v
     }
@@ -127,14 +138,22 @@ impl Index {
                 order.sort_by_key(|&i| regions[i].off[d]);
             }
         }
-        let starts = order.iter().map(|&i| dim.map_or(0, |d| regions[i].off[d])).collect();
+        let starts = order
+            .iter()
+            .map(|&i| dim.map_or(0, |d| regions[i].off[d]))
+            .collect();
         let mut max_end = Vec::with_capacity(order.len());
         let mut m = 0;
         for &i in &order {
             m = m.max(dim.map_or(1, |d| regions[i].end(d)));
             max_end.push(m);
         }
-        Index { dim, order, starts, max_end }
+        Index {
+            dim,
+            order,
+            starts,
+            max_end,
+        }
     }
 
     /// Indices of boxes that may overlap `q`, in source order along the indexed dim.
@@ -164,7 +183,17 @@ pub fn plan(
     let mut sorted: Vec<(u64, &Piece)> = source
         .iter()
         .filter(|p| !p.global.is_empty())
-        .map(|p| (p.global.off.iter().zip(&strides).map(|(o, s)| o * s).sum::<u64>(), p))
+        .map(|p| {
+            (
+                p.global
+                    .off
+                    .iter()
+                    .zip(&strides)
+                    .map(|(o, s)| o * s)
+                    .sum::<u64>(),
+                p,
+            )
+        })
         .collect();
     sorted.sort_unstable_by_key(|(k, p)| (*k, p.rank, p.buffer));
     let mut groups: Vec<(&Region, SmallVec<[&Piece; 1]>)> = Vec::new();
@@ -193,33 +222,53 @@ pub fn plan(
     sorted_targets.sort_by_key(|p| (p.rank, p.buffer));
     for t in sorted_targets {
         hits.clear();
-        hits.extend(index.candidates(&t.global).filter_map(|gi| regions[gi].intersect(&t.global).map(|i| (gi, i))));
+        hits.extend(
+            index
+                .candidates(&t.global)
+                .filter_map(|gi| regions[gi].intersect(&t.global).map(|i| (gi, i))),
+        );
         hits.sort_unstable_by_key(|h| h.0);
         let mut covered = 0;
         if partial {
             for (cell, gs) in refine(std::mem::take(&mut hits)) {
                 covered += cell.numel();
-                let mut reps: SmallVec<[&Piece; 2]> = gs.iter().flat_map(|&g| groups[g].1.iter().copied()).collect();
+                let mut reps: SmallVec<[&Piece; 2]> = gs
+                    .iter()
+                    .flat_map(|&g| groups[g].1.iter().copied())
+                    .collect();
                 reps.sort_by_key(|p| (p.rank, p.buffer));
-                ops.push(CopyOp { srcs: reps.iter().map(|p| Loc::of(p, &cell)).collect(), dst: Loc::of(t, &cell), global: cell });
+                ops.push(CopyOp {
+                    srcs: reps.iter().map(|p| Loc::of(p, &cell)).collect(),
+                    dst: Loc::of(t, &cell),
+                    global: cell,
+                });
             }
         } else {
             for (g, cell) in hits.drain(..) {
                 covered += cell.numel();
                 let srcs = groups[g].1.iter().map(|p| Loc::of(p, &cell)).collect();
-                ops.push(CopyOp { srcs, dst: Loc::of(t, &cell), global: cell });
+                ops.push(CopyOp {
+                    srcs,
+                    dst: Loc::of(t, &cell),
+                    global: cell,
+                });
             }
         }
         if covered != t.global.numel() {
             return Err(MergeError::Uncovered {
                 tensor: name.to_string(),
                 rank: t.rank,
-                region: t.global.clone(),
+                region: Box::new(t.global.clone()),
                 missing: t.global.numel() - covered,
             });
         }
     }
-    Ok(Plan { name: name.to_string(), shape: shape.to_vec(), policy, ops })
+    Ok(Plan {
+        name: name.to_string(),
+        shape: shape.to_vec(),
+        policy,
+        ops,
+    })
 }
 
 /// Splits overlapping boxes into disjoint cells, each with the boxes (by index) that cover it.
@@ -263,10 +312,18 @@ fn first_overlap(regions: &[&Region], index: &Index) -> Option<(usize, usize)> {
 /// Checks that the pieces' boxes do not overlap (for formats whose chunks must be disjoint,
 /// such as PyTorch DCP); identical boxes count as overlapping too.
 pub fn check_disjoint(name: &str, pieces: &[Piece]) -> Result<(), MergeError> {
-    let regions: Vec<&Region> = pieces.iter().map(|p| &p.global).filter(|r| !r.is_empty()).collect();
+    let regions: Vec<&Region> = pieces
+        .iter()
+        .map(|p| &p.global)
+        .filter(|r| !r.is_empty())
+        .collect();
     let index = Index::new(&regions);
     match first_overlap(&regions, &index) {
-        Some((a, b)) => Err(MergeError::Overlap { tensor: name.to_string(), a: regions[a].clone(), b: regions[b].clone() }),
+        Some((a, b)) => Err(MergeError::Overlap {
+            tensor: name.to_string(),
+            a: Box::new(regions[a].clone()),
+            b: Box::new(regions[b].clone()),
+        }),
         None => Ok(()),
     }
 }

@@ -20,7 +20,10 @@ impl Region {
 
     /// The whole tensor of `shape`.
     pub fn full(shape: &[u64]) -> Region {
-        Region { off: smallvec::smallvec![0; shape.len()], len: shape.into() }
+        Region {
+            off: smallvec::smallvec![0; shape.len()],
+            len: shape.into(),
+        }
     }
 
     /// Number of dims.
@@ -183,7 +186,7 @@ fn split_range(shape: &[u64], prefix: &mut Vec<u64>, a: u64, b: u64, out: &mut V
         prefix.pop();
         return;
     }
-    if a % inner != 0 {
+    if !a.is_multiple_of(inner) {
         prefix.push(ra);
         split_range(shape, prefix, a % inner, inner, out);
         prefix.pop();
@@ -192,7 +195,7 @@ fn split_range(shape: &[u64], prefix: &mut Vec<u64>, a: u64, b: u64, out: &mut V
     if ra < rb {
         whole((ra, rb), out, prefix);
     }
-    if b % inner != 0 {
+    if !b.is_multiple_of(inner) {
         prefix.push(rb);
         split_range(shape, prefix, 0, b % inner, out);
         prefix.pop();
@@ -221,7 +224,9 @@ pub fn region_to_flat_ranges(shape: &[u64], region: &Region) -> Vec<(u64, u64)> 
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut idx = vec![0u64; outer];
     loop {
-        let mut start: u64 = (0..outer).map(|d| (region.off[d] + idx[d]) * strides[d]).sum();
+        let mut start: u64 = (0..outer)
+            .map(|d| (region.off[d] + idx[d]) * strides[d])
+            .sum();
         if k > 0 {
             start += region.off[k - 1] * strides[k - 1];
         }

@@ -14,8 +14,6 @@ fn full_pieces(shape: &[u64]) -> Vec<Piece> {
 }
 
 fn run(
-    name: &str,
-    shape: &[u64],
     src: &[Piece],
     src_bufs: &Buffers,
     src_meta: &TensorMeta,
@@ -23,12 +21,20 @@ fn run(
     dst_meta: &TensorMeta,
     policy: ReplicaPolicy,
 ) -> Result<Buffers, MergeError> {
-    let p = plan(name, shape, src, dst, policy)?;
+    let p = plan(&src_meta.name, &src_meta.shape, src, dst, policy)?;
     let mut out = Buffers::new();
     let get = |r: u32, b: u32| src_bufs.get(&(r, b)).map(Vec::as_slice);
     for ((rank, buffer), len) in buffer_lens(dst) {
         let mut buf = vec![0u8; len as usize * dst_meta.dtype.size()];
-        execute_target(&p, rank, buffer, &mut buf, dst_meta.dtype, src_meta.dtype, &get)?;
+        execute_target(
+            &p,
+            rank,
+            buffer,
+            &mut buf,
+            dst_meta.dtype,
+            src_meta.dtype,
+            &get,
+        )?;
         out.insert((rank, buffer), buf);
     }
     Ok(out)
@@ -39,13 +45,24 @@ fn run(
 pub fn scatter(meta: &TensorMeta, full: &[u8]) -> Result<Buffers, MergeError> {
     let mut src = BTreeMap::new();
     src.insert((0, 0), full.to_vec());
-    run(&meta.name, &meta.shape, &full_pieces(&meta.shape), &src, meta, &pieces(meta)?, meta, ReplicaPolicy::First)
+    run(
+        &full_pieces(&meta.shape),
+        &src,
+        meta,
+        &pieces(meta)?,
+        meta,
+        ReplicaPolicy::First,
+    )
 }
 
 /// Merges local buffers of `meta.layout` into the full row-major tensor.
-pub fn gather(meta: &TensorMeta, bufs: &Buffers, policy: ReplicaPolicy) -> Result<Vec<u8>, MergeError> {
+pub fn gather(
+    meta: &TensorMeta,
+    bufs: &Buffers,
+    policy: ReplicaPolicy,
+) -> Result<Vec<u8>, MergeError> {
     let dst = full_pieces(&meta.shape);
-    let mut out = run(&meta.name, &meta.shape, &pieces(meta)?, bufs, meta, &dst, meta, policy)?;
+    let mut out = run(&pieces(meta)?, bufs, meta, &dst, meta, policy)?;
     Ok(out.remove(&(0, 0)).unwrap_or_default())
 }
 
@@ -57,7 +74,11 @@ pub fn reshard(
     policy: ReplicaPolicy,
 ) -> Result<Buffers, MergeError> {
     if from.shape != to.shape {
-        return Err(MergeError::ShapeMismatch { tensor: from.name.clone(), a: from.shape.clone(), b: to.shape.clone() });
+        return Err(MergeError::ShapeMismatch {
+            tensor: from.name.clone(),
+            a: from.shape.clone(),
+            b: to.shape.clone(),
+        });
     }
-    run(&from.name, &from.shape, &pieces(from)?, bufs, from, &pieces(to)?, to, policy)
+    run(&pieces(from)?, bufs, from, &pieces(to)?, to, policy)
 }

@@ -20,7 +20,7 @@ impl Rng {
 
 fn random_split(rng: &mut Rng, size: u64, parts: u32) -> Split {
     match rng.below(4) {
-        0 if size % parts as u64 == 0 => Split::Even,
+        0 if size.is_multiple_of(parts as u64) => Split::Even,
         1 => {
             // random composition of `size` into `parts` (zeros allowed)
             let mut cuts: Vec<u64> = (0..parts - 1).map(|_| rng.below(size + 1)).collect();
@@ -35,7 +35,7 @@ fn random_split(rng: &mut Rng, size: u64, parts: u32) -> Split {
         }
         2 => {
             let g = 1 + rng.below(3);
-            if size % g == 0 {
+            if size.is_multiple_of(g) {
                 Split::Grain { grain: g }
             } else {
                 Split::Chunk
@@ -50,23 +50,36 @@ fn tensor_layout(rng: &mut Rng, shape: &[u64]) -> Layout {
     let dim = rng.below(shape.len() as u64) as usize;
     let parts = 1 + rng.below(4) as u32;
     match rng.below(5) {
-        0 => Layout::Replicated { ranks: 1 + rng.below(3) as u32 },
-        1 => Layout::Shard { dim, parts, split: random_split(rng, shape[dim], parts) },
+        0 => Layout::Replicated {
+            ranks: 1 + rng.below(3) as u32,
+        },
+        1 => Layout::Shard {
+            dim,
+            parts,
+            split: random_split(rng, shape[dim], parts),
+        },
         2 => {
             let mut left = shape[dim];
             let mut subs = Vec::new();
             while left > 0 {
                 let size = 1 + rng.below(left);
-                subs.push(SubParam { size, split: random_split(rng, size, parts) });
+                subs.push(SubParam {
+                    size,
+                    split: random_split(rng, size, parts),
+                });
                 left -= size;
             }
             Layout::Fused { dim, parts, subs }
         }
         3 => {
             let e = shape[0];
-            let divisors: Vec<u64> = (1..=e).filter(|d| e % d == 0).collect();
+            let divisors: Vec<u64> = (1..=e).filter(|d| e.is_multiple_of(*d)).collect();
             let ep = divisors[rng.below(divisors.len() as u64) as usize] as u32;
-            Layout::Experts { num_experts: e, ep, storage: ExpertStorage::Stacked }
+            Layout::Experts {
+                num_experts: e,
+                ep,
+                storage: ExpertStorage::Stacked,
+            }
         }
         _ => {
             let axes = 1 + rng.below(2) as usize;
@@ -87,9 +100,17 @@ fn flat_layout(rng: &mut Rng, numel: u64) -> Layout {
     if rng.below(2) == 0 {
         let before = rng.below(6);
         let after = rng.below(6);
-        Layout::ZeroFlat { dp, offset: before, group_numel: before + numel + after, alignment: 2 * dp as u64 }
+        Layout::ZeroFlat {
+            dp,
+            offset: before,
+            group_numel: before + numel + after,
+            alignment: 2 * dp as u64,
+        }
     } else {
-        Layout::Zero3 { dp, offset: rng.below(4) }
+        Layout::Zero3 {
+            dp,
+            offset: rng.below(4),
+        }
     }
 }
 
@@ -111,14 +132,24 @@ fn random_layout(rng: &mut Rng, shape: &[u64]) -> Layout {
             let inner = inner
                 .into_iter()
                 .map(|l| match l {
-                    Layout::ZeroFlat { offset, group_numel, .. } => {
-                        Layout::ZeroFlat { dp, offset, group_numel, alignment: 2 * dp as u64 }
-                    }
+                    Layout::ZeroFlat {
+                        offset,
+                        group_numel,
+                        ..
+                    } => Layout::ZeroFlat {
+                        dp,
+                        offset,
+                        group_numel,
+                        alignment: 2 * dp as u64,
+                    },
                     Layout::Zero3 { offset, .. } => Layout::Zero3 { dp, offset },
                     other => other,
                 })
                 .collect();
-            Layout::Nested { outer: Box::new(outer), inner }
+            Layout::Nested {
+                outer: Box::new(outer),
+                inner,
+            }
         }
         _ => tensor_layout(rng, shape),
     }

@@ -133,25 +133,48 @@ pub enum Layout {
     /// Every one of `ranks` ranks holds the whole tensor.
     Replicated { ranks: u32 },
     /// Split along `dim` over `parts` ranks (row / column tensor parallel, vocab parallel).
-    Shard { dim: usize, parts: u32, split: Split },
+    Shard {
+        dim: usize,
+        parts: u32,
+        split: Split,
+    },
     /// Sub-parameters concatenated along `dim` (fused QKV), each split over `parts` ranks on its own;
     /// a rank's local tensor is its pieces of every sub-parameter, concatenated in order.
-    Fused { dim: usize, parts: u32, subs: Vec<SubParam> },
+    Fused {
+        dim: usize,
+        parts: u32,
+        subs: Vec<SubParam>,
+    },
     /// Expert parallel: `num_experts` experts over `ep` ranks, rank r owning experts
     /// `r*E/ep .. (r+1)*E/ep` (dim 0 of the global tensor is the expert dim).
-    Experts { num_experts: u64, ep: u32, storage: ExpertStorage },
+    Experts {
+        num_experts: u64,
+        ep: u32,
+        storage: ExpertStorage,
+    },
     /// DTensor: a device mesh (row-major rank numbering) and one placement per mesh axis,
     /// applied in mesh order (several axes may shard one dim).
-    Mesh { mesh: Vec<u32>, placements: Vec<Placement> },
+    Mesh {
+        mesh: Vec<u32>,
+        placements: Vec<Placement>,
+    },
     /// ZeRO stage 1/2 (and bf16 optimizer): the parameter group is flattened and concatenated,
     /// padded to a multiple of `alignment`, and split evenly over `dp` ranks. This tensor occupies
     /// `offset .. offset + numel` of the group; each rank's local buffer is its partition.
-    ZeroFlat { dp: u32, offset: u64, group_numel: u64, alignment: u64 },
+    ZeroFlat {
+        dp: u32,
+        offset: u64,
+        group_numel: u64,
+        alignment: u64,
+    },
     /// ZeRO stage 3: this tensor is flattened and split over `dp` ranks, `ceil(numel/dp)` each with
     /// tail padding; it sits at `offset` of each rank's group partition buffer.
     Zero3 { dp: u32, offset: u64 },
     /// `inner[o]` distributes the local tensor of outer rank `o` (e.g. ZeRO inside tensor parallel).
-    Nested { outer: Box<Layout>, inner: Vec<Layout> },
+    Nested {
+        outer: Box<Layout>,
+        inner: Vec<Layout>,
+    },
 }
 
 impl Layout {
@@ -174,7 +197,10 @@ impl Layout {
             Layout::Mesh { mesh, .. } => mesh.iter().try_fold(1u32, |a, &m| a.checked_mul(m)),
             Layout::ZeroFlat { dp, .. } | Layout::Zero3 { dp, .. } => Some(*dp),
             Layout::Nested { outer, inner } => {
-                let most = inner.iter().map(Layout::checked_ranks).try_fold(1u32, |a, r| Some(a.max(r?)))?;
+                let most = inner
+                    .iter()
+                    .map(Layout::checked_ranks)
+                    .try_fold(1u32, |a, r| Some(a.max(r?)))?;
                 outer.checked_ranks()?.checked_mul(most)
             }
         }
@@ -185,7 +211,9 @@ impl Layout {
         match self {
             Layout::Replicated { .. } => "replicated".into(),
             Layout::Shard { dim, .. } => format!("shard(dim {dim})"),
-            Layout::Fused { dim, subs, .. } => format!("fused {} sub-params (dim {dim})", subs.len()),
+            Layout::Fused { dim, subs, .. } => {
+                format!("fused {} sub-params (dim {dim})", subs.len())
+            }
             Layout::Experts { .. } => "experts".into(),
             Layout::Mesh { .. } => "mesh".into(),
             Layout::ZeroFlat { .. } => "zero1/2 flat".into(),

@@ -23,7 +23,10 @@ impl PatternSet {
     pub fn new(sources: Vec<String>) -> Result<PatternSet, SchemaError> {
         for s in &sources {
             if let Err(e) = regex::Regex::new(s) {
-                return Err(SchemaError::BadPattern { pattern: s.clone(), error: e.to_string() });
+                return Err(SchemaError::BadPattern {
+                    pattern: s.clone(),
+                    error: e.to_string(),
+                });
             }
         }
         let anchored: Vec<String> = sources.iter().map(|s| format!("^(?:{s})")).collect();

@@ -32,7 +32,10 @@ impl Topology {
         Topology {
             axes: axes
                 .iter()
-                .map(|(n, s)| MeshAxis { name: n.to_string(), size: *s })
+                .map(|(n, s)| MeshAxis {
+                    name: n.to_string(),
+                    size: *s,
+                })
                 .collect(),
             zero_stage,
             stages: Vec::new(),
@@ -41,7 +44,10 @@ impl Topology {
 
     /// Size of the named axis, 1 when absent.
     pub fn size(&self, name: &str) -> u32 {
-        self.axes.iter().find(|a| a.name == name).map_or(1, |a| a.size)
+        self.axes
+            .iter()
+            .find(|a| a.name == name)
+            .map_or(1, |a| a.size)
     }
 
     /// Product of all axis sizes (`u32::MAX` when that overflows; validation rejects such topologies).
@@ -62,14 +68,15 @@ impl Topology {
 
     /// Global rank of the given coordinates (inverse of [`Topology::coords`]).
     pub fn rank(&self, coords: &[u32]) -> u32 {
-        self.axes
-            .iter()
-            .zip(coords)
-            .fold(0u32, |acc, (a, c)| acc.saturating_mul(a.size).saturating_add(*c))
+        self.axes.iter().zip(coords).fold(0u32, |acc, (a, c)| {
+            acc.saturating_mul(a.size).saturating_add(*c)
+        })
     }
 
     /// The pipeline stage holding `layer`, if the stage map names it.
     pub fn stage_of(&self, layer: &str) -> Option<usize> {
-        self.stages.iter().position(|s| s.iter().any(|l| l == layer))
+        self.stages
+            .iter()
+            .position(|s| s.iter().any(|l| l == layer))
     }
 }

@@ -26,21 +26,35 @@ pub fn validate_name(name: &str) -> Result {
     } else {
         return Ok(());
     };
-    Err(SchemaError::UnsafeName { name: name.to_string(), why })
+    Err(SchemaError::UnsafeName {
+        name: name.to_string(),
+        why,
+    })
 }
 
 /// Checks that `split` cuts a dim of `size` elements over `parts` ranks exactly.
 pub fn validate_split(tensor: &str, dim: usize, size: u64, parts: u32, split: &Split) -> Result {
     if parts == 0 {
-        return Err(SchemaError::ZeroRanks { tensor: tensor.into() });
+        return Err(SchemaError::ZeroRanks {
+            tensor: tensor.into(),
+        });
     }
     // Sums are computed without building per-rank lists: `parts` may be huge on bad input.
     let sum = match split {
         Split::Even if !size.is_multiple_of(parts as u64) => {
-            return Err(SchemaError::UnevenSplit { tensor: tensor.into(), dim, size, parts })
+            return Err(SchemaError::UnevenSplit {
+                tensor: tensor.into(),
+                dim,
+                size,
+                parts,
+            })
         }
         Split::Sizes(s) if s.len() != parts as usize => {
-            return Err(SchemaError::SizesCount { tensor: tensor.into(), parts, got: s.len() })
+            return Err(SchemaError::SizesCount {
+                tensor: tensor.into(),
+                parts,
+                got: s.len(),
+            })
         }
         Split::Sizes(s) => checked_sum(s.iter().copied()).unwrap_or(u64::MAX),
         Split::Even | Split::Chunk => size,
@@ -48,8 +62,18 @@ pub fn validate_split(tensor: &str, dim: usize, size: u64, parts: u32, split: &S
         Split::Grain { .. } => size,
     };
     if sum != size {
-        let sizes = if parts <= 4096 { split.sizes(size, parts) } else { Vec::new() };
-        return Err(SchemaError::SizesDontSum { tensor: tensor.into(), dim, sizes, sum, expected: size });
+        let sizes = if parts <= 4096 {
+            split.sizes(size, parts)
+        } else {
+            Vec::new()
+        };
+        return Err(SchemaError::SizesDontSum {
+            tensor: tensor.into(),
+            dim,
+            sizes,
+            sum,
+            expected: size,
+        });
     }
     Ok(())
 }
@@ -59,13 +83,21 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
     let t = || tensor.to_string();
     let dim_check = |dim: usize| {
         if dim >= shape.len() {
-            Err(SchemaError::DimOutOfRange { tensor: t(), dim, ndim: shape.len() })
+            Err(SchemaError::DimOutOfRange {
+                tensor: t(),
+                dim,
+                ndim: shape.len(),
+            })
         } else {
             Ok(())
         }
     };
     match layout.checked_ranks() {
-        None => return Err(SchemaError::TooManyRanks { what: format!("tensor `{tensor}`") }),
+        None => {
+            return Err(SchemaError::TooManyRanks {
+                what: format!("tensor `{tensor}`"),
+            })
+        }
         Some(0) => return Err(SchemaError::ZeroRanks { tensor: t() }),
         Some(_) => {}
     }
@@ -91,13 +123,23 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
             subs.iter()
                 .try_for_each(|s| validate_split(tensor, *dim, s.size, *parts, &s.split))
         }
-        Layout::Experts { num_experts, ep, .. } => {
+        Layout::Experts {
+            num_experts, ep, ..
+        } => {
             let dim0 = shape.first().copied().unwrap_or(0);
             if dim0 != *num_experts {
-                return Err(SchemaError::ExpertDimMismatch { tensor: t(), dim0, experts: *num_experts });
+                return Err(SchemaError::ExpertDimMismatch {
+                    tensor: t(),
+                    dim0,
+                    experts: *num_experts,
+                });
             }
             if *num_experts % *ep as u64 != 0 {
-                return Err(SchemaError::ExpertsNotDivisible { tensor: t(), experts: *num_experts, ep: *ep });
+                return Err(SchemaError::ExpertsNotDivisible {
+                    tensor: t(),
+                    experts: *num_experts,
+                    ep: *ep,
+                });
             }
             Ok(())
         }
@@ -123,7 +165,12 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
             }
             Ok(())
         }
-        Layout::ZeroFlat { dp, offset, group_numel, alignment } => {
+        Layout::ZeroFlat {
+            dp,
+            offset,
+            group_numel,
+            alignment,
+        } => {
             let end = shape
                 .iter()
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
@@ -139,7 +186,11 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
             }
             let padded = zero_padded(*group_numel, *alignment);
             if !padded.is_multiple_of(*dp as u64) {
-                return Err(SchemaError::ZeroPaddingUneven { tensor: t(), padded, dp: *dp });
+                return Err(SchemaError::ZeroPaddingUneven {
+                    tensor: t(),
+                    padded,
+                    dp: *dp,
+                });
             }
             Ok(())
         }
@@ -147,11 +198,18 @@ pub fn validate_layout(tensor: &str, shape: &[u64], layout: &Layout) -> Result {
         Layout::Nested { outer, inner } => {
             validate_layout(tensor, shape, outer)?;
             if inner.len() != outer.ranks() as usize {
-                return Err(SchemaError::NestedCount { tensor: t(), outer: outer.ranks(), inner: inner.len() });
+                return Err(SchemaError::NestedCount {
+                    tensor: t(),
+                    outer: outer.ranks(),
+                    inner: inner.len(),
+                });
             }
             let counts: Vec<u32> = inner.iter().map(Layout::ranks).collect();
             if counts.windows(2).any(|w| w[0] != w[1]) {
-                return Err(SchemaError::NestedRanksDiffer { tensor: t(), counts });
+                return Err(SchemaError::NestedRanksDiffer {
+                    tensor: t(),
+                    counts,
+                });
             }
             for (o, l) in inner.iter().enumerate() {
                 validate_layout(tensor, &local_shape(shape, outer, o as u32), l)?;
@@ -175,7 +233,11 @@ pub fn local_shape(shape: &[u64], layout: &Layout, rank: u32) -> Vec<u64> {
                 .map(|sp| sp.split.part(sp.size, *parts, rank))
                 .fold(0u64, u64::saturating_add);
         }
-        Layout::Experts { num_experts, ep, storage } if !s.is_empty() => {
+        Layout::Experts {
+            num_experts,
+            ep,
+            storage,
+        } if !s.is_empty() => {
             let local = num_experts / (*ep).max(1) as u64;
             match storage {
                 crate::ExpertStorage::Stacked => s[0] = local,
@@ -214,7 +276,11 @@ pub fn validate_tensor(t: &TensorMeta) -> Result {
     validate_name(&t.name)?;
     if let Some(p) = &t.padded_shape {
         if p.len() != t.shape.len() || p.iter().zip(&t.shape).any(|(a, b)| a < b) {
-            return Err(SchemaError::PaddedShape { tensor: t.name.clone(), shape: t.shape.clone(), padded: p.clone() });
+            return Err(SchemaError::PaddedShape {
+                tensor: t.name.clone(),
+                shape: t.shape.clone(),
+                padded: p.clone(),
+            });
         }
     }
     validate_layout(&t.name, t.stored_shape(), &t.layout)
@@ -223,13 +289,23 @@ pub fn validate_tensor(t: &TensorMeta) -> Result {
 /// Checks a topology: ZeRO stage 0–3, no empty axes.
 pub fn validate_topology(t: &Topology) -> Result {
     if t.zero_stage > 3 {
-        return Err(SchemaError::BadZeroStage { stage: t.zero_stage });
+        return Err(SchemaError::BadZeroStage {
+            stage: t.zero_stage,
+        });
     }
     if let Some(a) = t.axes.iter().find(|a| a.size == 0) {
-        return Err(SchemaError::ZeroAxis { axis: a.name.clone() });
+        return Err(SchemaError::ZeroAxis {
+            axis: a.name.clone(),
+        });
     }
-    if t.axes.iter().try_fold(1u32, |a, x| a.checked_mul(x.size)).is_none() {
-        return Err(SchemaError::TooManyRanks { what: "topology".into() });
+    if t.axes
+        .iter()
+        .try_fold(1u32, |a, x| a.checked_mul(x.size))
+        .is_none()
+    {
+        return Err(SchemaError::TooManyRanks {
+            what: "topology".into(),
+        });
     }
     Ok(())
 }
@@ -237,7 +313,10 @@ pub fn validate_topology(t: &Topology) -> Result {
 /// Checks a whole manifest: version, topology, every tensor.
 pub fn validate_manifest(m: &Manifest) -> Result {
     if m.version == 0 || m.version > MANIFEST_VERSION {
-        return Err(SchemaError::UnsupportedVersion { version: m.version, supported: MANIFEST_VERSION });
+        return Err(SchemaError::UnsupportedVersion {
+            version: m.version,
+            supported: MANIFEST_VERSION,
+        });
     }
     validate_topology(&m.source)?;
     m.tensors.iter().try_for_each(|e| validate_tensor(&e.meta))

@@ -7,17 +7,32 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid zip archive: {why}")]
     BadZip { path: PathBuf, why: String },
     #[error("{path}: truncated: {why}")]
     Truncated { path: PathBuf, why: String },
     #[error("{path}: pickle names global `{module}.{name}`, which is not on the allowlist")]
-    DisallowedGlobal { path: PathBuf, module: String, name: String },
+    DisallowedGlobal {
+        path: PathBuf,
+        module: String,
+        name: String,
+    },
     #[error("{path}: bad pickle at byte {offset}: {why}")]
-    BadPickle { path: PathBuf, offset: u64, why: String },
+    BadPickle {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
     #[error("{path}: tensor `{tensor}`: {why}")]
-    BadTensor { path: PathBuf, tensor: String, why: String },
+    BadTensor {
+        path: PathBuf,
+        tensor: String,
+        why: String,
+    },
     #[error("{path}: missing key `{key}`")]
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: {why}")]
@@ -25,9 +40,17 @@ pub enum StoreError {
     #[error("{path}: output already exists; refusing to overwrite")]
     OutputExists { path: PathBuf },
     #[error("{path}: checksum mismatch for `{file}`: expected {expected}, found {found}")]
-    Checksum { path: PathBuf, file: String, expected: String, found: String },
+    Checksum {
+        path: PathBuf,
+        file: String,
+        expected: String,
+        found: String,
+    },
     #[error("{path}: {source}")]
-    Schema { path: PathBuf, source: uc_schema::SchemaError },
+    Schema {
+        path: PathBuf,
+        source: uc_schema::SchemaError,
+    },
     #[error("{path}: no COMPLETE marker; not a finished checkpoint")]
     Incomplete { path: PathBuf },
     #[error("{path}: tensor `{tensor}` was planned but never written")]

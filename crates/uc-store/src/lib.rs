@@ -8,6 +8,7 @@
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
 
 pub mod atomic;
+pub mod deepspeed;
 pub mod error;
 pub mod native;
 pub mod pickle;

@@ -12,7 +12,9 @@ pub fn meta(name: &str, shape: &[u64], layout: Layout) -> TensorMeta {
 /// Row-major f32 bytes whose every element is distinct (its index + 1).
 pub fn iota(shape: &[u64]) -> Vec<u8> {
     let n: u64 = shape.iter().product();
-    (0..n).flat_map(|i| ((i + 1) as f32).to_le_bytes()).collect()
+    (0..n)
+        .flat_map(|i| ((i + 1) as f32).to_le_bytes())
+        .collect()
 }
 
 /// Builds the full tensor element by element from the pieces (slow, obviously right).
@@ -25,7 +27,11 @@ pub fn naive_gather(meta: &TensorMeta, bufs: &Buffers) -> Vec<u8> {
     for i in 0..n {
         let x = uc_merge::unravel(&meta.shape, i);
         for p in &ps {
-            let inside = x.iter().zip(&p.global.off).zip(&p.global.len).all(|((x, o), l)| *x >= *o && *x < o + l);
+            let inside = x
+                .iter()
+                .zip(&p.global.off)
+                .zip(&p.global.len)
+                .all(|((x, o), l)| *x >= *o && *x < o + l);
             if inside {
                 let li = p.local_index(&x) as usize;
                 let b = &bufs[&(p.rank, p.buffer)];

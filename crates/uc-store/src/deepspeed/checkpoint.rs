@@ -13,7 +13,8 @@ use crate::pt::PtFile;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use uc_merge::{execute_target, pieces, plan, Piece, ReplicaPolicy};
-use uc_schema::deepspeed::UniversalCheckpointInfo;
+use uc_schema::deepspeed::{autoep_layers_in, AutoEpLayer, UniversalCheckpointInfo};
+use uc_schema::ExpertStorage;
 use uc_schema::{DType, Layout, Role, TensorMeta, Topology, Value};
 
 /// A trainable parameter found in the optimizer files.
@@ -32,6 +33,8 @@ pub struct DsParam {
     pub states: Vec<String>,
     /// Scalar optimizer states (`step`).
     pub scalars: Vec<String>,
+    /// For each rank of `meta.layout`: the (model-parallel rank, optimizer file rank) holding it.
+    pub sources: Vec<(u32, u32)>,
 }
 
 /// A tensor kept from the model states that no optimizer trains (frozen parameter or buffer).
@@ -83,6 +86,8 @@ pub struct DsCheckpoint {
     pub pp: u32,
     pub dp: u32,
     pub uci: Option<UniversalCheckpointInfo>,
+    /// AutoEP layers (`ds_autoep_layers`, or the legacy `autoep_layers`).
+    pub autoep: Vec<AutoEpLayer>,
     pub params: Vec<DsParam>,
     pub extras: Vec<DsExtra>,
     /// Training state: steps, samples, param-group hyper-parameters, ds_config, …
@@ -92,22 +97,36 @@ pub struct DsCheckpoint {
 }
 
 fn fmt_err(path: &Path, why: impl Into<String>) -> StoreError {
-    StoreError::Format { path: path.to_path_buf(), why: why.into() }
+    StoreError::Format {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
 }
 
 fn schema_err(path: &Path) -> impl FnOnce(uc_schema::SchemaError) -> StoreError + '_ {
-    move |source| StoreError::Schema { path: path.to_path_buf(), source }
+    move |source| StoreError::Schema {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn as_u64(c: &Cursor, what: &str) -> Result<u64> {
     c.value()
         .as_int()
         .and_then(|i| u64::try_from(i).ok())
-        .ok_or_else(|| fmt_err(c.path(), format!("`{}`: expected a non-negative int for {what}", c.trail())))
+        .ok_or_else(|| {
+            fmt_err(
+                c.path(),
+                format!("`{}`: expected a non-negative int for {what}", c.trail()),
+            )
+        })
 }
 
+/// One param group's parameters in flat order: name → local shape.
+type Group = Vec<(String, Vec<u64>)>;
+
 /// `param_shapes`: one ordered map per param group, name → shape.
-fn param_shapes(f: &PtFile) -> Result<Vec<Vec<(String, Vec<u64>)>>> {
+fn param_shapes(f: &PtFile) -> Result<Vec<Group>> {
     let root = f.cursor();
     let Some(ps) = root.get("param_shapes") else {
         return Ok(Vec::new());
@@ -156,9 +175,13 @@ impl DsCheckpoint {
                 model.insert(*m, PtFile::open(p, &allow)?);
             }
         }
-        let first = model.values().next().ok_or_else(|| fmt_err(&files.dir, "no model states"))?;
+        let first = model
+            .values()
+            .next()
+            .ok_or_else(|| fmt_err(&files.dir, "no model states"))?;
         let root = first.cursor();
-        let get_u32 = |c: Option<Cursor>| c.and_then(|c| c.value().as_int()).map(|i| i.max(1) as u32);
+        let get_u32 =
+            |c: Option<Cursor>| c.and_then(|c| c.value().as_int()).map(|i| i.max(1) as u32);
         let dims = root.get("checkpoint_parallel_dimensions");
         let mp = model.len() as u32;
         let tp = get_u32(dims.as_ref().and_then(|d| d.get("tp_degree"))).unwrap_or(mp);
@@ -166,7 +189,9 @@ impl DsCheckpoint {
         if tp * pp != mp {
             return Err(fmt_err(
                 &files.dir,
-                format!("{mp} model-parallel ranks found but the checkpoint says tp {tp} × pp {pp}"),
+                format!(
+                    "{mp} model-parallel ranks found but the checkpoint says tp {tp} × pp {pp}"
+                ),
             ));
         }
         for m in 0..mp {
@@ -178,7 +203,10 @@ impl DsCheckpoint {
                 };
                 return Err(StoreError::Io {
                     path: files.dir.join(name),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "model states of this rank are missing"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "model states of this rank are missing",
+                    ),
                 });
             }
         }
@@ -187,18 +215,54 @@ impl DsCheckpoint {
         if dp > 0 {
             for m in 0..mp {
                 for d in 0..dp {
-                    let p = files.optim.get(&(m, d)).cloned().unwrap_or_else(|| files.optim_name(m, d));
+                    let p = files
+                        .optim
+                        .get(&(m, d))
+                        .cloned()
+                        .unwrap_or_else(|| files.optim_name(m, d));
                     optim.insert((m, d), PtFile::open(&p, &allow)?);
                 }
             }
         }
-        let uci_json = root.get("universal_checkpoint_info").map(|c| to_json(c.value()));
+        let uci_json = root
+            .get("universal_checkpoint_info")
+            .map(|c| to_json(c.value()));
         let uci = match (&uci_json, assume.is_empty()) {
             (_, false) => Some(assume.to_uci().map_err(schema_err(&files.dir))?),
-            (Some(j), true) => Some(UniversalCheckpointInfo::parse(j).map_err(schema_err(first.path()))?),
+            (Some(j), true) => {
+                Some(UniversalCheckpointInfo::parse(j).map_err(schema_err(first.path()))?)
+            }
             (None, true) => None,
         };
+        let autoep = autoep_layers_in(&to_json(root.value()))
+            .map_err(schema_err(first.path()))?
+            .unwrap_or_default();
+        if autoep.is_empty() && !files.experts.is_empty() {
+            let (_, p) = files.experts.iter().next().expect("non-empty");
+            return Err(fmt_err(p, "per-expert files without AutoEP metadata (`ds_autoep_layers` / `autoep_layers`) in the model states: \
+                cannot tell which experts each file holds; this checkpoint layout is not supported"));
+        }
+        for l in &autoep {
+            if l.checkpoint_format.as_deref() == Some("per_expert_files") {
+                for e in 0..l.num_experts {
+                    let id = (l.moe_layer_id as u32, e as u32, 0);
+                    if !files.experts.contains_key(&id) {
+                        return Err(StoreError::Io {
+                            path: files.dir.join(format!(
+                                "layer_{}_expert_{e}_mp_rank_00_model_states.pt",
+                                l.moe_layer_id
+                            )),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                "expert file missing",
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         let mut ck = DsCheckpoint {
+            autoep,
             files,
             stage,
             tp,
@@ -220,13 +284,19 @@ impl DsCheckpoint {
 
     /// The topology the checkpoint was saved with.
     pub fn topology(&self) -> Topology {
-        let mut t = Topology::new(&[("pp", self.pp), ("dp", self.dp), ("tp", self.tp)], self.stage);
+        let mut t = Topology::new(
+            &[("pp", self.pp), ("dp", self.dp), ("tp", self.tp)],
+            self.stage,
+        );
         t.axes.retain(|a| a.size > 1 || a.name == "dp");
         t
     }
 
     fn optim_root(&self, m: u32, d: u32) -> Result<Cursor<'_>> {
-        let f = self.optim.get(&(m, d)).ok_or_else(|| fmt_err(&self.files.optim_name(m, d), "missing optimizer states"))?;
+        let f = self
+            .optim
+            .get(&(m, d))
+            .ok_or_else(|| fmt_err(&self.files.optim_name(m, d), "missing optimizer states"))?;
         f.cursor().key("optimizer_state_dict")
     }
 
@@ -235,18 +305,36 @@ impl DsCheckpoint {
             return Ok(self.stage.max(if self.optim.is_empty() { 0 } else { 1 }));
         }
         let o = self.optim_root(0, 0)?;
-        Ok(match o.get("zero_stage").and_then(|c| c.value().as_int().or_else(|| match c.value() {
-            PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
-            _ => None,
-        })) {
-            Some(s) => s.clamp(0, 3) as u8,
-            None => 1, // the BF16 optimizer is ZeRO-1 and writes no zero_stage
-        })
+        Ok(
+            match o.get("zero_stage").and_then(|c| {
+                c.value().as_int().or_else(|| match c.value() {
+                    PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
+                    _ => None,
+                })
+            }) {
+                Some(s) => s.clamp(0, 3) as u8,
+                None => 1, // the BF16 optimizer is ZeRO-1 and writes no zero_stage
+            },
+        )
     }
 
     fn collect_state(&mut self) {
         let root = self.model[&0].cursor();
-        for key in ["global_steps", "global_samples", "skipped_steps", "iteration", "ds_version", "ds_config", "lr_scheduler", "mp_world_size", "dp_world_size", "checkpoint_parallel_dimensions", "universal_checkpoint_info", "ds_autoep_layers", "num_experts"] {
+        for key in [
+            "global_steps",
+            "global_samples",
+            "skipped_steps",
+            "iteration",
+            "ds_version",
+            "ds_config",
+            "lr_scheduler",
+            "mp_world_size",
+            "dp_world_size",
+            "checkpoint_parallel_dimensions",
+            "universal_checkpoint_info",
+            "ds_autoep_layers",
+            "num_experts",
+        ] {
             if let Some(c) = root.get(key) {
                 self.state.insert(key.to_string(), to_value(c.value()));
             }
@@ -255,7 +343,10 @@ impl DsCheckpoint {
             let groups = o
                 .get("base_optimizer_state")
                 .and_then(|b| b.get("param_groups"))
-                .or_else(|| o.get("optimizer_state_dict").and_then(|b| b.get("param_groups")));
+                .or_else(|| {
+                    o.get("optimizer_state_dict")
+                        .and_then(|b| b.get("param_groups"))
+                });
             if let Some(g) = groups {
                 let mut v = to_json(g.value());
                 if let Some(a) = v.as_array_mut() {
@@ -265,13 +356,20 @@ impl DsCheckpoint {
                         }
                     }
                 }
-                self.state.insert("param_groups".into(), Value::from_json(&v));
+                self.state
+                    .insert("param_groups".into(), Value::from_json(&v));
             }
         }
     }
 
     /// The partition tensor of (m, d) for group `g`: the fp32 master (`key` None) or a state.
-    fn partition(&self, m: u32, d: u32, g: usize, key: Option<&str>) -> Result<(&PtFile, Cursor<'_>)> {
+    fn partition(
+        &self,
+        m: u32,
+        d: u32,
+        g: usize,
+        key: Option<&str>,
+    ) -> Result<(&PtFile, Cursor<'_>)> {
         let f = &self.optim[&(m, d)];
         let o = f.cursor().key("optimizer_state_dict")?;
         let c = match (self.stage, key) {
@@ -283,15 +381,63 @@ impl DsCheckpoint {
         Ok((f, c))
     }
 
+    /// How group `g` of rank-file (m, 0) is partitioned: (partition count, is an expert group).
+    fn group_partitioning(&self, m: u32, g: usize) -> Result<(u32, bool)> {
+        let o = self.optim_root(m, 0)?;
+        let as_u32 = |c: Cursor| c.value().as_int().map(|i| i.max(1) as u32);
+        if self.stage == 3 {
+            if let Some(pg) = o
+                .get("ds_zero_partition_groups")
+                .and_then(|c| c.index(g).ok())
+            {
+                let count = pg
+                    .get("partition_count")
+                    .and_then(as_u32)
+                    .unwrap_or(self.dp);
+                let moe = pg.get("families").is_some_and(|f| {
+                    f.value()
+                        .as_seq()
+                        .is_some_and(|v| v.iter().any(|x| x.as_str() == Some("autoep_expert")))
+                });
+                return Ok((count, moe));
+            }
+            return Ok((
+                o.get("partition_count").and_then(as_u32).unwrap_or(self.dp),
+                false,
+            ));
+        }
+        let count = o
+            .get("partition_count")
+            .and_then(|c| c.index(g).ok())
+            .and_then(as_u32)
+            .unwrap_or(self.dp);
+        let moe = o
+            .get("base_optimizer_state")
+            .and_then(|b| b.get("param_groups"))
+            .and_then(|pg| pg.index(g).ok())
+            .and_then(|pg| pg.get("moe"))
+            .is_some_and(|x| x.value().as_bool() == Some(true));
+        Ok((count, moe))
+    }
+
     fn tensor_of<'a>(c: &Cursor<'a>) -> Result<&'a TensorRef> {
-        c.value().as_tensor().ok_or_else(|| fmt_err(c.path(), format!("`{}`: expected a tensor, found {}", c.trail(), c.value().type_name())))
+        c.value().as_tensor().ok_or_else(|| {
+            fmt_err(
+                c.path(),
+                format!(
+                    "`{}`: expected a tensor, found {}",
+                    c.trail(),
+                    c.value().type_name()
+                ),
+            )
+        })
     }
 
     fn collect_params(&mut self) -> Result<()> {
         // name → (group, holder m → local shape); order of first appearance.
         let mut order: Vec<String> = Vec::new();
         let mut seen: BTreeMap<String, (usize, BTreeMap<u32, Vec<u64>>)> = BTreeMap::new();
-        let mut groups_of: BTreeMap<u32, Vec<Vec<(String, Vec<u64>)>>> = BTreeMap::new();
+        let mut groups_of: BTreeMap<u32, Vec<Group>> = BTreeMap::new();
         for (m, f) in &self.model {
             let groups = param_shapes(f)?;
             for (g, params) in groups.iter().enumerate() {
@@ -311,12 +457,17 @@ impl DsCheckpoint {
         }
         // Inner (ZeRO) layout of every (m, group, name).
         let mut inner: BTreeMap<(u32, String), Layout> = BTreeMap::new();
+        let mut expert_dp: BTreeMap<String, u32> = BTreeMap::new();
         for (m, groups) in &groups_of {
             for (g, params) in groups.iter().enumerate() {
                 let (f0, c0) = self.partition(*m, 0, g, None)?;
                 let part = Self::tensor_of(&c0)?.numel();
                 let group_numel: u64 = params.iter().map(|(_, s)| s.iter().product::<u64>()).sum();
-                let dp = self.dp as u64;
+                let (gdp, moe) = self.group_partitioning(*m, g)?;
+                if moe {
+                    expert_dp.extend(params.iter().map(|(n, _)| (n.clone(), gdp)));
+                }
+                let dp = gdp as u64;
                 if self.stage < 3 && group_numel > part * dp {
                     return Err(fmt_err(f0.path(), format!("param group {g}: {group_numel} elements do not fit {dp} partitions of {part}")));
                 }
@@ -324,14 +475,26 @@ impl DsCheckpoint {
                 for (name, shape) in params {
                     let numel: u64 = shape.iter().product();
                     let l = if self.stage == 3 {
-                        Layout::Zero3 { dp: self.dp, offset: off }
+                        Layout::Zero3 {
+                            dp: gdp,
+                            offset: off,
+                        }
                     } else {
-                        Layout::ZeroFlat { dp: self.dp, offset: off, group_numel, alignment: part * dp }
+                        Layout::ZeroFlat {
+                            dp: gdp,
+                            offset: off,
+                            group_numel,
+                            alignment: part * dp,
+                        }
                     };
-                    off += if self.stage == 3 { numel.div_ceil(dp) } else { numel };
+                    off += if self.stage == 3 {
+                        numel.div_ceil(dp)
+                    } else {
+                        numel
+                    };
                     inner.insert((*m, name.clone()), l);
                 }
-                if self.stage < 3 {
+                if self.stage < 3 && !moe {
                     self.check_fragments(*m, g, params, &inner)?;
                 }
             }
@@ -342,15 +505,39 @@ impl DsCheckpoint {
             let holders: Vec<u32> = locals.keys().copied().collect();
             let local_shapes: Vec<Vec<u64>> = locals.values().cloned().collect();
             let path = self.model[&holders[0]].path().to_path_buf();
+            if let Some(&edp) = expert_dp.get(&name) {
+                let p = self.expert_param(
+                    &path,
+                    &name,
+                    *group,
+                    &local_shapes[0],
+                    edp,
+                    &inner[&(0, name.clone())],
+                )?;
+                self.params.push(p);
+                continue;
+            }
             let stages: BTreeSet<u32> = holders.iter().map(|m| m / self.tp).collect();
             let (outer, shape, padded, policy) = if holders.len() == 1 {
-                (Layout::single(), local_shapes[0].clone(), None, ReplicaPolicy::First)
+                (
+                    Layout::single(),
+                    local_shapes[0].clone(),
+                    None,
+                    ReplicaPolicy::First,
+                )
             } else if self.tp == 1 || stages.len() == holders.len() {
                 // tied pipeline weights: every stage holds the same tensor
                 if local_shapes.windows(2).any(|w| w[0] != w[1]) {
                     return Err(fmt_err(&path, format!("`{name}` is held by stages {stages:?} with different shapes {local_shapes:?}")));
                 }
-                (Layout::Replicated { ranks: holders.len() as u32 }, local_shapes[0].clone(), None, ReplicaPolicy::Verify)
+                (
+                    Layout::Replicated {
+                        ranks: holders.len() as u32,
+                    },
+                    local_shapes[0].clone(),
+                    None,
+                    ReplicaPolicy::Verify,
+                )
             } else if stages.len() == 1 && holders.len() == self.tp as usize {
                 let uci = self.uci.as_ref().ok_or_else(|| {
                     fmt_err(&path, format!(
@@ -359,7 +546,9 @@ impl DsCheckpoint {
                         self.tp
                     ))
                 })?;
-                let rule = uci.tp_rule(&name, &local_shapes).map_err(schema_err(&path))?;
+                let rule = uci
+                    .tp_rule(&name, &local_shapes)
+                    .map_err(schema_err(&path))?;
                 let policy = if rule.average {
                     ReplicaPolicy::Average
                 } else if rule.replicated {
@@ -372,21 +561,103 @@ impl DsCheckpoint {
             } else {
                 return Err(fmt_err(&path, format!("`{name}` is held by model-parallel ranks {holders:?}: tied weights across TP ranks of several stages are not supported")));
             };
-            let inner_layouts = holders.iter().map(|m| inner[&(*m, name.clone())].clone()).collect();
-            let layout = Layout::Nested { outer: Box::new(outer), inner: inner_layouts };
-            let mut meta = TensorMeta::new(&name, DType::F32, shape, Role::Fp32Master).with_layout(layout);
+            let inner_layouts = holders
+                .iter()
+                .map(|m| inner[&(*m, name.clone())].clone())
+                .collect();
+            let layout = Layout::Nested {
+                outer: Box::new(outer),
+                inner: inner_layouts,
+            };
+            let mut meta =
+                TensorMeta::new(&name, DType::F32, shape, Role::Fp32Master).with_layout(layout);
             meta.padded_shape = padded;
             meta.validate().map_err(schema_err(&path))?;
             let (states, scalars) = self.state_keys(holders[0], *group)?;
-            self.params.push(DsParam { name, group: *group, holders, meta, policy, states, scalars });
+            let n = holders.len() as u32;
+            let sources = (0..n * self.dp)
+                .map(|r| (holders[(r % n) as usize], r / n))
+                .collect();
+            self.params.push(DsParam {
+                name,
+                group: *group,
+                holders,
+                meta,
+                policy,
+                states,
+                scalars,
+                sources,
+            });
         }
         Ok(())
+    }
+
+    /// An AutoEP expert parameter: local `[E_local, …]` tensors of the EP ranks, each ZeRO-partitioned
+    /// over its expert-data-parallel group (global rank `r = ep_rank + edp_rank * ep`).
+    fn expert_param(
+        &self,
+        path: &Path,
+        name: &str,
+        group: usize,
+        local: &[u64],
+        edp: u32,
+        inner: &Layout,
+    ) -> Result<DsParam> {
+        let layer = self.autoep.iter().find(|l| l.owns(name)).ok_or_else(|| {
+            fmt_err(path, format!("`{name}` is in an expert (moe) param group but no AutoEP layer (`ds_autoep_layers`) owns it"))
+        })?;
+        let ep = layer.ep_size;
+        if self.tp * self.pp != 1 {
+            return Err(fmt_err(
+                path,
+                format!(
+                    "`{name}`: AutoEP experts together with tp {} / pp {} are not supported",
+                    self.tp, self.pp
+                ),
+            ));
+        }
+        if ep * edp != self.dp
+            || local.first().copied().unwrap_or(0) * ep as u64 != layer.num_experts
+        {
+            return Err(fmt_err(path, format!(
+                "`{name}`: local shape {local:?} × ep {ep} (expert-dp {edp}) does not match {} experts over {} optimizer files",
+                layer.num_experts, self.dp
+            )));
+        }
+        let mut shape = local.to_vec();
+        shape[0] = layer.num_experts;
+        let outer = Layout::Experts {
+            num_experts: layer.num_experts,
+            ep,
+            storage: ExpertStorage::Stacked,
+        };
+        let layout = Layout::Nested {
+            outer: Box::new(outer),
+            inner: vec![inner.clone(); ep as usize],
+        };
+        let meta = TensorMeta::new(name, DType::F32, shape, Role::Fp32Master).with_layout(layout);
+        meta.validate().map_err(schema_err(path))?;
+        let (states, scalars) = self.state_keys(0, group)?;
+        Ok(DsParam {
+            name: name.to_string(),
+            group,
+            holders: vec![0],
+            meta,
+            policy: ReplicaPolicy::First,
+            states,
+            scalars,
+            sources: (0..self.dp).map(|r| (0, r)).collect(),
+        })
     }
 
     /// Per-element and scalar optimizer state keys of group `g`.
     fn state_keys(&self, m: u32, g: usize) -> Result<(Vec<String>, Vec<String>)> {
         let o = self.optim_root(m, 0)?;
-        let st = if self.stage == 3 { o.key("optimizer_state_dict")?.key("state")? } else { o.key("base_optimizer_state")?.key("state")? };
+        let st = if self.stage == 3 {
+            o.key("optimizer_state_dict")?.key("state")?
+        } else {
+            o.key("base_optimizer_state")?.key("state")?
+        };
         let Ok(gs) = group_key(&st, g) else {
             return Ok((Vec::new(), Vec::new()));
         };
@@ -405,10 +676,18 @@ impl DsCheckpoint {
     }
 
     /// Checks our ZeRO-1/2 layout against DeepSpeed's `param_slice_mappings` on every dp rank.
-    fn check_fragments(&self, m: u32, g: usize, params: &[(String, Vec<u64>)], inner: &BTreeMap<(u32, String), Layout>) -> Result<()> {
+    fn check_fragments(
+        &self,
+        m: u32,
+        g: usize,
+        params: &[(String, Vec<u64>)],
+        inner: &BTreeMap<(u32, String), Layout>,
+    ) -> Result<()> {
         for d in 0..self.dp {
             let o = self.optim_root(m, d)?;
-            let Some(maps) = o.get("param_slice_mappings") else { continue };
+            let Some(maps) = o.get("param_slice_mappings") else {
+                continue;
+            };
             let gm = maps.index(g)?;
             for (name, shape) in params {
                 let mut ps = Vec::new();
@@ -453,12 +732,16 @@ impl DsCheckpoint {
                     frozen.extend(e.into_iter().map(|(k, _)| k.to_string()));
                 }
             }
-            let Some(module) = root.get("module") else { continue };
+            let Some(module) = root.get("module") else {
+                continue;
+            };
             if module.value().is_none() {
                 continue;
             }
             for (name, c) in module.str_entries()? {
-                let Some(t) = c.value().as_tensor() else { continue };
+                let Some(t) = c.value().as_tensor() else {
+                    continue;
+                };
                 if trained.contains(name) {
                     continue;
                 }
@@ -478,22 +761,43 @@ impl DsCheckpoint {
             let path = self.model[&holders[0]].path().to_path_buf();
             let (layout, shape, padded, policy) = if holders.len() == 1 {
                 (Layout::single(), shape0, None, ReplicaPolicy::First)
-            } else if let (Some(uci), true) = (&self.uci, self.tp as usize == holders.len() && self.pp == 1) {
+            } else if let (Some(uci), true) =
+                (&self.uci, self.tp as usize == holders.len() && self.pp == 1)
+            {
                 let rule = uci.tp_rule(&name, &shapes).map_err(schema_err(&path))?;
                 let padded = (rule.logical_shape() != rule.shape).then(|| rule.shape.clone());
-                let pol = if rule.average { ReplicaPolicy::Average } else { ReplicaPolicy::First };
+                let pol = if rule.average {
+                    ReplicaPolicy::Average
+                } else {
+                    ReplicaPolicy::First
+                };
                 (rule.layout.clone(), rule.logical_shape(), padded, pol)
             } else if shapes.windows(2).all(|w| w[0] == w[1]) {
-                (Layout::Replicated { ranks: holders.len() as u32 }, shape0, None, ReplicaPolicy::First)
+                (
+                    Layout::Replicated {
+                        ranks: holders.len() as u32,
+                    },
+                    shape0,
+                    None,
+                    ReplicaPolicy::First,
+                )
             } else {
                 return Err(fmt_err(&path, format!("`{name}` has different shapes {shapes:?} on ranks {holders:?} and no TP metadata says how to merge it")));
             };
-            let role = if frozen.contains(&name) { Role::Param } else { Role::Buffer };
+            let role = if frozen.contains(&name) {
+                Role::Param
+            } else {
+                Role::Buffer
+            };
             let mut meta = TensorMeta::new(&name, dtype, shape, role).with_layout(layout);
             meta.padded_shape = padded;
             meta.frozen = frozen.contains(&name);
             meta.validate().map_err(schema_err(&path))?;
-            self.extras.push(DsExtra { meta, holders, policy });
+            self.extras.push(DsExtra {
+                meta,
+                holders,
+                policy,
+            });
         }
         Ok(())
     }
@@ -502,17 +806,32 @@ impl DsCheckpoint {
     pub fn outputs(&self) -> Vec<TensorMeta> {
         let mut out = Vec::new();
         for p in &self.params {
-            let base = TensorMeta { layout: Layout::single(), padded_shape: None, ..p.meta.clone() };
+            let base = TensorMeta {
+                layout: Layout::single(),
+                padded_shape: None,
+                ..p.meta.clone()
+            };
             out.push(base.clone());
             for s in &p.states {
-                out.push(TensorMeta { role: Role::from_key(s), ..base.clone() });
+                out.push(TensorMeta {
+                    role: Role::from_key(s),
+                    ..base.clone()
+                });
             }
             for s in &p.scalars {
-                out.push(TensorMeta { role: Role::from_key(s), shape: vec![], ..base.clone() });
+                out.push(TensorMeta {
+                    role: Role::from_key(s),
+                    shape: vec![],
+                    ..base.clone()
+                });
             }
         }
         for e in &self.extras {
-            out.push(TensorMeta { layout: Layout::single(), padded_shape: None, ..e.meta.clone() });
+            out.push(TensorMeta {
+                layout: Layout::single(),
+                padded_shape: None,
+                ..e.meta.clone()
+            });
         }
         out
     }
@@ -526,9 +845,16 @@ impl DsCheckpoint {
                 r => self.merge_param(p, Some(r.key())),
             };
         }
-        let e = self.extras.iter().find(|e| e.meta.name == out.name).ok_or_else(|| {
-            fmt_err(&self.files.dir, format!("no tensor `{}` in this checkpoint", out.name))
-        })?;
+        let e = self
+            .extras
+            .iter()
+            .find(|e| e.meta.name == out.name)
+            .ok_or_else(|| {
+                fmt_err(
+                    &self.files.dir,
+                    format!("no tensor `{}` in this checkpoint", out.name),
+                )
+            })?;
         let mut views = BTreeMap::new();
         for (o, m) in e.holders.iter().enumerate() {
             let f = &self.model[m];
@@ -536,19 +862,26 @@ impl DsCheckpoint {
             let t = Self::tensor_of(&c)?;
             views.insert(o as u32, (f, c.trail().to_string(), t));
         }
-        self.merge(&e.meta, e.policy, |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)), out.dtype)
+        self.merge(
+            &e.meta,
+            e.policy,
+            |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)),
+            out.dtype,
+        )
     }
 
     fn merge_param(&self, p: &DsParam, key: Option<&str>) -> Result<Vec<u8>> {
-        let n = p.holders.len() as u32;
         let mut views = BTreeMap::new();
-        for d in 0..self.dp {
-            for (o, m) in p.holders.iter().enumerate() {
-                let (f, c) = self.partition(*m, d, p.group, key)?;
-                views.insert(d * n + o as u32, (f, c.trail().to_string(), Self::tensor_of(&c)?));
-            }
+        for (r, (m, d)) in p.sources.iter().enumerate() {
+            let (f, c) = self.partition(*m, *d, p.group, key)?;
+            views.insert(r as u32, (f, c.trail().to_string(), Self::tensor_of(&c)?));
         }
-        self.merge(&p.meta, p.policy, |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)), DType::F32)
+        self.merge(
+            &p.meta,
+            p.policy,
+            |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)),
+            DType::F32,
+        )
     }
 
     fn merge<'a>(
@@ -559,7 +892,11 @@ impl DsCheckpoint {
         to: DType,
     ) -> Result<Vec<u8>> {
         let path = self.files.dir.clone();
-        let merge_err = |e: uc_merge::MergeError| StoreError::BadTensor { path: path.clone(), tensor: meta.name.clone(), why: e.to_string() };
+        let merge_err = |e: uc_merge::MergeError| StoreError::BadTensor {
+            path: path.clone(),
+            tensor: meta.name.clone(),
+            why: e.to_string(),
+        };
         let src = pieces(meta).map_err(merge_err)?;
         let mut dst = Vec::new();
         uc_merge::layout_pieces(&meta.shape, &Layout::single(), &mut dst);
@@ -569,7 +906,15 @@ impl DsCheckpoint {
         for r in 0..meta.layout.ranks() {
             if let Some((f, name, t)) = view(r) {
                 if *from.get_or_insert(t.dtype) != t.dtype {
-                    return Err(StoreError::BadTensor { path: f.path().to_path_buf(), tensor: name, why: format!("dtype {} differs from other ranks' {}", t.dtype, from.unwrap_or(t.dtype)) });
+                    return Err(StoreError::BadTensor {
+                        path: f.path().to_path_buf(),
+                        tensor: name,
+                        why: format!(
+                            "dtype {} differs from other ranks' {}",
+                            t.dtype,
+                            from.unwrap_or(t.dtype)
+                        ),
+                    });
                 }
                 bytes.insert(r, f.tensor_bytes(&name, t)?);
             }
@@ -588,13 +933,31 @@ impl DsCheckpoint {
             PyValue::Tensor(t) => {
                 let b = f.tensor_bytes(c.trail(), t)?;
                 let mut out = [0u8; 4];
-                uc_merge::convert::convert(&b[..t.dtype.size().min(b.len())], t.dtype, &mut out, DType::F32)
-                    .map_err(|e| StoreError::BadTensor { path: f.path().to_path_buf(), tensor: c.trail().into(), why: e.to_string() })?;
+                uc_merge::convert::convert(
+                    &b[..t.dtype.size().min(b.len())],
+                    t.dtype,
+                    &mut out,
+                    DType::F32,
+                )
+                .map_err(|e| StoreError::BadTensor {
+                    path: f.path().to_path_buf(),
+                    tensor: c.trail().into(),
+                    why: e.to_string(),
+                })?;
                 f32::from_le_bytes(out)
             }
             PyValue::Int(i) => *i as f32,
             PyValue::Float(x) => *x as f32,
-            other => return Err(fmt_err(f.path(), format!("`{}`: expected a number, found {}", c.trail(), other.type_name()))),
+            other => {
+                return Err(fmt_err(
+                    f.path(),
+                    format!(
+                        "`{}`: expected a number, found {}",
+                        c.trail(),
+                        other.type_name()
+                    ),
+                ))
+            }
         };
         Ok(v.to_le_bytes().to_vec())
     }

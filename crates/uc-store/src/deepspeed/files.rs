@@ -26,7 +26,9 @@ pub struct DsFiles {
 }
 
 fn num(s: &str) -> Option<u32> {
-    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
 }
 
 /// Splits `a_<x>_b_<y>` style names: returns the numbers after each expected prefix.
@@ -52,13 +54,17 @@ impl DsFiles {
         let dir = match tag {
             Some(t) => path.join(t),
             None if path.join("latest").is_file() => {
-                let t = fs::read_to_string(path.join("latest")).map_err(io_err(path.join("latest")))?;
+                let t =
+                    fs::read_to_string(path.join("latest")).map_err(io_err(path.join("latest")))?;
                 path.join(t.trim())
             }
             None => path.to_path_buf(),
         };
         let mut f = DsFiles {
-            tag: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            tag: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             dir: dir.clone(),
             ..DsFiles::default()
         };
@@ -69,14 +75,26 @@ impl DsFiles {
             let p = e.path();
             if let Some(v) = fields(&name, &["mp_rank_"], "_model_states.pt") {
                 f.model.insert(v[0], p);
-            } else if let Some(v) = fields(&name, &["zero_pp_rank_", "_mp_rank_"], "_optim_states.pt") {
+            } else if let Some(v) =
+                fields(&name, &["zero_pp_rank_", "_mp_rank_"], "_optim_states.pt")
+            {
                 f.optim.insert((v[1], v[0]), p);
-            } else if let Some(v) = fields(&name, &["bf16_zero_pp_rank_", "_mp_rank_"], "_optim_states.pt") {
+            } else if let Some(v) = fields(
+                &name,
+                &["bf16_zero_pp_rank_", "_mp_rank_"],
+                "_optim_states.pt",
+            ) {
                 f.bf16 = true;
                 f.optim.insert((v[1], v[0]), p);
-            } else if let Some(v) = fields(&name, &["zero_pp_rank_", "_mp_rank_"], "_model_states.pt") {
+            } else if let Some(v) =
+                fields(&name, &["zero_pp_rank_", "_mp_rank_"], "_model_states.pt")
+            {
                 f.zero3_model.insert((v[1], v[0]), p);
-            } else if let Some(v) = fields(&name, &["layer_", "_expert_", "_mp_rank_"], "_model_states.pt") {
+            } else if let Some(v) = fields(
+                &name,
+                &["layer_", "_expert_", "_mp_rank_"],
+                "_model_states.pt",
+            ) {
                 f.experts.insert((v[0], v[1], v[2]), p);
             } else if let Some(v) = fields(&name, &["layer_", "-model_"], "-model_states.pt") {
                 f.layers.insert((v[0], v[1]), p);
@@ -98,7 +116,9 @@ impl DsFiles {
     /// The expected name of an optimizer file (for errors about missing ranks).
     pub fn optim_name(&self, m: u32, d: u32) -> PathBuf {
         let prefix = if self.bf16 { "bf16_" } else { "" };
-        self.dir.join(format!("{prefix}zero_pp_rank_{d}_mp_rank_{m:02}_optim_states.pt"))
+        self.dir.join(format!(
+            "{prefix}zero_pp_rank_{d}_mp_rank_{m:02}_optim_states.pt"
+        ))
     }
 }
 
@@ -108,9 +128,33 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(fields("zero_pp_rank_1_mp_rank_01_optim_states.pt", &["zero_pp_rank_", "_mp_rank_"], "_optim_states.pt"), Some(vec![1, 1]));
-        assert_eq!(fields("layer_03-model_states.pt", &["layer_"], "-model_states.pt"), Some(vec![3]));
-        assert_eq!(fields("layer_0_expert_3_mp_rank_00_model_states.pt", &["layer_", "_expert_", "_mp_rank_"], "_model_states.pt"), Some(vec![0, 3, 0]));
-        assert_eq!(fields("mp_rank_x_model_states.pt", &["mp_rank_"], "_model_states.pt"), None);
+        assert_eq!(
+            fields(
+                "zero_pp_rank_1_mp_rank_01_optim_states.pt",
+                &["zero_pp_rank_", "_mp_rank_"],
+                "_optim_states.pt"
+            ),
+            Some(vec![1, 1])
+        );
+        assert_eq!(
+            fields("layer_03-model_states.pt", &["layer_"], "-model_states.pt"),
+            Some(vec![3])
+        );
+        assert_eq!(
+            fields(
+                "layer_0_expert_3_mp_rank_00_model_states.pt",
+                &["layer_", "_expert_", "_mp_rank_"],
+                "_model_states.pt"
+            ),
+            Some(vec![0, 3, 0])
+        );
+        assert_eq!(
+            fields(
+                "mp_rank_x_model_states.pt",
+                &["mp_rank_"],
+                "_model_states.pt"
+            ),
+            None
+        );
     }
 }
