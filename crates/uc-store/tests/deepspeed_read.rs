@@ -83,3 +83,15 @@ fn autoep() {
         check(case);
     }
 }
+
+#[test]
+fn zero_1_2_3_fp32() {
+    for case in ["zero1", "zero2", "zero3"] {
+        assert_eq!(check(case), 81, "{case}");
+    }
+}
+
+#[test]
+fn tp2_zero1() {
+    check("tp2_zero1");
+}
