@@ -1,6 +1,8 @@
 //! unicheck on-disk formats. Owns every byte on disk; never prints.
 //!
 //! - [`atomic`]: atomic output directories (temp sibling, rename, `COMPLETE`) and safe name joins.
+//! - [`convert`]: DeepSpeed → universal (native, DeepSpeed layout, or both), streamed and atomic.
+//! - [`deepspeed`]: DeepSpeed checkpoints: every rank's file, layouts, merged tensors.
 //! - [`error`]: [`StoreError`], naming the file and tensor.
 //! - [`pickle`]: a pickle interpreter that never executes code (allowlisted globals only).
 //! - [`pt`]: PyTorch `.pt` files (zip + pickle) read lazily by mmap.
@@ -8,6 +10,7 @@
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
 
 pub mod atomic;
+pub mod convert;
 pub mod deepspeed;
 pub mod error;
 pub mod native;

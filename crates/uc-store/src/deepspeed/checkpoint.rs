@@ -962,6 +962,24 @@ impl DsCheckpoint {
         Ok(v.to_le_bytes().to_vec())
     }
 
+    /// Rank 0's `optimizer_state_dict` (for the universal `zero/optimizer_state.pt`).
+    pub fn optimizer_state_rank0(&self) -> Option<&PyValue> {
+        self.optim_root(0, 0).ok().map(|c| c.value())
+    }
+
+    /// Rank 0's optimizer `param_groups` (hyper-parameters per group).
+    pub fn param_groups_rank0(&self) -> Option<&PyValue> {
+        let o = self.optim_root(0, 0).ok()?;
+        let g = o
+            .get("base_optimizer_state")
+            .and_then(|b| b.get("param_groups"))
+            .or_else(|| {
+                o.get("optimizer_state_dict")
+                    .and_then(|b| b.get("param_groups"))
+            })?;
+        Some(g.value())
+    }
+
     /// The folder the checkpoint's tag lives in.
     pub fn dir(&self) -> &PathBuf {
         &self.files.dir

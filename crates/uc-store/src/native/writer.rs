@@ -150,6 +150,11 @@ impl NativeWriter {
         })
     }
 
+    /// The temporary folder being written (for extra files that must appear with the checkpoint).
+    pub fn dir(&self) -> &Path {
+        self.out.path()
+    }
+
     /// Where the checkpoint appears after [`NativeWriter::finish`].
     pub fn target(&self) -> &Path {
         self.out.target()

@@ -1,0 +1,253 @@
+//! `convert`: a DeepSpeed checkpoint → a universal one (native, DeepSpeed's universal layout, or both
+//! in one folder), streaming tensor by tensor over a rayon pool, written atomically.
+
+use crate::deepspeed::{Assume, DsCheckpoint};
+use crate::error::{io_err, Result, StoreError};
+use crate::native::{NativeOptions, NativeWriter};
+use crate::pickle::PyValue;
+use crate::pt_write::{
+    write_pt, write_universal_state, PtTensor, PtValue, UniversalDir, UniversalKind,
+};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use uc_schema::{DType, Role, TensorMeta};
+
+/// Which universal layout(s) to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `uc.json` + safetensors + `COMPLETE`.
+    #[default]
+    Native,
+    /// DeepSpeed's `zero/<param>/<state>.pt` + model states, loadable with `load_universal`.
+    DeepSpeed,
+    /// Both in one folder.
+    Both,
+}
+
+/// Options of [`convert`].
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    pub format: Format,
+    /// Checkpoint tag to read (default: the one `latest` names).
+    pub tag: Option<String>,
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// TP metadata for checkpoints saved without `universal_checkpoint_info`.
+    pub assume: Assume,
+    pub native: NativeOptions,
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    pub output: PathBuf,
+    pub tensors: usize,
+    /// Bytes of tensor data produced (logical tensors, once per tensor).
+    pub bytes: u64,
+}
+
+/// Progress: tensors done, tensors in all, bytes done.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
+
+/// Converts the DeepSpeed checkpoint at `input` into `output` (which must not exist).
+///
+/// On any error nothing is left at `output`.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: Progress,
+) -> Result<ConvertReport> {
+    let ck = DsCheckpoint::open(input, opts.tag.as_deref(), &opts.assume)?;
+    let outs = ck.outputs();
+    let native = match opts.format {
+        Format::Native | Format::Both => Some(NativeWriter::create(output, &outs, &opts.native)?),
+        Format::DeepSpeed => None,
+    };
+    let udir = match opts.format {
+        Format::DeepSpeed => Some(UniversalDir::create(output)?),
+        _ => None,
+    };
+    let ds_root: Option<PathBuf> = match (&native, &udir, opts.format) {
+        (_, Some(u), _) => Some(u.root().to_path_buf()),
+        (Some(n), _, Format::Both) => Some(n.dir().to_path_buf()),
+        _ => None,
+    };
+    if let Some(root) = &ds_root {
+        std::fs::create_dir_all(root.join("zero")).map_err(io_err(root.join("zero")))?;
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| StoreError::Format {
+            path: output.to_path_buf(),
+            why: format!("thread pool: {e}"),
+        })?;
+    let done = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    let total = outs.len();
+    pool.install(|| {
+        outs.par_iter().try_for_each(|meta| -> Result<()> {
+            let data = ck.read(meta)?;
+            if let Some(w) = &native {
+                w.write_tensor(&meta.name, &meta.role, &data)?;
+            }
+            if let Some(root) = &ds_root {
+                write_deepspeed(&ck, &root.join("zero"), meta, &data)?;
+            }
+            let b = bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(n as usize, total, b);
+            Ok(())
+        })
+    })?;
+    if let Some(root) = &ds_root {
+        write_deepspeed_common(&ck, root)?;
+    }
+    let out = match (native, udir) {
+        (Some(w), _) => {
+            w.finish(ck.topology(), ck.state.clone())?;
+            output.to_path_buf()
+        }
+        (None, Some(u)) => u.commit()?,
+        (None, None) => output.to_path_buf(),
+    };
+    Ok(ConvertReport {
+        output: out,
+        tensors: total,
+        bytes: bytes.into_inner(),
+    })
+}
+
+/// How DeepSpeed's converter would tag this parameter's universal files.
+fn universal_kind(ck: &DsCheckpoint, name: &str) -> UniversalKind {
+    if let Some(l) = ck.autoep.iter().find(|l| l.owns(name)) {
+        return UniversalKind::Expert {
+            num_experts: l.num_experts as i64,
+        };
+    }
+    if ck.stage == 3 {
+        return UniversalKind::Bare;
+    }
+    match (&ck.uci, ck.tp > 1) {
+        (Some(u), true) if u.is_vocabulary(name) => UniversalKind::Vocab,
+        (Some(u), true) if u.is_row_parallel(name) => UniversalKind::CatDim(1),
+        (Some(_), true) => UniversalKind::ParamOnly,
+        _ => UniversalKind::CatDim(0),
+    }
+}
+
+/// Writes one tensor's `zero/<name>/<state>.pt` as DeepSpeed's `ds_to_universal` does.
+fn write_deepspeed(ck: &DsCheckpoint, zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<()> {
+    let trained = ck.params.iter().any(|p| p.name == meta.name);
+    if meta.role == Role::Step {
+        if ck.stage == 3 {
+            return Ok(()); // DeepSpeed writes no step.pt for ZeRO-3
+        }
+        let v = f32::from_le_bytes(data.try_into().map_err(|_| StoreError::BadTensor {
+            path: zero.to_path_buf(),
+            tensor: meta.name.clone(),
+            why: "step is not one float32".into(),
+        })?);
+        write_universal_state(
+            zero,
+            &meta.name,
+            "step",
+            UniversalKind::Bare,
+            PtTensor::scalar_f32(v),
+        )?;
+        return Ok(());
+    }
+    if !trained {
+        // DeepSpeed writes `fp32.pt` for module tensors the optimizer does not hold, as float32.
+        let mut f32s = vec![0u8; meta.numel() as usize * 4];
+        uc_merge::convert::convert(data, meta.dtype, &mut f32s, DType::F32).map_err(|e| {
+            StoreError::BadTensor {
+                path: zero.to_path_buf(),
+                tensor: meta.name.clone(),
+                why: e.to_string(),
+            }
+        })?;
+        let t = PtTensor::from_bytes(DType::F32, meta.shape.clone(), &f32s);
+        write_universal_state(zero, &meta.name, "fp32", UniversalKind::ParamOnly, t)?;
+        return Ok(());
+    }
+    let kind = universal_kind(ck, &meta.name);
+    let shape = if kind == UniversalKind::Bare {
+        vec![meta.numel()]
+    } else {
+        meta.shape.clone()
+    };
+    let state = match &meta.role {
+        Role::Fp32Master => "fp32",
+        r => r.key(),
+    };
+    let t = PtTensor::from_bytes(meta.dtype, shape, data)
+        .with_requires_grad(meta.role == Role::Fp32Master);
+    write_universal_state(zero, &meta.name, state, kind, t)?;
+    Ok(())
+}
+
+/// Model states (byte copies) and `zero/optimizer_state.pt` (rank 0's plain optimizer state without
+/// its partitions, plus `param_groups`).
+fn write_deepspeed_common(ck: &DsCheckpoint, root: &Path) -> Result<()> {
+    let mut models: Vec<&PathBuf> = ck.files.model.values().collect();
+    models.extend(ck.files.zero3_model.values());
+    for src in models {
+        let name = src.file_name().ok_or_else(|| StoreError::Format {
+            path: src.clone(),
+            why: "no file name".into(),
+        })?;
+        let dst = root.join(name);
+        std::fs::copy(src, &dst).map_err(io_err(&dst))?;
+    }
+    let Some(rank0) = ck.optimizer_state_rank0() else {
+        return Ok(());
+    };
+    const SHARDED: &[&str] = &[
+        "single_partition_of_fp32_groups",
+        "fp32_flat_groups",
+        "param_slice_mappings",
+        "base_optimizer_state",
+        "optimizer_state_dict",
+    ];
+    let mut entries: Vec<(String, PtValue)> = Vec::new();
+    if let PyValue::Dict(d) = rank0 {
+        for (k, v) in d {
+            let Some(k) = k.as_str() else { continue };
+            if SHARDED.contains(&k) {
+                continue;
+            }
+            if let Some(v) = plain(v) {
+                entries.push((k.to_string(), v));
+            }
+        }
+    }
+    if let Some(groups) = ck.param_groups_rank0().and_then(plain) {
+        entries.push(("param_groups".into(), groups));
+    }
+    write_pt(
+        root.join("zero").join("optimizer_state.pt"),
+        PtValue::Dict(entries),
+    )
+}
+
+/// Plain data as a `.pt` value; objects (loss scaler, …) are dropped, `ZeroStageEnum(n)` becomes `n`.
+fn plain(v: &PyValue) -> Option<PtValue<'static>> {
+    Some(match v {
+        PyValue::None => PtValue::None,
+        PyValue::Bool(b) => PtValue::Bool(*b),
+        PyValue::Int(i) => PtValue::Int(*i),
+        PyValue::Float(f) => PtValue::Float(*f),
+        PyValue::Str(s) => PtValue::Str(s.clone()),
+        PyValue::List(l) => PtValue::List(l.iter().filter_map(plain).collect()),
+        PyValue::Tuple(l) => PtValue::Tuple(l.iter().filter_map(plain).collect()),
+        PyValue::Dict(d) => PtValue::Dict(
+            d.iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), plain(v)?)))
+                .collect(),
+        ),
+        _ => return None,
+    })
+}

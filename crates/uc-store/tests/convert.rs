@@ -1,0 +1,118 @@
+//! `convert` on every DeepSpeed fixture: native output equals expected.safetensors, and the
+//! DeepSpeed-layout output equals DeepSpeed's own `ds_to_universal` output tensor for tensor.
+
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+use uc_schema::Role;
+use uc_store::convert::{convert, ConvertOptions, Format};
+use uc_store::native::NativeCheckpoint;
+use uc_store::pickle::{Allowlist, PyValue};
+use uc_store::pt::PtFile;
+
+const CASES: &[&str] = &[
+    "zero1",
+    "zero2",
+    "zero3",
+    "bf16_zero1",
+    "tp2_zero1",
+    "tp2_dp2_zero2_bf16",
+    "pp2_zero1",
+    "pp2_dp2_zero1_bf16",
+    "pp2_tied_zero1",
+    "pp2_dp2_tied_zero1",
+    "ep2_zero2",
+    "ep2_zero1_bf16",
+    "ep2_zero3",
+];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/deepspeed"
+    ))
+}
+
+/// The `param` tensor (or the bare tensor) of a universal `.pt` file, as bytes.
+fn universal_tensor(path: &Path) -> (Vec<u64>, Vec<u8>) {
+    let f = PtFile::open(path, &Allowlist::deepspeed()).unwrap();
+    let t = match f.root() {
+        PyValue::Tensor(t) => t.clone(),
+        v => v
+            .get("param")
+            .and_then(PyValue::as_tensor)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path:?}: no param")),
+    };
+    (
+        t.shape.clone(),
+        f.tensor_data("param", &t).unwrap().into_owned(),
+    )
+}
+
+fn check(case: &str) {
+    let src = fixtures().join(case);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let opts = ConvertOptions {
+        format: Format::Both,
+        threads: Some(2),
+        ..Default::default()
+    };
+    let report =
+        convert(&src, &out, &opts, &|_, _, _| {}).unwrap_or_else(|e| panic!("{case}: {e}"));
+    assert!(report.tensors > 0);
+
+    // native: every expected tensor, bit for bit
+    let ck = NativeCheckpoint::open(&out).unwrap();
+    ck.verify().unwrap();
+    let expected = std::fs::read(src.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&expected).unwrap();
+    for name in st.names() {
+        let (param, key) = name.rsplit_once('/').unwrap();
+        let role = Role::from_key(key);
+        let got = ck
+            .tensor(param, &role)
+            .unwrap_or_else(|e| panic!("{case}: {name}: {e}"));
+        assert!(
+            got == st.tensor(name).unwrap().data(),
+            "{case}: native {name} differs"
+        );
+    }
+
+    // DeepSpeed layout: every file DeepSpeed's converter wrote, tensor for tensor
+    let theirs = src.join("global_step3_universal/zero");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&theirs).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let param = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            let ours = out.join("zero").join(&param).join(f.file_name().unwrap());
+            assert!(ours.is_file(), "{case}: we wrote no {ours:?}");
+            let (a, b) = (universal_tensor(&ours), universal_tensor(&f));
+            assert!(
+                a == b,
+                "{case}: {param}/{:?}: ours {:?} vs DeepSpeed's {:?}",
+                f.file_name().unwrap(),
+                a.0,
+                b.0
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= st.names().len(),
+        "{case}: compared only {compared} files"
+    );
+    assert!(out.join("zero/optimizer_state.pt").is_file());
+}
+
+#[test]
+fn every_deepspeed_fixture_converts_exactly() {
+    for case in CASES {
+        check(case);
+    }
+}
