@@ -218,6 +218,9 @@ impl Layout {
             Layout::Mesh { .. } => "mesh".into(),
             Layout::ZeroFlat { .. } => "zero1/2 flat".into(),
             Layout::Zero3 { .. } => "zero3".into(),
+            Layout::Nested { outer, inner } if **outer == Layout::single() => {
+                inner.first().map_or_else(|| outer.kind(), Layout::kind)
+            }
             Layout::Nested { outer, inner } => match inner.first() {
                 Some(i) => format!("{} > {}", outer.kind(), i.kind()),
                 None => outer.kind(),

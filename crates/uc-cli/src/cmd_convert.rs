@@ -1,0 +1,97 @@
+//! `uc convert`.
+
+use crate::progress::{bar, human};
+use crate::CliError;
+use clap::{Args as ClapArgs, ValueEnum};
+use std::path::PathBuf;
+use std::time::Instant;
+use uc_store::convert::{convert, ConvertOptions, Format};
+use uc_store::deepspeed::Assume;
+
+/// Output layout.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// unicheck's own: `uc.json` + safetensors files + `COMPLETE`.
+    Native,
+    /// DeepSpeed's universal layout (`zero/<param>/fp32.pt`, …) for `load_universal`.
+    Deepspeed,
+    /// Both, in one folder.
+    Both,
+}
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// DeepSpeed checkpoint folder (with `latest`) or tag folder.
+    input: PathBuf,
+    /// Output folder (must not exist).
+    output: PathBuf,
+    /// Output layout.
+    #[arg(long, value_enum, default_value = "native")]
+    format: FormatArg,
+    /// Tag to convert (default: the one `latest` names).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Without `universal_checkpoint_info`: regex of row-parallel parameters (merged on dim 1).
+    #[arg(long = "assume-row", value_name = "REGEX")]
+    assume_row: Vec<String>,
+    /// Without `universal_checkpoint_info`: regex of parameters every TP rank holds whole.
+    #[arg(long = "assume-replicated", value_name = "REGEX")]
+    assume_replicated: Vec<String>,
+    /// Without `universal_checkpoint_info`: regex of vocabulary parameters (padding rows cut).
+    #[arg(long = "assume-vocab", value_name = "REGEX")]
+    assume_vocab: Vec<String>,
+    /// Original vocabulary size for `--assume-vocab`.
+    #[arg(long = "vocab-size", value_name = "N")]
+    vocab_size: Option<u64>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<(), CliError> {
+    let opts = ConvertOptions {
+        format: match a.format {
+            FormatArg::Native => Format::Native,
+            FormatArg::Deepspeed => Format::DeepSpeed,
+            FormatArg::Both => Format::Both,
+        },
+        tag: a.tag,
+        threads: a.threads,
+        assume: Assume {
+            row: a.assume_row,
+            replicated: a.assume_replicated,
+            vocab: a.assume_vocab,
+            vocab_size: a.vocab_size,
+        },
+        native: Default::default(),
+    };
+    let t = Instant::now();
+    let pb = bar(0, "convert");
+    let report = convert(&a.input, &a.output, &opts, &|done, total, bytes| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        pb.set_message(human(bytes));
+    })?;
+    pb.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    if a.json {
+        let j = serde_json::json!({
+            "output": report.output,
+            "tensors": report.tensors,
+            "bytes": report.bytes,
+            "seconds": secs,
+        });
+        say!("{j}");
+    } else {
+        say!(
+            "converted {} tensors ({}) into {} in {secs:.2} s",
+            report.tensors,
+            human(report.bytes),
+            report.output.display()
+        );
+    }
+    Ok(())
+}

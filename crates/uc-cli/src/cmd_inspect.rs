@@ -1,0 +1,119 @@
+//! `uc inspect`.
+
+use crate::progress::human;
+use crate::{is_native, CliError};
+use serde_json::json;
+use std::path::Path;
+use uc_store::deepspeed::{Assume, DsCheckpoint};
+use uc_store::native::NativeCheckpoint;
+
+pub fn run(path: &Path, tag: Option<&str>, as_json: bool) -> Result<(), CliError> {
+    let j = if is_native(path) {
+        native(path)?
+    } else {
+        deepspeed(path, tag)?
+    };
+    if as_json {
+        say!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+        return Ok(());
+    }
+    say!(
+        "{} checkpoint: {}",
+        j["format"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    say!("topology: {}", j["topology"].as_str().unwrap_or("?"));
+    if let Some(extra) = j.get("summary").and_then(|s| s.as_str()) {
+        say!("{extra}");
+    }
+    say!(
+        "{:<56} {:<10} {:<6} {:<16} {:>10}  layout",
+        "tensor",
+        "role",
+        "dtype",
+        "shape",
+        "size"
+    );
+    for t in j["tensors"].as_array().into_iter().flatten() {
+        say!(
+            "{:<56} {:<10} {:<6} {:<16} {:>10}  {}",
+            t["name"].as_str().unwrap_or(""),
+            t["role"].as_str().unwrap_or(""),
+            t["dtype"].as_str().unwrap_or(""),
+            t["shape"].to_string(),
+            human(t["bytes"].as_u64().unwrap_or(0)),
+            t["layout"].as_str().unwrap_or("")
+        );
+    }
+    say!(
+        "{} tensors, {}",
+        j["tensors"].as_array().map_or(0, Vec::len),
+        human(j["bytes"].as_u64().unwrap_or(0))
+    );
+    Ok(())
+}
+
+fn native(path: &Path) -> Result<serde_json::Value, CliError> {
+    let ck = NativeCheckpoint::open(path)?;
+    let m = ck.manifest();
+    let tensors: Vec<_> = m
+        .tensors
+        .iter()
+        .map(|e| {
+            json!({
+                "name": e.meta.name, "role": e.meta.role.key(), "dtype": e.meta.dtype.name(),
+                "shape": e.meta.shape, "bytes": e.meta.nbytes(),
+                "layout": e.storage.as_ref().map(|s| format!("{} [{}..{})", s.file, s.start, s.end)).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "format": "native",
+        "version": m.version,
+        "topology": topo(&m.source),
+        "tensors": tensors,
+        "files": m.files.len(),
+        "bytes": m.tensors.iter().map(|e| e.meta.nbytes()).sum::<u64>(),
+        "state_keys": m.state.keys().collect::<Vec<_>>(),
+    }))
+}
+
+fn topo(t: &uc_schema::Topology) -> String {
+    let axes: Vec<String> = t
+        .axes
+        .iter()
+        .map(|a| format!("{} {}", a.name, a.size))
+        .collect();
+    format!("{} · ZeRO {}", axes.join(" × "), t.zero_stage)
+}
+
+fn deepspeed(path: &Path, tag: Option<&str>) -> Result<serde_json::Value, CliError> {
+    let ck = DsCheckpoint::open(path, tag, &Assume::default())?;
+    let mut tensors = Vec::new();
+    for p in &ck.params {
+        tensors.push(json!({
+            "name": p.name, "role": "fp32", "dtype": "F32", "shape": p.meta.shape,
+            "bytes": p.meta.nbytes(), "layout": p.meta.layout.kind(), "ranks": p.meta.layout.ranks(),
+            "padded_shape": p.meta.padded_shape, "states": p.states, "scalars": p.scalars,
+        }));
+    }
+    for e in &ck.extras {
+        tensors.push(json!({
+            "name": e.meta.name, "role": e.meta.role.key(), "dtype": e.meta.dtype.name(), "shape": e.meta.shape,
+            "bytes": e.meta.nbytes(), "layout": e.meta.layout.kind(), "ranks": e.meta.layout.ranks(),
+        }));
+    }
+    Ok(json!({
+        "format": "deepspeed",
+        "tag": ck.files.tag,
+        "topology": topo(&ck.topology()),
+        "summary": format!(
+            "tag {} · {} trained parameters · {} other tensors · {} optimizer files{}{}",
+            ck.files.tag, ck.params.len(), ck.extras.len(), ck.files.optim.len(),
+            if ck.uci.is_some() { " · universal_checkpoint_info" } else { "" },
+            if ck.autoep.is_empty() { String::new() } else { format!(" · {} AutoEP layers", ck.autoep.len()) },
+        ),
+        "tensors": tensors,
+        "bytes": ck.params.iter().map(|p| p.meta.nbytes()).chain(ck.extras.iter().map(|e| e.meta.nbytes())).sum::<u64>(),
+    }))
+}

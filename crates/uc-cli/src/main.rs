@@ -1,0 +1,112 @@
+//! `uc`: convert, inspect and verify distributed-training checkpoints.
+
+/// `println!` that ignores a closed stdout (`uc inspect … | head` must not panic).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+mod cmd_convert;
+mod cmd_inspect;
+mod cmd_verify;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// unicheck: universal checkpoints for distributed training.
+///
+/// Reads sharded DeepSpeed checkpoints (ZeRO 1/2/3, bf16, AutoTP tensor parallel, pipeline,
+/// AutoEP experts), writes one topology-independent checkpoint, and checks checkpoints.
+#[derive(Parser)]
+#[command(name = "uc", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Convert a DeepSpeed checkpoint into a universal one.
+    ///
+    /// INPUT is the folder DeepSpeed saved into (holding `latest`) or a tag folder such as
+    /// `global_step100`. OUTPUT must not exist; it appears only when the conversion succeeded.
+    Convert(cmd_convert::Args),
+    /// Show a checkpoint's topology, tensors, layouts and sizes (DeepSpeed or native).
+    Inspect {
+        /// Checkpoint folder (DeepSpeed or native).
+        checkpoint: PathBuf,
+        /// DeepSpeed tag to read (default: the one `latest` names).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a checkpoint: complete and with matching checksums (native), or every rank file present
+    /// and every tensor mergeable (DeepSpeed). Exit code 0 when it is sound, 1 when not.
+    Verify {
+        /// Checkpoint folder (DeepSpeed or native).
+        checkpoint: PathBuf,
+        /// DeepSpeed tag to read.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Convert(a) => cmd_convert::run(a),
+        Cmd::Inspect {
+            checkpoint,
+            tag,
+            json,
+        } => cmd_inspect::run(&checkpoint, tag.as_deref(), json),
+        Cmd::Verify {
+            checkpoint,
+            tag,
+            json,
+        } => cmd_verify::run(&checkpoint, tag.as_deref(), json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors of the CLI: the store's typed errors, plus a few of its own.
+#[derive(Debug)]
+pub enum CliError {
+    Store(uc_store::StoreError),
+    Failed(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Store(e) => write!(f, "{e}"),
+            CliError::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<uc_store::StoreError> for CliError {
+    fn from(e: uc_store::StoreError) -> Self {
+        CliError::Store(e)
+    }
+}
+
+/// Whether a folder holds a native unicheck checkpoint (else it is read as DeepSpeed).
+pub fn is_native(path: &std::path::Path) -> bool {
+    path.join(uc_store::native::MANIFEST_FILE).is_file()
+}

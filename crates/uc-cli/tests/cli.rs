@@ -1,0 +1,201 @@
+//! `uc` end to end: conversions of real DeepSpeed checkpoints, and bad input → a typed error naming
+//! the file, exit code ≠ 0, no panic, no partial output.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn uc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uc"))
+        .args(args)
+        .output()
+        .expect("run uc")
+}
+
+fn fixture(case: &str) -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/deepspeed"
+    ))
+    .join(case)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A writable copy of a fixture's checkpoint (`latest` + tag folder).
+fn copy_case(case: &str, dst: &Path) -> PathBuf {
+    let src = fixture(case);
+    let out = dst.join(case);
+    fs::create_dir_all(out.join("global_step3")).unwrap();
+    fs::copy(src.join("latest"), out.join("latest")).unwrap();
+    for e in fs::read_dir(src.join("global_step3")).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, out.join("global_step3").join(p.file_name().unwrap())).unwrap();
+    }
+    out
+}
+
+/// Runs `uc convert` expecting failure; checks the message names `needle`, no panic, no output left.
+fn refuse(input: &Path, needle: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = uc(&["convert", s(input), s(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains(needle),
+        "error does not name `{needle}`: {err}"
+    );
+    assert!(!out.exists(), "partial output left behind");
+    let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    err
+}
+
+#[test]
+fn convert_inspect_verify_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("uni");
+    let o = uc(&[
+        "convert",
+        s(&fixture("tp2_dp2_zero2_bf16")),
+        s(&out),
+        "--format",
+        "both",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["tensors"], 108);
+    assert!(out.join("COMPLETE").is_file() && out.join("zero/embed.weight/fp32.pt").is_file());
+    let v = uc(&["verify", s(&out), "--json"]);
+    assert!(v.status.success());
+    let i = uc(&["inspect", s(&out), "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
+    assert_eq!(j["format"], "native");
+    let d = uc(&["inspect", s(&fixture("ep2_zero2")), "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    assert_eq!(j["format"], "deepspeed");
+    assert!(uc(&["verify", s(&fixture("pp2_dp2_tied_zero1"))])
+        .status
+        .success());
+    // a flipped byte in a native checkpoint fails verify
+    let f = out.join("tensors/00000.safetensors");
+    let mut b = fs::read(&f).unwrap();
+    let n = b.len();
+    b[n - 1] ^= 1;
+    fs::write(&f, b).unwrap();
+    let v = uc(&["verify", s(&out)]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&v.stderr).contains("checksum"));
+}
+
+#[test]
+fn output_that_exists_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = uc(&["convert", s(&fixture("zero1")), s(tmp.path())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+}
+
+#[test]
+fn truncated_pt_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = copy_case("zero2", tmp.path());
+    let f = ck.join("global_step3/zero_pp_rank_1_mp_rank_00_optim_states.pt");
+    let b = fs::read(&f).unwrap();
+    fs::write(&f, &b[..b.len() / 2]).unwrap();
+    refuse(&ck, "zero_pp_rank_1_mp_rank_00_optim_states.pt");
+}
+
+#[test]
+fn corrupt_zip_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = copy_case("zero1", tmp.path());
+    let f = ck.join("global_step3/mp_rank_00_model_states.pt");
+    fs::write(&f, vec![0x5a; 4096]).unwrap();
+    refuse(&ck, "mp_rank_00_model_states.pt");
+}
+
+#[test]
+fn disallowed_global_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = copy_case("zero1", tmp.path());
+    let f = ck.join("global_step3/zero_pp_rank_0_mp_rank_00_optim_states.pt");
+    // Same length as `collections\nOrderedDict`: the archive stays valid, the global does not.
+    let mut b = fs::read(&f).unwrap();
+    let from = b"collections\nOrderedDict\n";
+    let mut to = b"os\nsystem\n".to_vec();
+    to.resize(from.len(), b'\n'); // the GLOBAL is refused before the padding is read
+    assert_eq!(from.len(), to.len());
+    let at = b
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pickle names OrderedDict");
+    b[at..at + from.len()].copy_from_slice(&to);
+    fs::write(&f, b).unwrap();
+    let err = refuse(&ck, "zero_pp_rank_0_mp_rank_00_optim_states.pt");
+    assert!(err.contains("os.system"), "{err}");
+}
+
+#[test]
+fn missing_rank_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = copy_case("tp2_dp2_zero2_bf16", tmp.path());
+    fs::remove_file(ck.join("global_step3/bf16_zero_pp_rank_1_mp_rank_01_optim_states.pt"))
+        .unwrap();
+    refuse(&ck, "bf16_zero_pp_rank_1_mp_rank_01_optim_states.pt");
+}
+
+#[test]
+fn shapes_that_do_not_add_up_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = copy_case("zero1", tmp.path());
+    // rank 1's partitions come from a run with another layout (tp 2): fragments no longer add up
+    let other = fixture("tp2_zero1").join("global_step3/zero_pp_rank_0_mp_rank_01_optim_states.pt");
+    fs::copy(
+        other,
+        ck.join("global_step3/zero_pp_rank_1_mp_rank_00_optim_states.pt"),
+    )
+    .unwrap();
+    refuse(&ck, "zero_pp_rank_1_mp_rank_00_optim_states.pt");
+}
+
+#[test]
+fn unsafe_parameter_names_are_refused() {
+    for (from, to) in [
+        (&b"embed.weight"[..], &b"../../weight"[..]),
+        (b"embed.weight", b"embed/weight"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let ck = copy_case("zero1", tmp.path());
+        for e in fs::read_dir(ck.join("global_step3")).unwrap() {
+            let p = e.unwrap().path();
+            let mut b = fs::read(&p).unwrap();
+            let mut i = 0;
+            while let Some(at) = b[i..].windows(from.len()).position(|w| w == from) {
+                b[i + at..i + at + from.len()].copy_from_slice(to);
+                i += at + from.len();
+            }
+            fs::write(&p, b).unwrap();
+        }
+        let err = refuse(&ck, "unsafe");
+        assert!(err.contains(std::str::from_utf8(to).unwrap()), "{err}");
+    }
+}
+
+#[test]
+fn help_explains() {
+    let o = uc(&["convert", "--help"]);
+    let h = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success()
+            && h.contains("--format")
+            && h.contains("--assume-row")
+            && h.contains("must not exist")
+    );
+}
