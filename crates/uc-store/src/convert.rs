@@ -1,4 +1,4 @@
-//! `convert`: a DeepSpeed checkpoint → a universal one (native, DeepSpeed's universal layout, or both
+//! `convert`: a checkpoint (DeepSpeed or native) → a universal one (native, DeepSpeed's universal layout, or both
 //! in one folder), streaming tensor by tensor over a rayon pool, written atomically.
 
 use crate::deepspeed::{Assume, DsCheckpoint};
@@ -8,6 +8,7 @@ use crate::pickle::PyValue;
 use crate::pt_write::{
     write_pt, write_universal_state, PtTensor, PtValue, UniversalDir, UniversalKind,
 };
+use crate::source::{OpenOptions, Source};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,17 +51,33 @@ pub struct ConvertReport {
 /// Progress: tensors done, tensors in all, bytes done.
 pub type Progress<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
 
-/// Converts the DeepSpeed checkpoint at `input` into `output` (which must not exist).
-///
-/// On any error nothing is left at `output`.
+/// Converts the checkpoint at `input` (any format [`Source`] reads) into `output`, which must not
+/// exist. On any error nothing is left at `output`.
 pub fn convert(
     input: &Path,
     output: &Path,
     opts: &ConvertOptions,
     progress: Progress,
 ) -> Result<ConvertReport> {
-    let ck = DsCheckpoint::open(input, opts.tag.as_deref(), &opts.assume)?;
-    let outs = ck.outputs();
+    let open = OpenOptions {
+        tag: opts.tag.clone(),
+        assume: opts.assume.clone(),
+    };
+    let src = Source::open(input, &open)?;
+    let ds = match &src {
+        Source::DeepSpeed(c) => Some(&**c),
+        _ => None,
+    };
+    if ds.is_none() && opts.format != Format::Native {
+        return Err(StoreError::Format {
+            path: input.to_path_buf(),
+            why: format!(
+                "writing DeepSpeed's universal layout from a {} checkpoint is not supported yet",
+                src.format()
+            ),
+        });
+    }
+    let outs = src.outputs();
     let native = match opts.format {
         Format::Native | Format::Both => Some(NativeWriter::create(output, &outs, &opts.native)?),
         Format::DeepSpeed => None,
@@ -89,12 +106,12 @@ pub fn convert(
     let total = outs.len();
     pool.install(|| {
         outs.par_iter().try_for_each(|meta| -> Result<()> {
-            let data = ck.read(meta)?;
+            let data = src.read(meta)?;
             if let Some(w) = &native {
                 w.write_tensor(&meta.name, &meta.role, &data)?;
             }
-            if let Some(root) = &ds_root {
-                write_deepspeed(&ck, &root.join("zero"), meta, &data)?;
+            if let (Some(root), Some(ck)) = (&ds_root, ds) {
+                write_deepspeed(ck, &root.join("zero"), meta, &data)?;
             }
             let b = bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -102,12 +119,12 @@ pub fn convert(
             Ok(())
         })
     })?;
-    if let Some(root) = &ds_root {
-        write_deepspeed_common(&ck, root)?;
+    if let (Some(root), Some(ck)) = (&ds_root, ds) {
+        write_deepspeed_common(ck, root)?;
     }
     let out = match (native, udir) {
         (Some(w), _) => {
-            w.finish(ck.topology(), ck.state.clone())?;
+            w.finish(src.topology(), src.state())?;
             output.to_path_buf()
         }
         (None, Some(u)) => u.commit()?,

@@ -7,6 +7,7 @@
 //! - [`pickle`]: a pickle interpreter that never executes code (allowlisted globals only).
 //! - [`pt`]: PyTorch `.pt` files (zip + pickle) read lazily by mmap.
 //! - [`pt_write`]: `.pt` writer (DeepSpeed universal layout files `torch.load` opens).
+//! - [`source`]: any input checkpoint behind one interface (tensors out, merged bytes on demand).
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
 
 pub mod atomic;
@@ -17,4 +18,5 @@ pub mod native;
 pub mod pickle;
 pub mod pt;
 pub mod pt_write;
+pub mod source;
 pub use error::{Result, StoreError};
