@@ -78,6 +78,33 @@ impl Plan {
         m
     }
 
+    /// Element ranges `[start, end)` of every source buffer `(rank, buffer)` the plan reads (all
+    /// replicas under Verify / Average), sorted and merged: what executing it touches.
+    pub fn source_ranges(&self) -> BTreeMap<(u32, u32), Vec<(u64, u64)>> {
+        let mut m: BTreeMap<(u32, u32), Vec<(u64, u64)>> = BTreeMap::new();
+        for op in &self.ops {
+            let srcs = match self.policy {
+                ReplicaPolicy::First => &op.srcs[..1],
+                _ => &op.srcs[..],
+            };
+            for s in srcs {
+                strided_runs(&op.global.len, s, m.entry((s.rank, s.buffer)).or_default());
+            }
+        }
+        for runs in m.values_mut() {
+            runs.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+            for &(a, b) in runs.iter() {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            *runs = merged;
+        }
+        m
+    }
+
     /// Elements written to each target rank.
     pub fn written_per_target(&self) -> BTreeMap<u32, u64> {
         let mut m = BTreeMap::new();
@@ -103,6 +130,44 @@ impl Plan {
             .collect();
         v.dedup();
         v
+    }
+}
+
+/// Most contiguous runs listed for one strided box before its whole span is counted instead.
+const MAX_RUNS_PER_BOX: u64 = 4096;
+
+/// Appends the contiguous element runs a strided box of extent `len` at `loc` covers (its span
+/// when there would be more than [`MAX_RUNS_PER_BOX`]).
+fn strided_runs(len: &[u64], loc: &Loc, out: &mut Vec<(u64, u64)>) {
+    if len.contains(&0) {
+        return;
+    }
+    // Fuse dims contiguous with their inner neighbour, innermost first: (extent, stride).
+    let mut dims: Vec<(u64, u64)> = Vec::new();
+    for (&n, &s) in len.iter().zip(&loc.strides).rev() {
+        match dims.last_mut() {
+            _ if n == 1 => {}
+            Some(last) if s == last.0 * last.1 => last.0 *= n,
+            _ => dims.push((n, s)),
+        }
+    }
+    let (run, rest) = match dims.split_first() {
+        Some((&(n, 1), rest)) => (n, rest),
+        _ => (1, &dims[..]),
+    };
+    let count: u64 = rest.iter().map(|d| d.0).product();
+    if count > MAX_RUNS_PER_BOX {
+        let span: u64 = dims.iter().map(|(n, s)| (n - 1) * s).sum();
+        out.push((loc.offset, loc.offset + span + 1));
+        return;
+    }
+    for i in 0..count {
+        let (mut i, mut at) = (i, loc.offset);
+        for &(n, s) in rest {
+            at += (i % n) * s;
+            i /= n;
+        }
+        out.push((at, at + run));
     }
 }
 
@@ -154,6 +219,17 @@ impl Index {
             starts,
             max_end,
         }
+    }
+
+    /// True when the boxes, in index order, do not even overlap along the indexed dim (then they
+    /// are disjoint); a linear check that spares the pairwise one for the common layouts.
+    fn separated(&self, regions: &[&Region]) -> bool {
+        let Some(d) = self.dim else {
+            return regions.len() <= 1;
+        };
+        self.order
+            .windows(2)
+            .all(|w| regions[w[0]].end(d) <= regions[w[1]].off[d])
     }
 
     /// Indices of boxes that may overlap `q`, in source order along the indexed dim.
@@ -214,22 +290,22 @@ pub fn plan(
     let index = Index::new(&regions);
     // Replicas cut differently (e.g. a TP-replicated norm under per-TP-rank ZeRO partitions)
     // overlap partially; only then do target boxes need refining into cells.
-    let partial = first_overlap(&regions, &index).is_some();
+    let partial = !index.separated(&regions) && first_overlap(&regions, &index).is_some();
 
     let mut ops = Vec::with_capacity(groups.len() + target.len());
     let mut hits: Vec<(usize, Region)> = Vec::new();
     let mut sorted_targets: Vec<&Piece> = target.iter().filter(|p| !p.global.is_empty()).collect();
     sorted_targets.sort_by_key(|p| (p.rank, p.buffer));
     for t in sorted_targets {
-        hits.clear();
-        hits.extend(
-            index
-                .candidates(&t.global)
-                .filter_map(|gi| regions[gi].intersect(&t.global).map(|i| (gi, i))),
-        );
-        hits.sort_unstable_by_key(|h| h.0);
         let mut covered = 0;
         if partial {
+            hits.clear();
+            hits.extend(
+                index
+                    .candidates(&t.global)
+                    .filter_map(|gi| regions[gi].intersect(&t.global).map(|i| (gi, i))),
+            );
+            hits.sort_unstable_by_key(|h| h.0);
             for (cell, gs) in refine(std::mem::take(&mut hits)) {
                 covered += cell.numel();
                 let mut reps: SmallVec<[&Piece; 2]> = gs
@@ -244,7 +320,11 @@ pub fn plan(
                 });
             }
         } else {
-            for (g, cell) in hits.drain(..) {
+            // Disjoint sources: every candidate's intersection is one op, in index order.
+            for g in index.candidates(&t.global) {
+                let Some(cell) = regions[g].intersect(&t.global) else {
+                    continue;
+                };
                 covered += cell.numel();
                 let srcs = groups[g].1.iter().map(|p| Loc::of(p, &cell)).collect();
                 ops.push(CopyOp {
@@ -325,5 +405,53 @@ pub fn check_disjoint(name: &str, pieces: &[Piece]) -> Result<(), MergeError> {
             b: Box::new(regions[b].clone()),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout_pieces;
+    use uc_schema::{Layout, Split};
+
+    fn plan_of(shape: &[u64], src: &Layout, dst: &Layout, policy: ReplicaPolicy) -> Plan {
+        let (mut s, mut d) = (Vec::new(), Vec::new());
+        layout_pieces(shape, src, &mut s);
+        layout_pieces(shape, dst, &mut d);
+        plan("t", shape, &s, &d, policy).unwrap()
+    }
+
+    #[test]
+    fn source_ranges_cover_what_is_read() {
+        // ZeRO: 10 of a 16-element group at offset 3, two ranks of 8; gathered whole.
+        let zero = Layout::ZeroFlat {
+            dp: 2,
+            offset: 3,
+            group_numel: 16,
+            alignment: 2,
+        };
+        let p = plan_of(&[2, 5], &zero, &Layout::single(), ReplicaPolicy::First);
+        let r = p.source_ranges();
+        assert_eq!(r[&(0, 0)], vec![(3, 8)]);
+        assert_eq!(r[&(1, 0)], vec![(0, 5)]);
+        // One column shard of a row-major tensor read from a whole copy: 4 runs of 2.
+        let col = Layout::Shard {
+            dim: 1,
+            parts: 3,
+            split: Split::Even,
+        };
+        let p = plan_of(&[4, 6], &Layout::single(), &col, ReplicaPolicy::First);
+        let r = p.source_ranges();
+        assert_eq!(r[&(0, 0)], vec![(0, 24)]); // all three targets together read everything
+        let only: Vec<CopyOp> = p.ops_for(1, 0).cloned().collect();
+        let p1 = Plan { ops: only, ..p };
+        let r = p1.source_ranges();
+        assert_eq!(r[&(0, 0)], vec![(2, 4), (8, 10), (14, 16), (20, 22)]);
+        // Replicas: Verify reads both, First reads one.
+        let rep = Layout::Replicated { ranks: 2 };
+        let v = plan_of(&[3], &rep, &Layout::single(), ReplicaPolicy::Verify).source_ranges();
+        assert_eq!(v.len(), 2);
+        let f = plan_of(&[3], &rep, &Layout::single(), ReplicaPolicy::First).source_ranges();
+        assert_eq!(f.len(), 1);
     }
 }
