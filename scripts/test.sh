@@ -21,7 +21,10 @@ step "cargo test"
 cargo test --workspace
 
 step "wasm32 builds of the pure crates"
-cargo build -p uc-schema -p uc-merge --target wasm32-unknown-unknown
+cargo build -p uc-schema -p uc-merge -p uc-wasm --target wasm32-unknown-unknown
+
+step "browser test of the web viewer (installs wasm-bindgen-cli, chromium, playwright-core if missing)"
+bash scripts/web-test.sh
 
 echo
 echo "all checks passed"
