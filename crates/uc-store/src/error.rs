@@ -55,6 +55,22 @@ pub enum StoreError {
     Incomplete { path: PathBuf },
     #[error("{path}: tensor `{tensor}` was planned but never written")]
     Unwritten { path: PathBuf, tensor: String },
+    #[error("{path}: tensor `{tensor}`: {source}")]
+    Merge {
+        path: PathBuf,
+        tensor: String,
+        source: Box<uc_merge::MergeError>,
+    },
+    #[error("{path}: file is missing; it holds a chunk of tensor `{tensor}`")]
+    MissingFile { path: PathBuf, tensor: String },
+    #[error("{path}: tensor `{tensor}`: byte range [{start}, {start}+{len}) lies past the end of the {size}-byte file")]
+    OutOfRange {
+        path: PathBuf,
+        tensor: String,
+        start: u64,
+        len: u64,
+        size: u64,
+    },
 }
 
 /// Result with [`StoreError`].

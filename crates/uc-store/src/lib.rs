@@ -2,6 +2,7 @@
 //!
 //! - [`atomic`]: atomic output directories (temp sibling, rename, `COMPLETE`) and safe name joins.
 //! - [`convert`]: DeepSpeed → universal (native, DeepSpeed layout, or both), streamed and atomic.
+//! - [`dcp`]: PyTorch DCP checkpoints (torch `dcp.save`, Megatron `torch_dist`): chunks → merged tensors.
 //! - [`deepspeed`]: DeepSpeed checkpoints: every rank's file, layouts, merged tensors.
 //! - [`error`]: [`StoreError`], naming the file and tensor.
 //! - [`pickle`]: a pickle interpreter that never executes code (allowlisted globals only).
@@ -12,6 +13,7 @@
 
 pub mod atomic;
 pub mod convert;
+pub mod dcp;
 pub mod deepspeed;
 pub mod error;
 pub mod native;

@@ -117,6 +117,42 @@ impl PtFile {
             .collect()
     }
 
+    /// Opens the archive at `[start, start+len)` of `map`, a mapping of all of `path` shared by many archives.
+    pub fn from_map(
+        path: impl Into<PathBuf>,
+        map: &Arc<Mmap>,
+        start: u64,
+        len: u64,
+        allow: &Allowlist,
+    ) -> Result<PtFile> {
+        let path = path.into();
+        let size = map.len() as u64;
+        if start.checked_add(len).is_none_or(|e| e > size) {
+            return Err(StoreError::Truncated {
+                path,
+                why: format!(
+                    "byte range [{start}, +{len}) lies past the end of the {size}-byte file"
+                ),
+            });
+        }
+        let backing = Backing::Map {
+            map: map.clone(),
+            start: start as usize,
+            len: len as usize,
+        };
+        PtFile::parse(path, start, backing, allow)
+    }
+
+    /// Maps all of `path` read-only for [`PtFile::from_map`]; `None` for an empty file (nothing to map).
+    pub fn map_file(path: &Path) -> Result<Option<Arc<Mmap>>> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let size = file.metadata().map_err(io_err(path))?.len();
+        if size == 0 {
+            return Ok(None);
+        }
+        map_range(path, &file, 0, size).map(Some)
+    }
+
     /// Parses an archive held in memory; `label` names it in errors.
     pub fn from_bytes(
         label: impl Into<PathBuf>,

@@ -1,6 +1,7 @@
 //! Any checkpoint unicheck reads, behind one interface: the tensors a universal checkpoint of it
 //! holds, each merged into full row-major bytes on demand.
 
+use crate::dcp::{DcpCheckpoint, DcpOptions};
 use crate::deepspeed::{Assume, DsCheckpoint};
 use crate::error::Result;
 use crate::native::{NativeCheckpoint, MANIFEST_FILE};
@@ -13,6 +14,7 @@ use uc_schema::{Layout, TensorMeta, Topology, Value};
 pub enum Source {
     DeepSpeed(Box<DsCheckpoint>),
     Native(Box<NativeCheckpoint>),
+    Dcp(Box<DcpCheckpoint>),
 }
 
 /// How to open an input.
@@ -25,10 +27,18 @@ pub struct OpenOptions {
 }
 
 impl Source {
-    /// Opens `path`, recognising the format from its files: `uc.json` → native, else DeepSpeed.
+    /// Opens `path`, recognising the format from its files: `uc.json` → native, `.metadata` → DCP
+    /// (torch or Megatron `torch_dist`), else DeepSpeed.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Source> {
         if path.join(MANIFEST_FILE).is_file() {
             return Ok(Source::Native(Box::new(NativeCheckpoint::open(path)?)));
+        }
+        if DcpCheckpoint::is_dcp(path) {
+            let o = DcpOptions {
+                vocab_size: opts.assume.vocab_size,
+                ..Default::default()
+            };
+            return Ok(Source::Dcp(Box::new(DcpCheckpoint::open(path, &o)?)));
         }
         Ok(Source::DeepSpeed(Box::new(DsCheckpoint::open(
             path,
@@ -37,11 +47,12 @@ impl Source {
         )?)))
     }
 
-    /// Short name of the format (`deepspeed`, `native`).
+    /// Short name of the format (`deepspeed`, `native`, `dcp`).
     pub fn format(&self) -> &'static str {
         match self {
             Source::DeepSpeed(_) => "deepspeed",
             Source::Native(_) => "native",
+            Source::Dcp(_) => "dcp",
         }
     }
 
@@ -59,6 +70,7 @@ impl Source {
                     ..e.meta.clone()
                 })
                 .collect(),
+            Source::Dcp(c) => c.outputs(),
         }
     }
 
@@ -67,6 +79,7 @@ impl Source {
         match self {
             Source::DeepSpeed(c) => c.read(meta),
             Source::Native(c) => Ok(c.tensor(&meta.name, &meta.role)?.to_vec()),
+            Source::Dcp(c) => c.read(meta),
         }
     }
 
@@ -75,6 +88,7 @@ impl Source {
         match self {
             Source::DeepSpeed(c) => c.topology(),
             Source::Native(c) => c.manifest().source.clone(),
+            Source::Dcp(c) => c.topology(),
         }
     }
 
@@ -83,6 +97,7 @@ impl Source {
         match self {
             Source::DeepSpeed(c) => c.state.clone(),
             Source::Native(c) => c.manifest().state.clone(),
+            Source::Dcp(c) => c.state.clone(),
         }
     }
 }

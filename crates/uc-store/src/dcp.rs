@@ -1,0 +1,19 @@
+//! PyTorch Distributed Checkpoints (`.metadata` + `__<rank>_<n>.distcp`), as written by torch's
+//! `dcp.save` (FSDP2, DTensor meshes) and by Megatron-Core's `torch_dist` backend.
+//!
+//! - [`metadata`]: the `.metadata` pickle as typed data (allowlisted globals only).
+//! - [`metadata_pickle`]: a [`Metadata`] written back as a `.metadata` pickle torch accepts.
+//! - [`chunks`]: chunks as uc-merge pieces; overlap / hole checks.
+//! - [`names`]: torch flat keys → model tensors, optimizer states, param groups.
+//! - [`megatron`]: `metadata.json`, `common.pt`, stacked layer axes, key names.
+//! - [`DcpCheckpoint`]: an open checkpoint: outputs, merged reads, state.
+
+mod checkpoint;
+pub mod chunks;
+pub mod megatron;
+pub mod metadata;
+pub mod metadata_pickle;
+pub mod names;
+
+pub use checkpoint::{DcpCheckpoint, DcpOptions, Flavor};
+pub use metadata::{Chunk, Item, Metadata, StorageInfo, TensorItem};
