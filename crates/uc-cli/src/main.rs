@@ -9,6 +9,7 @@ macro_rules! say {
 }
 
 mod cmd_convert;
+mod cmd_export;
 mod cmd_inspect;
 mod cmd_verify;
 mod progress;
@@ -35,6 +36,11 @@ enum Cmd {
     /// INPUT is the folder DeepSpeed saved into (holding `latest`) or a tag folder such as
     /// `global_step100`. OUTPUT must not exist; it appears only when the conversion succeeded.
     Convert(cmd_convert::Args),
+    /// Export the trained weights as a Hugging Face model folder (safetensors, sharded, with index).
+    ///
+    /// One tensor per parameter: the fp32 master weights (not the bf16/fp16 working copy), frozen
+    /// parameters and buffers; never optimizer moments. Reads only the bytes holding them.
+    Export(cmd_export::Args),
     /// Show a checkpoint's topology, tensors, layouts and sizes (DeepSpeed or native).
     Inspect {
         /// Checkpoint folder (DeepSpeed or native).
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Convert(a) => cmd_convert::run(a),
+        Cmd::Export(a) => cmd_export::run(a),
         Cmd::Inspect {
             checkpoint,
             tag,

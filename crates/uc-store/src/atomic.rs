@@ -101,7 +101,7 @@ impl AtomicDir {
     }
 
     /// Writes `COMPLETE` (holding `marker`), syncs, and renames the directory into place; returns the target.
-    pub fn commit(mut self, marker: &[u8]) -> Result<PathBuf> {
+    pub fn commit(self, marker: &[u8]) -> Result<PathBuf> {
         let complete = self.tmp.join(COMPLETE);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -111,6 +111,12 @@ impl AtomicDir {
         f.write_all(marker).map_err(io_err(&complete))?;
         f.sync_all().map_err(io_err(&complete))?;
         drop(f);
+        self.commit_unmarked()
+    }
+
+    /// Syncs and renames the directory into place without a `COMPLETE` marker (for layouts of other
+    /// tools, such as Hugging Face model folders); returns the target.
+    pub fn commit_unmarked(mut self) -> Result<PathBuf> {
         sync_dir(&self.tmp);
         refuse_existing(&self.target)?;
         fs::rename(&self.tmp, &self.target).map_err(io_err(&self.target))?;
@@ -193,7 +199,7 @@ pub(crate) fn create_dir_if_missing(p: &Path) -> Result<()> {
 }
 
 /// Best-effort fsync of a directory entry list (not supported everywhere, so errors are ignored).
-fn sync_dir(p: &Path) {
+pub(crate) fn sync_dir(p: &Path) {
     if let Ok(d) = fs::File::open(p) {
         let _ = d.sync_all();
     }

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod dcp;
 pub mod deepspeed;
 pub mod error;
+pub mod export;
 pub mod native;
 pub mod pickle;
 pub mod pt;

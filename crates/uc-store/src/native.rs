@@ -17,6 +17,7 @@ mod reader;
 mod writer;
 
 pub use reader::NativeCheckpoint;
+pub(crate) use writer::{layout_safetensors, write_all_at, StEntry};
 pub use writer::{NativeWriter, TensorSink};
 
 use crate::error::{io_err, Result};

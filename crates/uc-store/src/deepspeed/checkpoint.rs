@@ -17,6 +17,9 @@ use uc_schema::deepspeed::{autoep_layers_in, AutoEpLayer, UniversalCheckpointInf
 use uc_schema::ExpertStorage;
 use uc_schema::{DType, Layout, Role, TensorMeta, Topology, Value};
 
+/// Told each byte range of tensor data a read touches: (file, absolute byte range).
+pub type ReadTrace<'a> = &'a mut dyn FnMut(&Path, std::ops::Range<u64>);
+
 /// A trainable parameter found in the optimizer files.
 #[derive(Debug, Clone)]
 pub struct DsParam {
@@ -838,11 +841,17 @@ impl DsCheckpoint {
 
     /// Merges one output tensor (as listed by [`DsCheckpoint::outputs`]) into full row-major bytes.
     pub fn read(&self, out: &TensorMeta) -> Result<Vec<u8>> {
+        self.read_traced(out, &mut |_, _| {})
+    }
+
+    /// [`DsCheckpoint::read`], telling `trace` every byte range of tensor data it reads (file,
+    /// absolute range; ranges may repeat across calls). Pickles read at open are not included.
+    pub fn read_traced(&self, out: &TensorMeta, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
         if let Some(p) = self.params.iter().find(|p| p.name == out.name) {
             return match &out.role {
-                Role::Fp32Master => self.merge_param(p, None),
-                r if p.scalars.iter().any(|s| s == r.key()) => self.read_scalar(p, r.key()),
-                r => self.merge_param(p, Some(r.key())),
+                Role::Fp32Master => self.merge_param(p, None, trace),
+                r if p.scalars.iter().any(|s| s == r.key()) => self.read_scalar(p, r.key(), trace),
+                r => self.merge_param(p, Some(r.key()), trace),
             };
         }
         let e = self
@@ -867,10 +876,11 @@ impl DsCheckpoint {
             e.policy,
             |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)),
             out.dtype,
+            trace,
         )
     }
 
-    fn merge_param(&self, p: &DsParam, key: Option<&str>) -> Result<Vec<u8>> {
+    fn merge_param(&self, p: &DsParam, key: Option<&str>, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
         let mut views = BTreeMap::new();
         for (r, (m, d)) in p.sources.iter().enumerate() {
             let (f, c) = self.partition(*m, *d, p.group, key)?;
@@ -881,6 +891,7 @@ impl DsCheckpoint {
             p.policy,
             |rank| views.get(&rank).map(|(f, n, t)| (*f, n.clone(), *t)),
             DType::F32,
+            trace,
         )
     }
 
@@ -890,6 +901,7 @@ impl DsCheckpoint {
         policy: ReplicaPolicy,
         view: impl Fn(u32) -> Option<(&'a PtFile, String, &'a TensorRef)>,
         to: DType,
+        trace: ReadTrace<'_>,
     ) -> Result<Vec<u8>> {
         let path = self.files.dir.clone();
         let merge_err = |e: uc_merge::MergeError| StoreError::BadTensor {
@@ -903,6 +915,7 @@ impl DsCheckpoint {
         let pl = plan(&meta.name, &meta.shape, &src, &dst, policy).map_err(merge_err)?;
         let mut bytes: BTreeMap<u32, &[u8]> = BTreeMap::new();
         let mut from = None;
+        let reads = pl.source_ranges();
         for r in 0..meta.layout.ranks() {
             if let Some((f, name, t)) = view(r) {
                 if *from.get_or_insert(t.dtype) != t.dtype {
@@ -917,6 +930,13 @@ impl DsCheckpoint {
                     });
                 }
                 bytes.insert(r, f.tensor_bytes(&name, t)?);
+                let base = f.tensor_file_range(&name, t)?.start;
+                let es = t.dtype.size() as u64;
+                for runs in reads.range((r, 0)..=(r, u32::MAX)).map(|(_, v)| v) {
+                    for &(a, b) in runs {
+                        trace(f.path(), base + a * es..base + b * es);
+                    }
+                }
             }
         }
         let from = from.unwrap_or(to);
@@ -926,12 +946,14 @@ impl DsCheckpoint {
         Ok(out)
     }
 
-    fn read_scalar(&self, p: &DsParam, key: &str) -> Result<Vec<u8>> {
+    fn read_scalar(&self, p: &DsParam, key: &str, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
         let m = p.holders[0];
         let (f, c) = self.partition(m, 0, p.group, Some(key))?;
         let v = match c.value() {
             PyValue::Tensor(t) => {
                 let b = f.tensor_bytes(c.trail(), t)?;
+                let at = f.tensor_file_range(c.trail(), t)?.start;
+                trace(f.path(), at..at + t.dtype.size().min(b.len()) as u64);
                 let mut out = [0u8; 4];
                 uc_merge::convert::convert(
                     &b[..t.dtype.size().min(b.len())],
@@ -978,6 +1000,23 @@ impl DsCheckpoint {
                     .and_then(|b| b.get("param_groups"))
             })?;
         Some(g.value())
+    }
+
+    /// The module buffers the model states list (`buffer_names`, every rank's), `None` when no
+    /// file lists them. Other non-trained `module` tensors may be aliases of a parameter.
+    pub fn buffer_names(&self) -> Option<BTreeSet<String>> {
+        let mut out: Option<BTreeSet<String>> = None;
+        for f in self.model.values() {
+            if let Some(Ok(items)) = f.cursor().get("buffer_names").map(|c| c.items()) {
+                let names = out.get_or_insert_with(BTreeSet::new);
+                names.extend(
+                    items
+                        .iter()
+                        .filter_map(|c| c.value().as_str().map(String::from)),
+                );
+            }
+        }
+        out
     }
 
     /// The folder the checkpoint's tag lives in.

@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use uc_schema::{Entry, FileSum, Manifest, Role, StorageRef, TensorMeta, Topology, Value};
+use uc_schema::{DType, Entry, FileSum, Manifest, Role, StorageRef, TensorMeta, Topology, Value};
 
 /// Bytes a [`TensorSink`] gathers before one positioned write.
 const SINK_BUFFER: usize = 1 << 20;
@@ -412,13 +412,24 @@ fn group_files(sizes: &[u64], opts: &NativeOptions) -> Vec<Vec<usize>> {
 }
 
 /// The planned contents of one safetensors file.
-struct FileLayout {
+pub(crate) struct FileLayout {
     /// Length prefix + space-padded JSON header.
-    header: Vec<u8>,
+    pub header: Vec<u8>,
     /// Total file length.
-    len: u64,
+    pub len: u64,
     /// (tensor index, absolute start, absolute end).
-    placed: Vec<(usize, u64, u64)>,
+    pub placed: Vec<(usize, u64, u64)>,
+}
+
+/// One tensor of a safetensors file to lay out.
+pub(crate) struct StEntry<'a> {
+    /// The caller's index of the tensor (returned in [`FileLayout::placed`]).
+    pub index: usize,
+    pub key: &'a str,
+    pub dtype: DType,
+    pub shape: &'a [u64],
+    /// Data bytes (`numel × dtype size`).
+    pub bytes: u64,
 }
 
 /// Lays out one file. Tensors are stored by descending element size, so with the header padded to 8
@@ -432,24 +443,39 @@ fn layout_file(
 ) -> Result<FileLayout> {
     let mut order = group.to_vec();
     order.sort_by_key(|&i| std::cmp::Reverse(metas[i].dtype.size()));
+    let entries: Vec<StEntry> = order
+        .iter()
+        .map(|&i| StEntry {
+            index: i,
+            key: &keys[i],
+            dtype: metas[i].dtype,
+            shape: &metas[i].shape,
+            bytes: sizes[i],
+        })
+        .collect();
+    layout_safetensors(dir, &entries)
+}
+
+/// Lays out one safetensors file holding `entries` in the given order: 8-byte length, JSON header
+/// (`__metadata__` `{"format":"pt"}` first) space-padded to a multiple of 8, then the data.
+pub(crate) fn layout_safetensors(dir: &Path, entries: &[StEntry]) -> Result<FileLayout> {
     let mut json = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
     let mut off = 0u64;
-    let mut rel = Vec::with_capacity(order.len());
-    for &i in &order {
-        let m = &metas[i];
+    let mut rel = Vec::with_capacity(entries.len());
+    for e in entries {
         let end = off
-            .checked_add(sizes[i])
-            .ok_or_else(|| bad(dir, &m.name, "file size overflows u64".into()))?;
-        let shape: Vec<String> = m.shape.iter().map(|d| d.to_string()).collect();
+            .checked_add(e.bytes)
+            .ok_or_else(|| bad(dir, e.key, "file size overflows u64".into()))?;
+        let shape: Vec<String> = e.shape.iter().map(|d| d.to_string()).collect();
         json.push_str(&format!(
             ",{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-            serde_json::Value::String(keys[i].clone()),
-            m.dtype.name(),
+            serde_json::Value::String(e.key.to_string()),
+            e.dtype.name(),
             shape.join(","),
             off,
             end
         ));
-        rel.push((i, off, end));
+        rel.push((e.index, off, end));
         off = end;
     }
     json.push('}');
@@ -486,13 +512,13 @@ fn bad(path: &Path, tensor: &str, why: String) -> StoreError {
 
 /// Positioned write of the whole buffer (does not move any file cursor; safe from many threads).
 #[cfg(unix)]
-fn write_all_at(f: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+pub(crate) fn write_all_at(f: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
 }
 
 /// Positioned write of the whole buffer.
 #[cfg(windows)]
-fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+pub(crate) fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
         let n = f.seek_write(buf, offset)?;

@@ -1,0 +1,143 @@
+//! `uc export`.
+
+use crate::progress::{bar, human};
+use crate::CliError;
+use clap::{Args as ClapArgs, ValueEnum};
+use std::path::PathBuf;
+use std::time::Instant;
+use uc_schema::DType;
+use uc_store::deepspeed::Assume;
+use uc_store::export::{export, parse_size, ExportOptions, Regex};
+
+/// Type of the exported floating-point weights.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DTypeArg {
+    /// float32: the fp32 master weights bit for bit.
+    Fp32,
+    /// bfloat16, rounded to nearest even (as torch's `.to(torch.bfloat16)`).
+    Bf16,
+    /// float16, rounded to nearest even (as torch's `.to(torch.float16)`).
+    Fp16,
+}
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Checkpoint: DeepSpeed folder (with `latest`) or tag folder, native unicheck checkpoint, …
+    checkpoint: PathBuf,
+    /// Output folder: must not exist, or be a folder without Hugging Face weights in it (e.g. one
+    /// holding `config.json`); the files appear only when the export succeeded.
+    out_dir: PathBuf,
+    /// Type of floating-point weights (integer buffers keep theirs).
+    #[arg(long, value_enum, default_value = "fp32")]
+    dtype: DTypeArg,
+    /// Largest shard before a new one starts: bytes, or `5GB` (10^9), `500MB`, `2GiB` (2^30), …
+    #[arg(long = "max-shard-size", value_name = "SIZE", default_value = "5GB", value_parser = size)]
+    max_shard_size: u64,
+    /// Export only the tensors whose checkpoint name matches this regex (unanchored).
+    #[arg(long, value_name = "REGEX", value_parser = regex)]
+    only: Option<Regex>,
+    /// Rename: replace matches of the regex FROM by TO (`$1` for groups); repeatable, applied in order.
+    #[arg(long, value_name = "FROM=TO", value_parser = rename)]
+    rename: Vec<(Regex, String)>,
+    /// Tag to export (default: the one `latest` names).
+    #[arg(long)]
+    tag: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Without `universal_checkpoint_info`: regex of row-parallel parameters (merged on dim 1).
+    #[arg(long = "assume-row", value_name = "REGEX")]
+    assume_row: Vec<String>,
+    /// Without `universal_checkpoint_info`: regex of parameters every TP rank holds whole.
+    #[arg(long = "assume-replicated", value_name = "REGEX")]
+    assume_replicated: Vec<String>,
+    /// Without `universal_checkpoint_info`: regex of vocabulary parameters (padding rows cut).
+    #[arg(long = "assume-vocab", value_name = "REGEX")]
+    assume_vocab: Vec<String>,
+    /// Original vocabulary size for `--assume-vocab`.
+    #[arg(long = "vocab-size", value_name = "N")]
+    vocab_size: Option<u64>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `--max-shard-size`.
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).ok_or_else(|| format!("`{s}` is not a size (bytes, or e.g. 5GB, 500MB, 2GiB)"))
+}
+
+/// Parses a regex argument.
+fn regex(s: &str) -> Result<Regex, String> {
+    Regex::new(s).map_err(|e| e.to_string())
+}
+
+/// Parses `FROM=TO` (split at the first `=`).
+fn rename(s: &str) -> Result<(Regex, String), String> {
+    let (from, to) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not FROM=TO"))?;
+    Ok((regex(from)?, to.to_string()))
+}
+
+pub fn run(a: Args) -> Result<(), CliError> {
+    let opts = ExportOptions {
+        dtype: match a.dtype {
+            DTypeArg::Fp32 => DType::F32,
+            DTypeArg::Bf16 => DType::BF16,
+            DTypeArg::Fp16 => DType::F16,
+        },
+        max_shard_size: a.max_shard_size,
+        only: a.only,
+        rename: a.rename,
+        tag: a.tag,
+        threads: a.threads,
+        assume: Assume {
+            row: a.assume_row,
+            replicated: a.assume_replicated,
+            vocab: a.assume_vocab,
+            vocab_size: a.vocab_size,
+        },
+    };
+    let t = Instant::now();
+    let pb = bar(0, "export");
+    let report = export(&a.checkpoint, &a.out_dir, &opts, &|done, total, bytes| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        pb.set_message(human(bytes));
+    })?;
+    pb.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    let ratio = report
+        .bytes_read
+        .map(|r| r as f64 / report.source_bytes.max(1) as f64);
+    if a.json {
+        let j = serde_json::json!({
+            "output": report.output,
+            "files": report.files,
+            "tensors": report.tensors,
+            "total_size": report.total_size,
+            "source_bytes": report.source_bytes,
+            "bytes_read": report.bytes_read,
+            "read_ratio": ratio,
+            "seconds": secs,
+        });
+        say!("{j}");
+    } else {
+        say!(
+            "exported {} tensors ({}) into {} ({}) in {secs:.2} s",
+            report.tensors,
+            human(report.total_size),
+            report.output.display(),
+            report.files.join(", ")
+        );
+        if let (Some(r), Some(x)) = (report.bytes_read, ratio) {
+            say!(
+                "read {} of tensor data: {x:.3} × the {} the exported weights take in the checkpoint",
+                human(r),
+                human(report.source_bytes)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! `export`: the trained weights of any checkpoint [`Source`] reads, as a Hugging Face model folder.
+//!
+//! Output, as `transformers`' `save_pretrained(safe_serialization=True)` writes it: `model.safetensors`,
+//! or when the weights exceed the shard size `model-00001-of-0000N.safetensors` … plus
+//! `model.safetensors.index.json` (`{"metadata": {"total_parameters", "total_size"}, "weight_map"}`).
+//! Each file is byte-for-byte what `safetensors.torch.save_file(…, metadata={"format": "pt"})` writes.
+//!
+//! - One tensor per parameter, full logical shape: its fp32 master if the checkpoint has one, else its
+//!   working weights; frozen parameters and buffers too; optimizer moments never. For DeepSpeed, module
+//!   tensors neither trained, frozen nor in `buffer_names` (a parameter's alias under a second module
+//!   name) are left out, as `zero_to_fp32` does. Named as the
+//!   checkpoint names it ([`weight_name`]), then `--rename` regex replacements in order; `--only`
+//!   (a regex matched against the name before renaming) exports a subset.
+//! - Floating tensors become `dtype` (fp32: bit for bit; bf16/fp16: rounded to nearest even like
+//!   torch's `.to()`); integer and bool buffers keep their type.
+//! - Streams tensor by tensor over a rayon pool (memory: a few tensors), each written at its planned
+//!   offset; reads only the byte ranges holding the weights (for ZeRO, the fp32 partitions inside the
+//!   optimizer files, never the moments) and reports how many bytes that was.
+//! - Atomic (see [`output`]): the output folder must not exist (then it appears whole at the end), or
+//!   be a folder without Hugging Face weights in it (then the files appear at the end, index last). On
+//!   any error nothing is left behind.
+
+mod output;
+mod select;
+mod shard;
+
+pub use regex::Regex;
+pub use select::weight_name;
+pub use shard::{parse_size, shard_name, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME};
+
+use crate::convert::Progress;
+use crate::deepspeed::Assume;
+use crate::error::{io_err, Result, StoreError};
+use crate::native::write_all_at;
+use crate::source::{OpenOptions, Source};
+use output::Output;
+use rayon::prelude::*;
+use select::Item;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use uc_schema::{DType, TensorMeta};
+
+/// Elements converted per chunk when the output dtype differs (bounds the extra memory).
+const CONVERT_CHUNK: usize = 1 << 20;
+
+/// Options of [`export`].
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Type of floating-point outputs (`F32`, `BF16`, `F16`).
+    pub dtype: DType,
+    /// Bytes of tensor data per shard before a new one starts (`huggingface_hub` semantics).
+    pub max_shard_size: u64,
+    /// Export only the tensors whose name (before renaming) this matches.
+    pub only: Option<Regex>,
+    /// `(pattern, replacement)` applied in order with `Regex::replace_all` (`$1` for groups).
+    pub rename: Vec<(Regex, String)>,
+    /// Checkpoint tag to read (default: the one `latest` names).
+    pub tag: Option<String>,
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// TP metadata for DeepSpeed checkpoints saved without `universal_checkpoint_info`.
+    pub assume: Assume,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            dtype: DType::F32,
+            max_shard_size: DEFAULT_MAX_SHARD_SIZE,
+            only: None,
+            rename: Vec::new(),
+            tag: None,
+            threads: None,
+            assume: Assume::default(),
+        }
+    }
+}
+
+/// What an export did.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    pub output: PathBuf,
+    /// Files written, weights first (the index last when there is one).
+    pub files: Vec<String>,
+    pub tensors: usize,
+    /// Bytes of tensor data written (the index's `total_size`).
+    pub total_size: u64,
+    /// Bytes of the exported tensors as the checkpoint stores them (fp32 masters: 4 per element).
+    pub source_bytes: u64,
+    /// Bytes of tensor data read from the input files (each byte once; file headers and pickles not
+    /// included); `None` when the input format does not report its reads.
+    pub bytes_read: Option<u64>,
+}
+
+/// Exports the weights of the checkpoint at `input` (any format [`Source`] reads) into `output`.
+pub fn export(
+    input: &Path,
+    output: &Path,
+    opts: &ExportOptions,
+    progress: Progress,
+) -> Result<ExportReport> {
+    let open = OpenOptions {
+        tag: opts.tag.clone(),
+        assume: opts.assume.clone(),
+    };
+    let src = Source::open(input, &open)?;
+    export_source(&src, input, output, opts, progress)
+}
+
+/// [`export`] from an open source (`input` names it in errors).
+pub fn export_source(
+    src: &Source,
+    input: &Path,
+    output: &Path,
+    opts: &ExportOptions,
+    progress: Progress,
+) -> Result<ExportReport> {
+    if !opts.dtype.is_float() {
+        return Err(StoreError::Format {
+            path: output.to_path_buf(),
+            why: format!("cannot export weights as {}", opts.dtype.name()),
+        });
+    }
+    let buffers = match src {
+        Source::DeepSpeed(c) => c.buffer_names(),
+        _ => None,
+    };
+    let items = select::select(&src.outputs(), src.format(), buffers.as_ref(), opts, input)?;
+    let plan = shard::plan(&items, opts.max_shard_size, output)?;
+    let index = (plan.shards.len() > 1)
+        .then(|| shard::index_json(&items, &plan, output))
+        .transpose()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| StoreError::Format {
+            path: output.to_path_buf(),
+            why: format!("thread pool: {e}"),
+        })?;
+
+    let mut out = Output::create(output)?;
+    let mut files = Vec::with_capacity(plan.shards.len());
+    for s in &plan.shards {
+        let (f, path) = out.file(&s.name)?;
+        f.set_len(s.len).map_err(io_err(&path))?;
+        write_all_at(&f, &s.header, 0).map_err(io_err(&path))?;
+        files.push((f, path));
+    }
+    let meter = Meter::default();
+    let (done, written) = (AtomicU64::new(0), AtomicU64::new(0));
+    pool.install(|| {
+        items
+            .par_iter()
+            .zip(&plan.slots)
+            .try_for_each(|(item, &(fi, at))| -> Result<()> {
+                let data = read(src, &item.src, &meter)?;
+                let (f, path) = &files[fi];
+                write_tensor(f, path, at, item, &data)?;
+                let b = written.fetch_add(item.bytes, Ordering::Relaxed) + item.bytes;
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(n as usize, items.len(), b);
+                Ok(())
+            })
+    })?;
+    pool.install(|| {
+        files
+            .par_iter()
+            .try_for_each(|(f, p)| f.sync_all().map_err(io_err(p)))
+    })?;
+    drop(files);
+    let mut names: Vec<String> = plan.shards.iter().map(|s| s.name.clone()).collect();
+    if let Some(json) = index {
+        let (f, path) = out.file(INDEX_NAME)?;
+        write_all_at(&f, &json, 0).map_err(io_err(&path))?;
+        f.sync_all().map_err(io_err(&path))?;
+        names.push(INDEX_NAME.to_string());
+    }
+    let dir = out.finish()?;
+    Ok(ExportReport {
+        output: dir,
+        files: names,
+        tensors: items.len(),
+        total_size: items.iter().map(|i| i.bytes).sum(),
+        source_bytes: items.iter().map(|i| i.src.nbytes()).sum(),
+        bytes_read: meter.total(),
+    })
+}
+
+/// Writes one tensor's bytes (`item.src.dtype`) at `at`, converted to `item.dtype` chunk by chunk.
+fn write_tensor(f: &File, path: &Path, at: u64, item: &Item, data: &[u8]) -> Result<()> {
+    let from = item.src.dtype;
+    let bad = |why: String| StoreError::BadTensor {
+        path: path.to_path_buf(),
+        tensor: item.src.name.clone(),
+        why,
+    };
+    let n = data.len() / from.size();
+    if !data.len().is_multiple_of(from.size()) || n as u64 * item.dtype.size() as u64 != item.bytes
+    {
+        return Err(bad(format!(
+            "{} bytes read for {} bytes of {}",
+            data.len(),
+            item.bytes,
+            item.dtype.name()
+        )));
+    }
+    if from == item.dtype {
+        return write_all_at(f, data, at).map_err(io_err(path));
+    }
+    let to = item.dtype.size();
+    let mut buf = vec![0u8; CONVERT_CHUNK.min(n) * to];
+    for (i, chunk) in data.chunks(CONVERT_CHUNK * from.size()).enumerate() {
+        let dst = &mut buf[..chunk.len() / from.size() * to];
+        uc_merge::convert::convert(chunk, from, dst, item.dtype).map_err(|e| bad(e.to_string()))?;
+        write_all_at(f, dst, at + (i * CONVERT_CHUNK * to) as u64).map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+/// The byte ranges of input files that reads touched.
+#[derive(Debug, Default)]
+struct Meter {
+    ranges: Mutex<BTreeMap<PathBuf, Vec<Range<u64>>>>,
+    unknown: AtomicBool,
+}
+
+impl Meter {
+    fn add(&self, reads: Vec<(PathBuf, Range<u64>)>) {
+        let mut m = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
+        for (p, r) in reads {
+            m.entry(p).or_default().push(r);
+        }
+    }
+
+    /// Bytes read, each byte once; `None` if some read went unreported.
+    fn total(self) -> Option<u64> {
+        if self.unknown.into_inner() {
+            return None;
+        }
+        let m = self.ranges.into_inner().unwrap_or_else(|p| p.into_inner());
+        Some(m.into_values().map(union_len).sum())
+    }
+}
+
+/// Total length of the union of ranges.
+fn union_len(mut v: Vec<Range<u64>>) -> u64 {
+    v.sort_unstable_by_key(|r| (r.start, r.end));
+    let (mut total, mut reach) = (0u64, 0u64);
+    for r in v {
+        let start = r.start.max(reach);
+        if r.end > start {
+            total += r.end - start;
+            reach = r.end;
+        }
+    }
+    total
+}
+
+/// Reads one tensor's full bytes, telling `meter` which byte ranges of which files it read.
+fn read(src: &Source, meta: &TensorMeta, meter: &Meter) -> Result<Vec<u8>> {
+    if let Source::DeepSpeed(c) = src {
+        let mut reads = Vec::new();
+        let data = c.read_traced(meta, &mut |p, r| reads.push((p.to_path_buf(), r)))?;
+        meter.add(reads);
+        return Ok(data);
+    }
+    if let Source::Native(c) = src {
+        if let Some(s) = c
+            .entry(&meta.name, &meta.role)
+            .and_then(|e| e.storage.as_ref())
+        {
+            meter.add(vec![(c.dir().join(&s.file), s.start..s.end)]);
+        }
+        return src.read(meta);
+    }
+    meter.unknown.store(true, Ordering::Relaxed);
+    src.read(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_counts_each_byte_once() {
+        assert_eq!(union_len(vec![0..10, 5..15, 20..25, 21..22, 30..30]), 20);
+        assert_eq!(union_len(vec![]), 0);
+    }
+}
