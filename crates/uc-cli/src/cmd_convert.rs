@@ -17,11 +17,14 @@ pub enum FormatArg {
     Deepspeed,
     /// Both, in one folder.
     Both,
+    /// A PyTorch Distributed Checkpoint (`.metadata` + `__<r>_0.distcp`) that `dcp.load` reads.
+    Dcp,
 }
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// DeepSpeed checkpoint folder (with `latest`) or tag folder.
+    /// Checkpoint folder: DeepSpeed (with `latest`, or a tag folder), PyTorch DCP (`.metadata`),
+    /// Megatron `torch_dist` (`.metadata` + `metadata.json`) or native.
     input: PathBuf,
     /// Output folder (must not exist).
     output: PathBuf,
@@ -43,9 +46,13 @@ pub struct Args {
     /// Without `universal_checkpoint_info`: regex of vocabulary parameters (padding rows cut).
     #[arg(long = "assume-vocab", value_name = "REGEX")]
     assume_vocab: Vec<String>,
-    /// Original vocabulary size for `--assume-vocab`.
+    /// Original vocabulary size for `--assume-vocab`; for Megatron input, keep only the first N rows
+    /// of the padded vocabulary tensors (default: keep the padded rows).
     #[arg(long = "vocab-size", value_name = "N")]
     vocab_size: Option<u64>,
+    /// `--format dcp`: number of `.distcp` files (default: one per thread).
+    #[arg(long = "dcp-files", value_name = "N")]
+    dcp_files: Option<usize>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -57,6 +64,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             FormatArg::Native => Format::Native,
             FormatArg::Deepspeed => Format::DeepSpeed,
             FormatArg::Both => Format::Both,
+            FormatArg::Dcp => Format::Dcp,
         },
         tag: a.tag,
         threads: a.threads,
@@ -67,6 +75,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             vocab_size: a.vocab_size,
         },
         native: Default::default(),
+        dcp_files: a.dcp_files,
     };
     let t = Instant::now();
     let pb = bar(0, "convert");

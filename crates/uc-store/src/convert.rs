@@ -1,6 +1,8 @@
-//! `convert`: a checkpoint (DeepSpeed or native) → a universal one (native, DeepSpeed's universal layout, or both
-//! in one folder), streaming tensor by tensor over a rayon pool, written atomically.
+//! `convert`: a checkpoint (DeepSpeed, DCP, Megatron `torch_dist` or native) → a universal one (native,
+//! DeepSpeed's universal layout, or both in one folder) or a PyTorch DCP checkpoint, streaming tensor by
+//! tensor over a rayon pool, written atomically.
 
+use crate::dcp::{write_dcp, DcpWriteOptions};
 use crate::deepspeed::{Assume, DsCheckpoint};
 use crate::error::{io_err, Result, StoreError};
 use crate::native::{NativeOptions, NativeWriter};
@@ -24,6 +26,8 @@ pub enum Format {
     DeepSpeed,
     /// Both in one folder.
     Both,
+    /// A PyTorch Distributed Checkpoint (`.metadata` + `__<r>_0.distcp`) for `dcp.load`.
+    Dcp,
 }
 
 /// Options of [`convert`].
@@ -37,6 +41,8 @@ pub struct ConvertOptions {
     /// TP metadata for checkpoints saved without `universal_checkpoint_info`.
     pub assume: Assume,
     pub native: NativeOptions,
+    /// `.distcp` files of a DCP output (default: one per thread).
+    pub dcp_files: Option<usize>,
 }
 
 /// What a conversion did.
@@ -68,6 +74,16 @@ pub fn convert(
         Source::DeepSpeed(c) => Some(&**c),
         _ => None,
     };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| StoreError::Format {
+            path: output.to_path_buf(),
+            why: format!("thread pool: {e}"),
+        })?;
+    if opts.format == Format::Dcp {
+        return pool.install(|| convert_to_dcp(&src, output, opts, progress));
+    }
     if ds.is_none() && opts.format != Format::Native {
         return Err(StoreError::Format {
             path: input.to_path_buf(),
@@ -80,7 +96,7 @@ pub fn convert(
     let outs = src.outputs();
     let native = match opts.format {
         Format::Native | Format::Both => Some(NativeWriter::create(output, &outs, &opts.native)?),
-        Format::DeepSpeed => None,
+        Format::DeepSpeed | Format::Dcp => None,
     };
     let udir = match opts.format {
         Format::DeepSpeed => Some(UniversalDir::create(output)?),
@@ -94,13 +110,6 @@ pub fn convert(
     if let Some(root) = &ds_root {
         std::fs::create_dir_all(root.join("zero")).map_err(io_err(root.join("zero")))?;
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| StoreError::Format {
-            path: output.to_path_buf(),
-            why: format!("thread pool: {e}"),
-        })?;
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let total = outs.len();
@@ -130,6 +139,53 @@ pub fn convert(
         (None, Some(u)) => u.commit()?,
         (None, None) => output.to_path_buf(),
     };
+    Ok(ConvertReport {
+        output: out,
+        tensors: total,
+        bytes: bytes.into_inner(),
+    })
+}
+
+/// Writes `src` as a DCP checkpoint (param groups get `params` from DeepSpeed's groups when missing).
+fn convert_to_dcp(
+    src: &Source,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: Progress,
+) -> Result<ConvertReport> {
+    let outs = src.outputs();
+    let groups = match src {
+        Source::DeepSpeed(c) => {
+            let mut g: Vec<Vec<String>> = Vec::new();
+            for p in &c.params {
+                if g.len() <= p.group {
+                    g.resize(p.group + 1, Vec::new());
+                }
+                g[p.group].push(p.name.clone());
+            }
+            Some(g)
+        }
+        _ => None,
+    };
+    let wopts = DcpWriteOptions {
+        files: opts.dcp_files,
+        groups,
+    };
+    let done = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    let total = outs.len();
+    let out = write_dcp(
+        output,
+        &outs,
+        &|m| src.read(m),
+        &src.state(),
+        &wopts,
+        &|b| {
+            let b = bytes.fetch_add(b, Ordering::Relaxed) + b;
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(n as usize, total, b);
+        },
+    )?;
     Ok(ConvertReport {
         output: out,
         tensors: total,

@@ -6,6 +6,7 @@
 //! - [`chunks`]: chunks as uc-merge pieces; overlap / hole checks.
 //! - [`names`]: torch flat keys → model tensors, optimizer states, param groups.
 //! - [`megatron`]: `metadata.json`, `common.pt`, stacked layer axes, key names.
+//! - [`writer`]: any tensors → a DCP checkpoint torch's `dcp.load` reads ([`write_dcp`]).
 //! - [`DcpCheckpoint`]: an open checkpoint: outputs, merged reads, state.
 
 mod checkpoint;
@@ -14,6 +15,8 @@ pub mod megatron;
 pub mod metadata;
 pub mod metadata_pickle;
 pub mod names;
+pub mod writer;
 
 pub use checkpoint::{DcpCheckpoint, DcpOptions, Flavor};
 pub use metadata::{Chunk, Item, Metadata, StorageInfo, TensorItem};
+pub use writer::{write_dcp, DcpWriteOptions};
