@@ -787,7 +787,9 @@ impl DsCheckpoint {
             } else {
                 return Err(fmt_err(&path, format!("`{name}` has different shapes {shapes:?} on ranks {holders:?} and no TP metadata says how to merge it")));
             };
-            let role = if frozen.contains(&name) {
+            // Frozen parameters and, before the first optimizer step (no optimizer files), every
+            // module tensor are weights; otherwise what the optimizer does not hold is a buffer.
+            let role = if frozen.contains(&name) || self.optim.is_empty() {
                 Role::Param
             } else {
                 Role::Buffer
