@@ -4,12 +4,15 @@ use crate::progress::human;
 use crate::{is_native, CliError};
 use serde_json::json;
 use std::path::Path;
+use uc_store::dcp::{DcpCheckpoint, DcpOptions, Flavor, Item};
 use uc_store::deepspeed::{Assume, DsCheckpoint};
 use uc_store::native::NativeCheckpoint;
 
 pub fn run(path: &Path, tag: Option<&str>, as_json: bool) -> Result<(), CliError> {
     let j = if is_native(path) {
         native(path)?
+    } else if DcpCheckpoint::is_dcp(path) {
+        dcp(path)?
     } else {
         deepspeed(path, tag)?
     };
@@ -115,5 +118,70 @@ fn deepspeed(path: &Path, tag: Option<&str>) -> Result<serde_json::Value, CliErr
         ),
         "tensors": tensors,
         "bytes": ck.params.iter().map(|p| p.meta.nbytes()).chain(ck.extras.iter().map(|e| e.meta.nbytes())).sum::<u64>(),
+    }))
+}
+
+/// A DCP / Megatron `torch_dist` checkpoint: output tensors with the item and chunks they come from.
+fn dcp(path: &Path) -> Result<serde_json::Value, CliError> {
+    let ck = DcpCheckpoint::open(path, &DcpOptions::default())?;
+    let md = ck.metadata();
+    let outs = ck.outputs();
+    let tensors: Vec<_> = outs
+        .iter()
+        .map(|m| {
+            let (layout, chunks) = match ck.source_of(m) {
+                Some((key, region)) => {
+                    let t = md.tensor(key);
+                    let n = t.map_or(0, |t| t.chunks.iter().filter(|c| !c.is_empty()).count());
+                    let whole = t.is_some_and(|t| region.len.as_slice() == t.size.as_slice());
+                    let at = if whole {
+                        String::new()
+                    } else {
+                        format!(
+                            " box {:?}+{:?}",
+                            region.off.as_slice(),
+                            region.len.as_slice()
+                        )
+                    };
+                    let boxes: Vec<_> = t
+                        .map(|t| {
+                            t.chunks
+                                .iter()
+                                .map(|c| json!({"offsets": c.offsets, "sizes": c.sizes}))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (format!("{n} chunks of `{key}`{at}"), boxes)
+                }
+                None => ("constant".to_string(), Vec::new()),
+            };
+            json!({
+                "name": m.name, "role": m.role.key(), "dtype": m.dtype.name(), "shape": m.shape,
+                "bytes": m.nbytes(), "layout": layout, "chunks": chunks,
+            })
+        })
+        .collect();
+    let bytes_items = md
+        .items
+        .iter()
+        .filter(|(_, i)| matches!(i, Item::Bytes))
+        .count();
+    let files: std::collections::BTreeSet<&str> =
+        md.storage.values().map(|s| s.file.as_str()).collect();
+    let format = match ck.flavor() {
+        Flavor::Torch => "dcp",
+        Flavor::Megatron => "megatron torch_dist",
+    };
+    Ok(json!({
+        "format": format,
+        "topology": topo(&ck.topology()),
+        "summary": format!(
+            "{} items ({} bytes items) · {} chunks · {} data files · state: {}",
+            md.items.len(), bytes_items, md.storage.len(), files.len(),
+            ck.state.keys().cloned().collect::<Vec<_>>().join(", "),
+        ),
+        "tensors": tensors,
+        "bytes": outs.iter().map(|m| m.nbytes()).sum::<u64>(),
+        "state_keys": ck.state.keys().collect::<Vec<_>>(),
     }))
 }

@@ -363,3 +363,39 @@ fn corrupt_chunk_archive_fails_on_read_without_output() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn chunk_range_too_small_for_its_data() {
+    let (_t, dir) = copy_case("fsdp2_dp2");
+    edit_metadata(&dir, |md| {
+        let key = ("model.embed.weight".to_string(), Some(vec![0, 0]));
+        md.storage.get_mut(&key).unwrap().length = 100;
+    });
+    convert_fails(&dir, |e| {
+        matches!(e, StoreError::BadTensor { tensor, path, .. }
+            if tensor == "model.embed.weight" && path.extension().is_some_and(|x| x == "distcp"))
+    });
+}
+
+#[test]
+fn storage_path_outside_the_checkpoint() {
+    let (_t, dir) = copy_case("fsdp2_dp2");
+    edit_metadata(&dir, |md| {
+        for info in md.storage.values_mut() {
+            info.file = format!("../{}", info.file);
+        }
+    });
+    convert_fails(&dir, |e| matches!(e, StoreError::Schema { .. }));
+}
+
+#[test]
+fn chunk_outside_the_shape() {
+    let (_t, dir) = copy_case("fsdp2_dp2");
+    edit_metadata(&dir, |md| {
+        chunks_mut(md, "model.ln_f.bias")[0].offsets[0] = 1 << 62;
+    });
+    convert_fails(&dir, |e| {
+        matches!(e, StoreError::BadTensor { tensor, path, .. }
+            if tensor == "model.ln_f.bias" && path.ends_with(".metadata"))
+    });
+}

@@ -11,7 +11,7 @@ use crate::error::{io_err, Result, StoreError};
 use crate::pickle::Allowlist;
 use crate::pt::PtFile;
 use memmap2::Mmap;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uc_merge::{execute_target, plan, Region, ReplicaPolicy};
@@ -134,18 +134,16 @@ impl DcpCheckpoint {
         Ok(ck)
     }
 
-    /// Checks every tensor item: chunks tile it and each non-empty chunk has a storage entry.
+    /// Checks every tensor item: chunks tile it, and each non-empty chunk has a storage entry whose
+    /// byte range is large enough for the chunk's data.
     fn check_tensors(&self) -> Result<()> {
         let md = md_path(&self.dir);
         for (key, item) in &self.metadata.items {
             let Item::Tensor(t) = item else { continue };
             check_tiling(&md, key, t)?;
             for c in t.chunks.iter().filter(|c| !c.is_empty()) {
-                if !self
-                    .metadata
-                    .storage
-                    .contains_key(&(key.clone(), Some(c.offsets.clone())))
-                {
+                let sk = (key.clone(), Some(c.offsets.clone()));
+                let Some(info) = self.metadata.storage.get(&sk) else {
                     return Err(StoreError::BadTensor {
                         path: md.clone(),
                         tensor: key.clone(),
@@ -154,18 +152,32 @@ impl DcpCheckpoint {
                             c.offsets
                         ),
                     });
+                };
+                // Inside the shape (checked above), so this cannot overflow.
+                let need = c
+                    .numel()
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(t.dtype.size() as u64);
+                if need > info.length {
+                    return Err(StoreError::BadTensor {
+                        path: self.dir.join(&info.file),
+                        tensor: key.clone(),
+                        why: format!(
+                            "range [{}, +{}) cannot hold the {need} bytes of the chunk at {:?}",
+                            info.offset, info.length, c.offsets
+                        ),
+                    });
                 }
             }
         }
         Ok(())
     }
 
-    /// Maps every data file a storage entry names, checking that each range lies inside its file
-    /// and is large enough for the chunk it holds.
+    /// Maps every data file a storage entry names, checking that each range lies inside its file.
     fn open_files(&mut self) -> Result<()> {
         let mut entries: Vec<(&StorageKey, &StorageInfo)> = self.metadata.storage.iter().collect();
         entries.sort_by(|a, b| (&a.1.file, a.1.offset).cmp(&(&b.1.file, b.1.offset)));
-        for ((key, offsets), info) in entries {
+        for ((key, _), info) in entries {
             if !self.files.contains_key(&info.file) {
                 let path = safe_rel_path(&self.dir, &info.file)?;
                 let map = match std::fs::metadata(&path) {
@@ -193,23 +205,6 @@ impl DcpCheckpoint {
                     start: info.offset,
                     len: info.length,
                     size,
-                });
-            }
-            let need = offsets.as_ref().and_then(|o| {
-                let t = self.metadata.tensor(key)?;
-                let c = t.chunks.iter().find(|c| &c.offsets == o)?;
-                c.numel()?.checked_mul(t.dtype.size() as u64)
-            });
-            if need.is_some_and(|n| n > info.length) {
-                return Err(StoreError::BadTensor {
-                    path: f.path.clone(),
-                    tensor: key.clone(),
-                    why: format!(
-                        "range [{}, +{}) cannot hold the chunk's {} bytes",
-                        info.offset,
-                        info.length,
-                        need.unwrap_or(0)
-                    ),
                 });
             }
         }
@@ -298,6 +293,8 @@ impl DcpCheckpoint {
                     groups.entry(group).or_default().insert(hp, v);
                 }
                 (KeyKind::Other, true) => other_tensors.push(key),
+                // TransformerEngine's FP8 metadata: opaque objects, no weights.
+                (_, false) if key.contains("._extra_state") => {}
                 (_, false) => {
                     let v = self.bytes_value(&key)?;
                     self.state.insert(key, v);
@@ -403,8 +400,9 @@ impl DcpCheckpoint {
                 }
             }
         }
+        let in_model: HashSet<&String> = model.iter().collect();
         let mut keys = model.clone();
-        keys.extend(states.keys().filter(|k| !model.contains(k)).cloned());
+        keys.extend(states.keys().filter(|k| !in_model.contains(k)).cloned());
         for k in keys {
             let mut own = states.get(&k).cloned().unwrap_or_default();
             own.sort_by_key(|(s, _)| match s.as_str() {
@@ -416,7 +414,7 @@ impl DcpCheckpoint {
             let trained = !own.is_empty();
             let has_master = own.iter().any(|(s, _)| s == "fp32_param");
             let mut entries: Vec<(Role, String)> = Vec::new();
-            if model.contains(&k) {
+            if in_model.contains(&k) {
                 let dtype = self.metadata.tensor(&k).map_or(DType::F32, |t| t.dtype);
                 let role = match (trained, has_master, dtype) {
                     (true, false, DType::F32) => Role::Fp32Master,

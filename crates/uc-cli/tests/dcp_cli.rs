@@ -1,0 +1,147 @@
+//! `uc` on DCP and Megatron checkpoints: convert to native and to DCP, inspect, verify; bad input →
+//! exit code 1, an error naming the file and tensor, no output.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use uc_store::dcp::{DcpCheckpoint, DcpOptions};
+use uc_store::deepspeed::{Assume, DsCheckpoint};
+use uc_store::native::NativeCheckpoint;
+
+fn uc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uc"))
+        .args(args)
+        .output()
+        .expect("run uc")
+}
+
+fn fixtures(kind: &str) -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures"
+    ))
+    .join(kind)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn convert_dcp_and_megatron_to_native() {
+    for ck in [
+        fixtures("dcp").join("fsdp2_tp_2x2/checkpoint"),
+        fixtures("megatron").join("gpt_tp2_dp2/checkpoint"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        ok(&uc(&["convert", s(&ck), s(&out)]));
+        ok(&uc(&["verify", s(&out)]));
+        let src = DcpCheckpoint::open(&ck, &DcpOptions::default()).unwrap();
+        let native = NativeCheckpoint::open(&out).unwrap();
+        for m in src.outputs() {
+            assert!(
+                native.tensor(&m.name, &m.role).unwrap() == src.read(&m).unwrap(),
+                "{}",
+                m.name
+            );
+        }
+    }
+}
+
+#[test]
+fn convert_deepspeed_to_dcp_then_inspect_and_verify() {
+    let input = fixtures("deepspeed").join("tp2_dp2_zero2_bf16");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("dcp");
+    ok(&uc(&[
+        "convert",
+        "--format",
+        "dcp",
+        "--dcp-files",
+        "3",
+        s(&input),
+        s(&out),
+    ]));
+    for r in 0..3 {
+        assert!(out.join(format!("__{r}_0.distcp")).is_file());
+    }
+    let v = uc(&["verify", "--json", s(&out)]);
+    ok(&v);
+    assert!(String::from_utf8_lossy(&v.stdout).contains("\"format\":\"dcp\""));
+    let i = uc(&["inspect", "--json", s(&out)]);
+    ok(&i);
+    let j: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
+    assert_eq!(j["format"], "dcp");
+    let ds = DsCheckpoint::open(&input, None, &Assume::default()).unwrap();
+    let dcp = DcpCheckpoint::open(&out, &DcpOptions::default()).unwrap();
+    let outs = dcp.outputs();
+    for m in ds.outputs() {
+        let mine = outs
+            .iter()
+            .find(|o| o.name == m.name && o.role == m.role)
+            .unwrap_or_else(|| panic!("{} {:?}", m.name, m.role));
+        assert!(
+            ds.read(&m).unwrap() == dcp.read(mine).unwrap(),
+            "{}",
+            m.name
+        );
+    }
+}
+
+#[test]
+fn megatron_vocab_size_flag() {
+    let ck = fixtures("megatron").join("gpt_tp2_swiglu_tied/checkpoint");
+    let i = uc(&["inspect", "--json", s(&ck)]);
+    ok(&i);
+    let j: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
+    assert_eq!(j["format"], "megatron torch_dist");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&uc(&["convert", "--vocab-size", "90", s(&ck), s(&out)]));
+    let native = NativeCheckpoint::open(&out).unwrap();
+    let e = native
+        .manifest()
+        .tensors
+        .iter()
+        .find(|e| e.meta.name == "embedding.word_embeddings.weight")
+        .unwrap();
+    assert_eq!(e.meta.shape, vec![90, 32]);
+}
+
+#[test]
+fn missing_distcp_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    fs::create_dir(&ck).unwrap();
+    for e in fs::read_dir(fixtures("dcp").join("fsdp2_dp2/checkpoint")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "__1_0.distcp" {
+            fs::copy(&p, ck.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = tmp.path().join("out");
+    for format in ["native", "dcp"] {
+        let o = uc(&["convert", "--format", format, s(&ck), s(&out)]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(
+            err.contains("__1_0.distcp") && err.contains("tensor `"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    let v = uc(&["verify", s(&ck)]);
+    assert_eq!(v.status.code(), Some(1));
+    let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
