@@ -31,6 +31,57 @@ impl Backing {
             Backing::Owned(b) => b,
         }
     }
+
+    /// Best-effort `madvise` of bytes `[off, off+n)` of the archive (nothing for owned bytes).
+    #[cfg(unix)]
+    fn advise(&self, advice: memmap2::Advice, off: u64, n: u64) {
+        if let Backing::Map { map, start, len } = self {
+            let off = off.min(*len as u64) as usize;
+            let n = n.min((*len - off) as u64) as usize;
+            if n > 0 {
+                let _ = map.advise_range(advice, *start + off, n);
+            }
+        }
+    }
+
+    /// `madvise` exists on Unix only.
+    #[cfg(not(unix))]
+    fn advise(&self, _advice: (), _off: u64, _n: u64) {}
+}
+
+/// Access advice, where the platform has it.
+#[cfg(unix)]
+mod advice {
+    pub use memmap2::Advice;
+    pub const NORMAL: Advice = Advice::Normal;
+    pub const RANDOM: Advice = Advice::Random;
+    pub const WILL_NEED: Advice = Advice::WillNeed;
+}
+
+/// No access advice off Unix.
+#[cfg(not(unix))]
+mod advice {
+    pub const NORMAL: () = ();
+    pub const RANDOM: () = ();
+    pub const WILL_NEED: () = ();
+}
+
+/// Marks a mapped archive for random access while its zip index and pickle are read, so that each
+/// page touched faults in only itself (not the kernel's read-around window, often megabytes of tensor
+/// data); back to normal on drop.
+struct MetadataReads<'a>(&'a Backing);
+
+impl<'a> MetadataReads<'a> {
+    fn start(b: &'a Backing) -> MetadataReads<'a> {
+        b.advise(advice::RANDOM, 0, u64::MAX);
+        MetadataReads(b)
+    }
+}
+
+impl Drop for MetadataReads<'_> {
+    fn drop(&mut self) {
+        self.0.advise(advice::NORMAL, 0, u64::MAX);
+    }
 }
 
 /// An open torch.save archive: its value tree and lazy access to its tensors' bytes.
@@ -190,6 +241,7 @@ impl PtFile {
 
     fn parse(path: PathBuf, base: u64, backing: Backing, allow: &Allowlist) -> Result<PtFile> {
         let bytes = backing.bytes();
+        let _random = MetadataReads::start(&backing);
         let index = zipfile::parse(bytes, &path)?;
         let prefix = find_prefix(&index, &path)?;
         if let Some(e) = index.get(&format!("{prefix}/byteorder")) {
@@ -209,6 +261,7 @@ impl PtFile {
             path: path.clone(),
             key: pkl_name.clone(),
         })?;
+        backing.advise(advice::WILL_NEED, pkl.data_start, pkl.size);
         let root = unpickle(entry_slice(bytes, pkl, &path)?, allow, &path)?;
         let file = PtFile {
             path,
@@ -393,6 +446,18 @@ impl PtFile {
                 }
                 idx[d] = 0;
             }
+        }
+    }
+
+    /// Starts reading an absolute byte range of [`path`](Self::path) (as [`PtFile::tensor_file_range`]
+    /// gives) into the page cache, so that touching it then faults in nothing around it; best effort.
+    pub fn will_need(&self, range: Range<u64>) {
+        if let Some(off) = range.start.checked_sub(self.base) {
+            self.backing.advise(
+                advice::WILL_NEED,
+                off,
+                range.end.saturating_sub(range.start),
+            );
         }
     }
 

@@ -936,6 +936,7 @@ impl DsCheckpoint {
                 let es = t.dtype.size() as u64;
                 for runs in reads.range((r, 0)..=(r, u32::MAX)).map(|(_, v)| v) {
                     for &(a, b) in runs {
+                        f.will_need(base + a * es..base + b * es);
                         trace(f.path(), base + a * es..base + b * es);
                     }
                 }

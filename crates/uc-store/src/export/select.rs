@@ -39,7 +39,8 @@ fn preference(role: &Role) -> Option<u8> {
     }
 }
 
-/// One tensor per name (the preferred role), in the source's order, filtered, renamed and typed.
+/// One tensor per name (the preferred role), in the source's order (DeepSpeed: buffers, then frozen
+/// parameters, then trained ones, as `zero_to_fp32` orders them), filtered, renamed and typed.
 /// `buffers`, when known, lists the real buffers: other `Buffer` tensors (aliases) are left out.
 pub(crate) fn select(
     metas: &[TensorMeta],
@@ -110,6 +111,14 @@ pub(crate) fn select(
             bytes,
         });
     }
+    if format == "deepspeed" {
+        // zero_to_fp32's state-dict order (it decides the sharding): buffers, frozen, trained.
+        items.sort_by_key(|i| match i.src.role {
+            Role::Buffer => 0,
+            Role::Param => 1,
+            _ => 2,
+        });
+    }
     if items.is_empty() {
         let why = match &opts.only {
             Some(re) => format!("--only `{re}` matches none of the {candidates} weights"),
@@ -158,7 +167,8 @@ mod tests {
             ]
         );
         let items = select(&metas, "deepspeed", None, &opts, Path::new("x")).unwrap();
-        assert_eq!(items[0].name, "model.a");
+        let names: Vec<_> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, vec!["model.b", "model.a"]); // zero_to_fp32's order: buffers first
         let no_buffers = BTreeSet::new();
         let items = select(
             &metas,
