@@ -728,8 +728,15 @@ impl DsCheckpoint {
         let mut locals: BTreeMap<String, BTreeMap<u32, (DType, Vec<u64>)>> = BTreeMap::new();
         let mut order = Vec::new();
         let mut frozen = BTreeSet::new();
+        let mut buffers: BTreeSet<String> = BTreeSet::new();
         for (m, f) in &self.model {
             let root = f.cursor();
+            if let Some(b) = root.get("buffer_names").and_then(|c| c.items().ok()) {
+                buffers.extend(
+                    b.iter()
+                        .filter_map(|c| c.value().as_str().map(str::to_string)),
+                );
+            }
             if let Some(fs) = root.get("frozen_param_shapes") {
                 if let Ok(e) = fs.str_entries() {
                     frozen.extend(e.into_iter().map(|(k, _)| k.to_string()));
@@ -789,14 +796,17 @@ impl DsCheckpoint {
             };
             // Frozen parameters and, before the first optimizer step (no optimizer files), every
             // module tensor are weights; otherwise what the optimizer does not hold is a buffer.
-            let role = if frozen.contains(&name) || self.optim.is_empty() {
-                Role::Param
+            // `buffer_names` (when saved) tells buffers apart; every other module tensor the
+            // optimizer does not hold is a frozen parameter (or, before the first step, a weight).
+            let is_buffer = if buffers.is_empty() && frozen.is_empty() {
+                !self.optim.is_empty()
             } else {
-                Role::Buffer
+                buffers.contains(&name)
             };
+            let role = if is_buffer { Role::Buffer } else { Role::Param };
             let mut meta = TensorMeta::new(&name, dtype, shape, role).with_layout(layout);
             meta.padded_shape = padded;
-            meta.frozen = frozen.contains(&name);
+            meta.frozen = !is_buffer && !self.optim.is_empty();
             meta.validate().map_err(schema_err(&path))?;
             self.extras.push(DsExtra {
                 meta,
