@@ -12,6 +12,7 @@ mod cmd_convert;
 mod cmd_export;
 mod cmd_inspect;
 mod cmd_verify;
+mod cmd_view;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,9 @@ enum Cmd {
     },
     /// Check a checkpoint: complete and with matching checksums (native), or every rank file present
     /// and every tensor mergeable (DeepSpeed). Exit code 0 when it is sound, 1 when not.
+    /// Write one self-contained HTML file (viewer, wasm and metadata inlined; works offline) that
+    /// draws how every tensor of a checkpoint is cut over ranks and what a new topology would read.
+    View(cmd_view::Args),
     Verify {
         /// Checkpoint folder (DeepSpeed or native).
         checkpoint: PathBuf,
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Convert(a) => cmd_convert::run(a),
         Cmd::Export(a) => cmd_export::run(a),
+        Cmd::View(a) => cmd_view::run(a),
         Cmd::Inspect {
             checkpoint,
             tag,

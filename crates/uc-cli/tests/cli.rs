@@ -297,3 +297,50 @@ fn saved_before_first_step_keeps_weights() {
         .unwrap();
     assert!(got == st.tensor("embed.weight/fp32").unwrap().data());
 }
+
+#[test]
+fn view_writes_one_self_contained_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("pkg");
+    fs::create_dir(&pkg).unwrap();
+    fs::write(pkg.join("uc_wasm_bg.wasm"), b"\0asm-test").unwrap();
+    fs::write(pkg.join("uc_wasm.js"), b"export default function init() {}").unwrap();
+    let out = tmp.path().join("view.html");
+    let o = uc(&[
+        "view",
+        s(&fixture("tp2_dp2_zero2_bf16")),
+        "--out",
+        s(&out),
+        "--pkg",
+        s(&pkg),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = fs::read_to_string(&out).unwrap();
+    for id in ["uc-wasm", "uc-glue", "uc-meta", "uc-name"] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "{id} missing");
+    }
+    // a second run refuses to overwrite; a missing viewer build says how to make it
+    assert_eq!(
+        uc(&[
+            "view",
+            s(&fixture("zero1")),
+            "--out",
+            s(&out),
+            "--pkg",
+            s(&pkg)
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    let o = uc(&[
+        "view",
+        s(&fixture("zero1")),
+        "--out",
+        s(&tmp.path().join("x.html")),
+        "--pkg",
+        s(&tmp.path().join("none")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("scripts/web-test.sh"));
+}
