@@ -12,15 +12,23 @@ use uc_store::convert::{convert, ConvertOptions, Format};
 static ALLOC: peak::Counting = peak::Counting;
 
 fn bench(c: &mut Criterion) {
-    let input = PathBuf::from(std::env::var("UC_BENCH_ZERO2").unwrap_or_else(|_| "/tmp/uc-bench/zero2".into()));
+    let input = PathBuf::from(
+        std::env::var("UC_BENCH_ZERO2").unwrap_or_else(|_| "/tmp/uc-bench/zero2".into()),
+    );
     if !input.join("latest").is_file() {
-        eprintln!("convert bench skipped: no DeepSpeed checkpoint at {} (see scripts/bench/README.md)", input.display());
+        eprintln!(
+            "convert bench skipped: no DeepSpeed checkpoint at {} (see scripts/bench/README.md)",
+            input.display()
+        );
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let run = |format: Format, n: usize| {
         let out = tmp.path().join(format!("out-{format:?}-{n}"));
-        let opts = ConvertOptions { format, ..Default::default() };
+        let opts = ConvertOptions {
+            format,
+            ..Default::default()
+        };
         let r = convert(&input, &out, &opts, &|_, _, _| {}).expect("convert");
         std::fs::remove_dir_all(&out).expect("cleanup");
         r.bytes
