@@ -6,9 +6,8 @@
 //! Each file is byte-for-byte what `safetensors.torch.save_file(…, metadata={"format": "pt"})` writes.
 //!
 //! - One tensor per parameter, full logical shape: its fp32 master if the checkpoint has one, else its
-//!   working weights; frozen parameters and buffers too; optimizer moments never. For DeepSpeed, module
-//!   tensors neither trained, frozen nor in `buffer_names` (a parameter's alias under a second module
-//!   name) are left out, as `zero_to_fp32` does. Named as the
+//!   working weights; frozen parameters and buffers too; optimizer moments never. For DeepSpeed, a
+//!   parameter's alias under a second module name is left out (see `aliases`), as `zero_to_fp32` does. Named as the
 //!   checkpoint names it ([`weight_name`]), then `--rename` regex replacements in order; `--only`
 //!   (a regex matched against the name before renaming) exports a subset.
 //! - Floating tensors become `dtype` (fp32: bit for bit; bf16/fp16: rounded to nearest even like
@@ -20,6 +19,7 @@
 //!   be a folder without Hugging Face weights in it (then the files appear at the end, index last). On
 //!   any error nothing is left behind.
 
+mod aliases;
 mod output;
 mod select;
 mod shard;
@@ -125,11 +125,18 @@ pub fn export_source(
             why: format!("cannot export weights as {}", opts.dtype.name()),
         });
     }
-    let buffers = match src {
-        Source::DeepSpeed(c) => c.buffer_names(),
-        _ => None,
+    let meter = Meter::default();
+    let metas = src.outputs();
+    let skip = match src {
+        Source::DeepSpeed(c) => {
+            let mut reads = Vec::new();
+            let s = aliases::aliases(c, &metas, &mut |p, r| reads.push((p.to_path_buf(), r)))?;
+            meter.add(reads);
+            s
+        }
+        _ => Default::default(),
     };
-    let items = select::select(&src.outputs(), src.format(), buffers.as_ref(), opts, input)?;
+    let items = select::select(&metas, src.format(), &skip, opts, input)?;
     let plan = shard::plan(&items, opts.max_shard_size, output)?;
     let index = (plan.shards.len() > 1)
         .then(|| shard::index_json(&items, &plan, output))
@@ -150,7 +157,6 @@ pub fn export_source(
         write_all_at(&f, &s.header, 0).map_err(io_err(&path))?;
         files.push((f, path));
     }
-    let meter = Meter::default();
     let (done, written) = (AtomicU64::new(0), AtomicU64::new(0));
     pool.install(|| {
         items

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{DCP, DEEPSPEED};
+use common::{DCP, DEEPSPEED, MEGATRON};
 use safetensors::SafeTensors;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -30,6 +30,12 @@ const CASES: &[&str] = &[
     "ep2_zero1_bf16",
     "ep2_zero3",
 ];
+
+/// Our own real-DeepSpeed fixtures (frozen parameters, buffers, ZeRO-3 + TP, SGD, step 0).
+const OWN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/deepspeed"
+);
 
 fn fixture(case: &str) -> PathBuf {
     Path::new(DEEPSPEED).join(case)
@@ -124,6 +130,66 @@ fn every_deepspeed_fixture_exports_its_fp32_weights_exactly() {
         let total: u64 = want.values().map(|v| v.1.len() as u64).sum();
         assert_eq!(r.total_size, total, "{case}");
         assert_eq!(r.tensors, want.len(), "{case}");
+    }
+}
+
+#[test]
+fn frozen_parameters_and_buffers_are_exported_as_floats_of_the_chosen_type() {
+    for case in [
+        "zero1_frozen",
+        "zero2_sgd_momentum",
+        "zero2_step0",
+        "zero3_tp2",
+    ] {
+        let dir = Path::new(OWN).join(case);
+        let b = fs::read(dir.join("expected.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&b).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("hf");
+        let r = run(&dir, &out, &opts());
+        let got = load(&out);
+        let mut names = BTreeSet::new();
+        for (key, t) in st.tensors() {
+            let Some((name, kind)) = key.rsplit_once('/') else {
+                continue;
+            };
+            if kind != "fp32" && kind != "param" {
+                continue;
+            }
+            names.insert(name.to_string());
+            let (dt, shape, data) = &got[name];
+            assert_eq!(shape, t.shape(), "{case}: {name}");
+            // Floats become float32 (as zero_to_fp32 / `model.float()` do), integers stay as they are.
+            let want: Vec<u8> = match t.dtype() {
+                safetensors::Dtype::F64 => t
+                    .data()
+                    .chunks_exact(8)
+                    .flat_map(|c| (f64::from_le_bytes(c.try_into().unwrap()) as f32).to_le_bytes())
+                    .collect(),
+                safetensors::Dtype::BF16 => t
+                    .data()
+                    .chunks_exact(2)
+                    .flat_map(|c| {
+                        half::bf16::from_le_bytes([c[0], c[1]])
+                            .to_f32()
+                            .to_le_bytes()
+                    })
+                    .collect(),
+                _ => t.data().to_vec(),
+            };
+            let want_dt = match t.dtype() {
+                d @ (safetensors::Dtype::I64 | safetensors::Dtype::I32) => d,
+                _ => safetensors::Dtype::F32,
+            };
+            assert_eq!(*dt, want_dt, "{case}: {name}");
+            assert!(*data == want, "{case}: {name} differs");
+        }
+        assert_eq!(
+            got.keys().cloned().collect::<BTreeSet<_>>(),
+            names,
+            "{case}"
+        );
+        assert_eq!(r.tensors, names.len());
     }
 }
 
@@ -319,17 +385,20 @@ fn any_source_exports_the_same_files() {
 }
 
 #[test]
-fn dcp_fixtures_export_without_the_model_prefix() {
-    for case in ["fsdp2_dp2", "fsdp2_tp_2x2", "ep_mesh_empty_shard"] {
-        let dir = Path::new(DCP).join(case);
+fn dcp_and_megatron_fixtures_export_without_the_model_prefix() {
+    let cases = [
+        (DCP, "fsdp2_dp2"),
+        (DCP, "fsdp2_tp_2x2"),
+        (DCP, "ep_mesh_empty_shard"),
+        (MEGATRON, "gpt_tp2"),
+        (MEGATRON, "gpt_tp2_dp2"),
+        (MEGATRON, "gpt_tp2_swiglu_tied"),
+    ];
+    for (root, case) in cases {
+        let dir = Path::new(root).join(case);
         let ck = dir.join("checkpoint");
-        match Source::open(&ck, &OpenOptions::default()) {
-            Ok(s) if s.format() == "dcp" => {}
-            _ => {
-                eprintln!("skipped {case}: this build does not read PyTorch DCP yet");
-                continue;
-            }
-        }
+        let src = Source::open(&ck, &OpenOptions::default()).unwrap();
+        assert_eq!(src.format(), "dcp", "{case}");
         let want = expected(&dir);
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("hf");

@@ -1032,6 +1032,66 @@ impl DsCheckpoint {
         out
     }
 
+    /// The parameters the model states list as frozen (`frozen_param_shapes`, every rank's), `None`
+    /// when no file lists them (ZeRO-1 and the BF16 optimizer save `None` there).
+    pub fn frozen_names(&self) -> Option<BTreeSet<String>> {
+        let mut out: Option<BTreeSet<String>> = None;
+        for f in self.model.values() {
+            if let Some(Ok(e)) = f
+                .cursor()
+                .get("frozen_param_shapes")
+                .map(|c| c.str_entries())
+            {
+                out.get_or_insert_with(BTreeSet::new)
+                    .extend(e.into_iter().map(|(k, _)| k.to_string()));
+            }
+        }
+        out
+    }
+
+    /// The trained parameter whose `module` tensor is bit-identical (dtype, shape, bytes) to the
+    /// module tensor `name` in the same model file: `name` is then that parameter registered a
+    /// second time under another module name (an alias), not a weight of its own.
+    pub fn module_twin(&self, name: &str, trace: ReadTrace<'_>) -> Result<Option<String>> {
+        for (m, f) in &self.model {
+            let Some(module) = f.cursor().get("module") else {
+                continue;
+            };
+            let Some((c, t)) = module
+                .get(name)
+                .and_then(|c| c.value().as_tensor().map(|t| (c, t)))
+            else {
+                continue;
+            };
+            if t.numel() == 0 {
+                continue;
+            }
+            let mine = f.tensor_data(c.trail(), t)?;
+            if let Ok(r) = f.tensor_file_range(c.trail(), t) {
+                trace(f.path(), r);
+            }
+            for p in self.params.iter().filter(|p| p.holders.contains(m)) {
+                let Some((pc, pt)) = module
+                    .get(&p.name)
+                    .and_then(|c| c.value().as_tensor().map(|t| (c, t)))
+                else {
+                    continue;
+                };
+                if pt.dtype != t.dtype || pt.shape != t.shape {
+                    continue;
+                }
+                let theirs = f.tensor_data(pc.trail(), pt)?;
+                if let Ok(r) = f.tensor_file_range(pc.trail(), pt) {
+                    trace(f.path(), r);
+                }
+                if theirs == mine {
+                    return Ok(Some(p.name.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The folder the checkpoint's tag lives in.
     pub fn dir(&self) -> &PathBuf {
         &self.files.dir

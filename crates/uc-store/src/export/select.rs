@@ -41,11 +41,11 @@ fn preference(role: &Role) -> Option<u8> {
 
 /// One tensor per name (the preferred role), in the source's order (DeepSpeed: buffers, then frozen
 /// parameters, then trained ones, as `zero_to_fp32` orders them), filtered, renamed and typed.
-/// `buffers`, when known, lists the real buffers: other `Buffer` tensors (aliases) are left out.
+/// Names in `skip` (aliases of other tensors) are left out.
 pub(crate) fn select(
     metas: &[TensorMeta],
     format: &str,
-    buffers: Option<&BTreeSet<String>>,
+    skip: &BTreeSet<String>,
     opts: &ExportOptions,
     input: &Path,
 ) -> Result<Vec<Item>> {
@@ -55,7 +55,7 @@ pub(crate) fn select(
         let Some(p) = preference(&m.role) else {
             continue;
         };
-        if m.role == Role::Buffer && buffers.is_some_and(|b| !b.contains(&m.name)) {
+        if skip.contains(&m.name) {
             continue;
         }
         match best.get(m.name.as_str()) {
@@ -154,7 +154,7 @@ mod tests {
             dtype: DType::BF16,
             ..Default::default()
         };
-        let items = select(&metas, "dcp", None, &opts, Path::new("x")).unwrap();
+        let items = select(&metas, "dcp", &BTreeSet::new(), &opts, Path::new("x")).unwrap();
         let got: Vec<_> = items
             .iter()
             .map(|i| (i.name.as_str(), i.src.role.clone(), i.dtype, i.bytes))
@@ -166,18 +166,11 @@ mod tests {
                 ("b", Role::Buffer, DType::I64, 48),
             ]
         );
-        let items = select(&metas, "deepspeed", None, &opts, Path::new("x")).unwrap();
+        let items = select(&metas, "deepspeed", &BTreeSet::new(), &opts, Path::new("x")).unwrap();
         let names: Vec<_> = items.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, vec!["model.b", "model.a"]); // zero_to_fp32's order: buffers first
-        let no_buffers = BTreeSet::new();
-        let items = select(
-            &metas,
-            "deepspeed",
-            Some(&no_buffers),
-            &opts,
-            Path::new("x"),
-        )
-        .unwrap();
+        let skip = BTreeSet::from(["model.b".to_string()]);
+        let items = select(&metas, "deepspeed", &skip, &opts, Path::new("x")).unwrap();
         assert_eq!(items.len(), 1);
     }
 
@@ -196,7 +189,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let items = select(&metas, "deepspeed", None, &opts, Path::new("x")).unwrap();
+        let items = select(&metas, "deepspeed", &BTreeSet::new(), &opts, Path::new("x")).unwrap();
         let names: Vec<_> = items.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, vec!["model.layers.0.w", "model.layers.1.w"]);
 
@@ -204,13 +197,20 @@ mod tests {
             rename: vec![(Regex::new(r"\d").unwrap(), "N".into())],
             ..Default::default()
         };
-        let e = select(&metas, "deepspeed", None, &clash, Path::new("x")).unwrap_err();
+        let e = select(
+            &metas,
+            "deepspeed",
+            &BTreeSet::new(),
+            &clash,
+            Path::new("x"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("layers.N.w"), "{e}");
         let none = ExportOptions {
             only: Some(Regex::new("nothing").unwrap()),
             ..Default::default()
         };
-        let e = select(&metas, "deepspeed", None, &none, Path::new("x")).unwrap_err();
+        let e = select(&metas, "deepspeed", &BTreeSet::new(), &none, Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("matches none of the 3"), "{e}");
     }
 }
