@@ -4,7 +4,7 @@
 Run under torchrun (CPU, gloo), e.g. via compare_frozen_buffers.sh:
     torchrun --nproc_per_node 2 make_frozen_buffer_checkpoint.py --out DIR --stage 2 [--bf16]
 
-Model: embedding + one linear (trained), `frozen.weight` (requires_grad=False), a persistent float32 buffer
+Model: embedding + one linear (trained), `frozen.weight` and `odd` [7] (requires_grad=False), a persistent float32 buffer
 `scale`, a persistent int64 buffer `counter` and a non-persistent buffer `scratch` (not in state_dict).
 One AdamW step, then engine.save_checkpoint(DIR, tag="global_step1").
 """
@@ -25,13 +25,14 @@ class Tiny(nn.Module):
         self.embed = nn.Embedding(64, 24)
         self.frozen = nn.Linear(24, 24, bias=False)
         self.frozen.weight.requires_grad_(False)
+        self.odd = nn.Parameter(torch.linspace(-1, 1, 7), requires_grad=False)  # numel not divisible by dp
         self.head = nn.Linear(24, 64)
         self.register_buffer("scale", torch.linspace(0.5, 1.5, 24))
         self.register_buffer("counter", torch.arange(5, dtype=torch.int64))
         self.register_buffer("scratch", torch.ones(3), persistent=False)
 
     def forward(self, x):
-        h = self.frozen(self.embed(x)) * self.scale.to(self.embed.weight.dtype)
+        h = self.frozen(self.embed(x)) * self.scale.to(self.embed.weight.dtype) + self.odd.sum()
         return self.head(h)
 
 

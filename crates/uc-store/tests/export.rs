@@ -194,6 +194,36 @@ fn frozen_parameters_and_buffers_are_exported_as_floats_of_the_chosen_type() {
 }
 
 #[test]
+fn zero3_frozen_fragments_and_buffers_equal_zero_to_fp32_byte_for_byte() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/zero3_frozen_bf16");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    let r = run(&dir, &out, &opts());
+    assert_eq!(r.tensors, 7); // 3 trained, 2 frozen, 2 buffers
+    let ours = fs::read(out.join(WEIGHTS_NAME)).unwrap();
+    assert!(ours == fs::read(dir.join("zero_to_fp32.safetensors")).unwrap());
+    // a dp rank's model states hold fragments of the frozen parameters: without them, a typed error
+    let ck = tmp.path().join("ck");
+    fs::create_dir_all(ck.join("global_step1")).unwrap();
+    fs::copy(dir.join("latest"), ck.join("latest")).unwrap();
+    for e in fs::read_dir(dir.join("global_step1")).unwrap() {
+        let p = e.unwrap().path();
+        if !p.ends_with("zero_pp_rank_1_mp_rank_00_model_states.pt") {
+            fs::copy(&p, ck.join("global_step1").join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let bad = tmp.path().join("bad");
+    let e = export(&ck, &bad, &opts(), &|_, _, _| {}).unwrap_err();
+    assert!(matches!(e, StoreError::Io { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("zero_pp_rank_1_mp_rank_00_model_states.pt"),
+        "{e}"
+    );
+    assert!(!bad.exists());
+}
+
+#[test]
 fn bf16_and_fp16_are_rounded_to_nearest_even() {
     for case in ["zero2", "bf16_zero1", "tp2_dp2_zero2_bf16", "ep2_zero3"] {
         let dir = fixture(case);

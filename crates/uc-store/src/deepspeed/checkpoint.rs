@@ -40,12 +40,18 @@ pub struct DsParam {
     pub sources: Vec<(u32, u32)>,
 }
 
+/// How a module tensor is merged: outer layout, logical shape, padded shape, replica policy.
+type ExtraLayout = (Layout, Vec<u64>, Option<Vec<u64>>, ReplicaPolicy);
+
 /// A tensor kept from the model states that no optimizer trains (frozen parameter or buffer).
 #[derive(Debug, Clone)]
 pub struct DsExtra {
     pub meta: TensorMeta,
     pub holders: Vec<u32>,
     pub policy: ReplicaPolicy,
+    /// ZeRO-3 frozen parameter: held as flat fragments (`frozen_param_fragments`) of every dp rank's
+    /// model states, not whole in `module`.
+    pub fragments: bool,
 }
 
 /// User-supplied TP metadata for checkpoints saved without `universal_checkpoint_info`.
@@ -97,6 +103,8 @@ pub struct DsCheckpoint {
     pub state: BTreeMap<String, Value>,
     model: BTreeMap<u32, PtFile>,
     optim: BTreeMap<(u32, u32), PtFile>,
+    /// ZeRO-3 model states of dp ranks > 0, opened when frozen parameters' fragments live there.
+    frags: BTreeMap<(u32, u32), PtFile>,
 }
 
 fn fmt_err(path: &Path, why: impl Into<String>) -> StoreError {
@@ -277,6 +285,7 @@ impl DsCheckpoint {
             state: BTreeMap::new(),
             model,
             optim,
+            frags: BTreeMap::new(),
         };
         ck.stage = ck.detect_stage()?;
         ck.collect_state();
@@ -721,9 +730,7 @@ impl DsCheckpoint {
     }
 
     fn collect_extras(&mut self) -> Result<()> {
-        if self.stage == 3 {
-            return Ok(()); // module holds empty placeholders under ZeRO-3
-        }
+        let zero3 = self.stage == 3;
         let trained: BTreeSet<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
         let mut locals: BTreeMap<String, BTreeMap<u32, (DType, Vec<u64>)>> = BTreeMap::new();
         let mut order = Vec::new();
@@ -755,6 +762,11 @@ impl DsCheckpoint {
                 if trained.contains(name) {
                     continue;
                 }
+                // ZeRO-3 `module` holds empty placeholders for parameters (frozen ones included,
+                // whose data are fragments: see collect_zero3_frozen); buffers are whole.
+                if zero3 && (frozen.contains(name) || (t.numel() == 0 && !buffers.contains(name))) {
+                    continue;
+                }
                 uc_schema::validate_name(name).map_err(schema_err(f.path()))?;
                 let e = locals.entry(name.to_string()).or_insert_with(|| {
                     order.push(name.to_string());
@@ -766,34 +778,10 @@ impl DsCheckpoint {
         for name in order {
             let l = &locals[&name];
             let holders: Vec<u32> = l.keys().copied().collect();
-            let (dtype, shape0) = l.values().next().cloned().unwrap_or((DType::F32, vec![]));
+            let dtype = l.values().next().map_or(DType::F32, |v| v.0);
             let shapes: Vec<Vec<u64>> = l.values().map(|v| v.1.clone()).collect();
             let path = self.model[&holders[0]].path().to_path_buf();
-            let (layout, shape, padded, policy) = if holders.len() == 1 {
-                (Layout::single(), shape0, None, ReplicaPolicy::First)
-            } else if let (Some(uci), true) =
-                (&self.uci, self.tp as usize == holders.len() && self.pp == 1)
-            {
-                let rule = uci.tp_rule(&name, &shapes).map_err(schema_err(&path))?;
-                let padded = (rule.logical_shape() != rule.shape).then(|| rule.shape.clone());
-                let pol = if rule.average {
-                    ReplicaPolicy::Average
-                } else {
-                    ReplicaPolicy::First
-                };
-                (rule.layout.clone(), rule.logical_shape(), padded, pol)
-            } else if shapes.windows(2).all(|w| w[0] == w[1]) {
-                (
-                    Layout::Replicated {
-                        ranks: holders.len() as u32,
-                    },
-                    shape0,
-                    None,
-                    ReplicaPolicy::First,
-                )
-            } else {
-                return Err(fmt_err(&path, format!("`{name}` has different shapes {shapes:?} on ranks {holders:?} and no TP metadata says how to merge it")));
-            };
+            let (layout, shape, padded, policy) = self.extra_layout(&name, &holders, &shapes)?;
             // Frozen parameters and, before the first optimizer step (no optimizer files), every
             // module tensor are weights; otherwise what the optimizer does not hold is a buffer.
             // `buffer_names` (when saved) tells buffers apart; every other module tensor the
@@ -812,6 +800,126 @@ impl DsCheckpoint {
                 meta,
                 holders,
                 policy,
+                fragments: false,
+            });
+        }
+        if zero3 {
+            self.collect_zero3_frozen()?;
+        }
+        Ok(())
+    }
+
+    /// How a tensor the model-parallel ranks `holders` each hold (local `shapes`) is merged: outer
+    /// layout, logical shape, padded shape, replica policy.
+    fn extra_layout(
+        &self,
+        name: &str,
+        holders: &[u32],
+        shapes: &[Vec<u64>],
+    ) -> Result<ExtraLayout> {
+        let path = self.model[&holders[0]].path();
+        let shape0 = shapes.first().cloned().unwrap_or_default();
+        Ok(if holders.len() == 1 {
+            (Layout::single(), shape0, None, ReplicaPolicy::First)
+        } else if let (Some(uci), true) =
+            (&self.uci, self.tp as usize == holders.len() && self.pp == 1)
+        {
+            let rule = uci.tp_rule(name, shapes).map_err(schema_err(path))?;
+            let padded = (rule.logical_shape() != rule.shape).then(|| rule.shape.clone());
+            let pol = if rule.average {
+                ReplicaPolicy::Average
+            } else {
+                ReplicaPolicy::First
+            };
+            (rule.layout.clone(), rule.logical_shape(), padded, pol)
+        } else if shapes.windows(2).all(|w| w[0] == w[1]) {
+            (
+                Layout::Replicated {
+                    ranks: holders.len() as u32,
+                },
+                shape0,
+                None,
+                ReplicaPolicy::First,
+            )
+        } else {
+            return Err(fmt_err(path, format!("`{name}` has different shapes {shapes:?} on ranks {holders:?} and no TP metadata says how to merge it")));
+        })
+    }
+
+    /// ZeRO-3 frozen parameters: `frozen_param_shapes` gives each one's (local) shape, and every dp
+    /// rank's model states a flat fragment of it (`frozen_param_fragments`, `ceil(numel / dp)`
+    /// elements, tail padding on the last), as `zero_to_fp32` reassembles them.
+    fn collect_zero3_frozen(&mut self) -> Result<()> {
+        let mut locals: BTreeMap<String, BTreeMap<u32, Vec<u64>>> = BTreeMap::new();
+        let mut order = Vec::new();
+        for (m, f) in &self.model {
+            let Some(Ok(entries)) = f
+                .cursor()
+                .get("frozen_param_shapes")
+                .map(|c| c.str_entries())
+            else {
+                continue;
+            };
+            for (name, c) in entries {
+                uc_schema::validate_name(name).map_err(schema_err(f.path()))?;
+                let shape = c.value().as_shape().ok_or_else(|| {
+                    fmt_err(f.path(), format!("`{}`: expected a shape", c.trail()))
+                })?;
+                locals
+                    .entry(name.to_string())
+                    .or_insert_with(|| {
+                        order.push(name.to_string());
+                        BTreeMap::new()
+                    })
+                    .insert(*m, shape);
+            }
+        }
+        let holders_all: BTreeSet<u32> = locals.values().flat_map(|l| l.keys().copied()).collect();
+        let allow = Allowlist::deepspeed();
+        for m in holders_all {
+            for d in 1..self.dp {
+                let p = self
+                    .files
+                    .zero3_model
+                    .get(&(m, d))
+                    .ok_or_else(|| StoreError::Io {
+                        path: self
+                            .files
+                            .dir
+                            .join(format!("zero_pp_rank_{d}_mp_rank_{m:02}_model_states.pt")),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "model states of this rank (frozen parameter fragments) are missing",
+                        ),
+                    })?;
+                self.frags.insert((m, d), PtFile::open(p, &allow)?);
+            }
+        }
+        for name in order {
+            let l = &locals[&name];
+            let holders: Vec<u32> = l.keys().copied().collect();
+            let shapes: Vec<Vec<u64>> = l.values().cloned().collect();
+            let f0 = &self.model[&holders[0]];
+            let c = f0.cursor().key("frozen_param_fragments")?.key(&name)?;
+            let dtype = Self::tensor_of(&c)?.dtype;
+            let (outer, shape, padded, policy) = self.extra_layout(&name, &holders, &shapes)?;
+            let inner = Layout::Zero3 {
+                dp: self.dp,
+                offset: 0,
+            };
+            let layout = Layout::Nested {
+                outer: Box::new(outer),
+                inner: vec![inner; holders.len()],
+            };
+            let mut meta = TensorMeta::new(&name, dtype, shape, Role::Param).with_layout(layout);
+            meta.padded_shape = padded;
+            meta.frozen = true;
+            meta.validate().map_err(schema_err(f0.path()))?;
+            self.extras.push(DsExtra {
+                meta,
+                holders,
+                policy,
+                fragments: true,
             });
         }
         Ok(())
@@ -877,7 +985,28 @@ impl DsCheckpoint {
                 )
             })?;
         let mut views = BTreeMap::new();
-        for (o, m) in e.holders.iter().enumerate() {
+        if e.fragments {
+            // rank r of the nested layout = holder r % n, dp rank r / n
+            let n = e.holders.len() as u32;
+            for r in 0..n * self.dp {
+                let (m, d) = (e.holders[(r % n) as usize], r / n);
+                let f = match d {
+                    0 => &self.model[&m],
+                    _ => self.frags.get(&(m, d)).ok_or_else(|| {
+                        fmt_err(
+                            &self.files.dir,
+                            format!("no model states of rank {d}, mp {m}"),
+                        )
+                    })?,
+                };
+                let c = f
+                    .cursor()
+                    .key("frozen_param_fragments")?
+                    .key(&e.meta.name)?;
+                views.insert(r, (f, c.trail().to_string(), Self::tensor_of(&c)?));
+            }
+        }
+        for (o, m) in e.holders.iter().enumerate().filter(|_| !e.fragments) {
             let f = &self.model[m];
             let c = f.cursor().key("module")?.key(&e.meta.name)?;
             let t = Self::tensor_of(&c)?;
