@@ -1,12 +1,12 @@
 //! `uc convert`.
 
+use crate::input::InputArgs;
 use crate::progress::{bar, human};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
 use std::time::Instant;
 use uc_store::convert::{convert, ConvertOptions, Format};
-use uc_store::deepspeed::Assume;
 
 /// Output layout.
 #[derive(Clone, Copy, ValueEnum)]
@@ -31,25 +31,8 @@ pub struct Args {
     /// Output layout.
     #[arg(long, value_enum, default_value = "native")]
     format: FormatArg,
-    /// Tag to convert (default: the one `latest` names).
-    #[arg(long)]
-    tag: Option<String>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Without `universal_checkpoint_info`: regex of row-parallel parameters (merged on dim 1).
-    #[arg(long = "assume-row", value_name = "REGEX")]
-    assume_row: Vec<String>,
-    /// Without `universal_checkpoint_info`: regex of parameters every TP rank holds whole.
-    #[arg(long = "assume-replicated", value_name = "REGEX")]
-    assume_replicated: Vec<String>,
-    /// Without `universal_checkpoint_info`: regex of vocabulary parameters (padding rows cut).
-    #[arg(long = "assume-vocab", value_name = "REGEX")]
-    assume_vocab: Vec<String>,
-    /// Original vocabulary size for `--assume-vocab`; for Megatron input, keep only the first N rows
-    /// of the padded vocabulary tensors (default: keep the padded rows).
-    #[arg(long = "vocab-size", value_name = "N")]
-    vocab_size: Option<u64>,
+    #[command(flatten)]
+    input_args: InputArgs,
     /// `--format dcp`: number of `.distcp` files (default: one per thread).
     #[arg(long = "dcp-files", value_name = "N")]
     dcp_files: Option<usize>,
@@ -66,14 +49,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
             FormatArg::Both => Format::Both,
             FormatArg::Dcp => Format::Dcp,
         },
-        tag: a.tag,
-        threads: a.threads,
-        assume: Assume {
-            row: a.assume_row,
-            replicated: a.assume_replicated,
-            vocab: a.assume_vocab,
-            vocab_size: a.vocab_size,
-        },
+        tag: a.input_args.tag.clone(),
+        threads: a.input_args.threads,
+        assume: a.input_args.assume(),
         native: Default::default(),
         dcp_files: a.dcp_files,
     };

@@ -1,12 +1,12 @@
 //! `uc export`.
 
+use crate::input::InputArgs;
 use crate::progress::{bar, human};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
 use std::time::Instant;
 use uc_schema::DType;
-use uc_store::deepspeed::Assume;
 use uc_store::export::{export, parse_size, ExportOptions, Regex};
 
 /// Type of the exported floating-point weights.
@@ -39,24 +39,8 @@ pub struct Args {
     /// Rename: replace matches of the regex FROM by TO (`$1` for groups); repeatable, applied in order.
     #[arg(long, value_name = "FROM=TO", value_parser = rename)]
     rename: Vec<(Regex, String)>,
-    /// Tag to export (default: the one `latest` names).
-    #[arg(long)]
-    tag: Option<String>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Without `universal_checkpoint_info`: regex of row-parallel parameters (merged on dim 1).
-    #[arg(long = "assume-row", value_name = "REGEX")]
-    assume_row: Vec<String>,
-    /// Without `universal_checkpoint_info`: regex of parameters every TP rank holds whole.
-    #[arg(long = "assume-replicated", value_name = "REGEX")]
-    assume_replicated: Vec<String>,
-    /// Without `universal_checkpoint_info`: regex of vocabulary parameters (padding rows cut).
-    #[arg(long = "assume-vocab", value_name = "REGEX")]
-    assume_vocab: Vec<String>,
-    /// Original vocabulary size for `--assume-vocab`.
-    #[arg(long = "vocab-size", value_name = "N")]
-    vocab_size: Option<u64>,
+    #[command(flatten)]
+    input_args: InputArgs,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -90,14 +74,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
         max_shard_size: a.max_shard_size,
         only: a.only,
         rename: a.rename,
-        tag: a.tag,
-        threads: a.threads,
-        assume: Assume {
-            row: a.assume_row,
-            replicated: a.assume_replicated,
-            vocab: a.assume_vocab,
-            vocab_size: a.vocab_size,
-        },
+        tag: a.input_args.tag.clone(),
+        threads: a.input_args.threads,
+        assume: a.input_args.assume(),
     };
     let t = Instant::now();
     let pb = bar(0, "export");

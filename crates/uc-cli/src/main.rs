@@ -13,6 +13,7 @@ mod cmd_export;
 mod cmd_inspect;
 mod cmd_verify;
 mod cmd_view;
+mod input;
 mod progress;
 
 use clap::{Parser, Subcommand};
