@@ -1,0 +1,1 @@
+//! The demo trainer (filled in below).
