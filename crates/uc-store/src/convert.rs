@@ -297,7 +297,28 @@ fn write_deepspeed_common(ck: &DsCheckpoint, root: &Path) -> Result<()> {
             }
         }
     }
-    if let Some(groups) = ck.param_groups_rank0().and_then(plain) {
+    let groups = ck.param_groups_rank0().and_then(plain);
+    if ck.stage == 3 {
+        // DeepSpeed's ZeRO-3 loader reads the step of group 0 and the hyper-parameters from the
+        // nested `optimizer_state_dict`: one 0-d float32 `step` per param group.
+        let n = match ck.param_groups_rank0() {
+            Some(PyValue::List(g)) | Some(PyValue::Tuple(g)) => g.len(),
+            _ => 0,
+        };
+        let mut state = Vec::new();
+        for g in 0..n {
+            if let Some(step) = ck.group_step(g)? {
+                let t = PtValue::Tensor(PtTensor::scalar_f32(step));
+                state.push((g as i64, PtValue::Dict(vec![("step".into(), t)])));
+            }
+        }
+        let mut inner = vec![("state".to_string(), PtValue::IntDict(state))];
+        if let Some(g) = ck.param_groups_rank0().and_then(plain) {
+            inner.push(("param_groups".into(), g));
+        }
+        entries.push(("optimizer_state_dict".into(), PtValue::Dict(inner)));
+    }
+    if let Some(groups) = groups {
         entries.push(("param_groups".into(), groups));
     }
     write_pt(

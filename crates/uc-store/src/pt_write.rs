@@ -31,6 +31,8 @@ pub enum PtValue<'a> {
     Dict(Vec<(String, PtValue<'a>)>),
     /// A `collections.OrderedDict` with str keys (what `state_dict()` returns).
     OrderedDict(Vec<(String, PtValue<'a>)>),
+    /// A plain `dict` with int keys (an optimizer's `state`: param index → its state).
+    IntDict(Vec<(i64, PtValue<'a>)>),
     Tensor(PtTensor<'a>),
 }
 

@@ -116,3 +116,23 @@ fn every_deepspeed_fixture_converts_exactly() {
         check(case);
     }
 }
+
+/// DeepSpeed's ZeRO-3 `load_universal` reads `optimizer_state_dict.state[0].step` and
+/// `optimizer_state_dict.param_groups` from `zero/optimizer_state.pt` (checked against real DeepSpeed
+/// by scripts/interop/deepspeed_resume.sh).
+#[test]
+fn zero3_optimizer_state_has_what_the_loader_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let opts = ConvertOptions { format: Format::DeepSpeed, ..Default::default() };
+    convert(&fixtures().join("zero3"), &out, &opts, &|_, _, _| {}).unwrap();
+    let f = PtFile::open(out.join("zero/optimizer_state.pt"), &Allowlist::deepspeed()).unwrap();
+    let inner = f.cursor().key("optimizer_state_dict").unwrap();
+    for g in 0..2 {
+        let step = inner.key("state").unwrap().int_key(g).unwrap().key("step").unwrap();
+        let t = step.value().as_tensor().unwrap();
+        assert!(t.shape.is_empty());
+        assert_eq!(f.tensor_bytes("step", t).unwrap(), 3f32.to_le_bytes());
+    }
+    assert_eq!(inner.key("param_groups").unwrap().len().unwrap(), 2);
+}

@@ -1131,6 +1131,19 @@ impl DsCheckpoint {
         self.optim_root(0, 0).ok().map(|c| c.value())
     }
 
+    /// The optimizer step of param group `g` (rank 0's; `None` before the first step).
+    pub fn group_step(&self, g: usize) -> Result<Option<f32>> {
+        let Some(p) = self
+            .params
+            .iter()
+            .find(|p| p.group == g && p.scalars.iter().any(|s| s == "step"))
+        else {
+            return Ok(None);
+        };
+        let b = self.read_scalar(p, "step", &mut |_, _| {})?;
+        Ok(b.try_into().ok().map(f32::from_le_bytes))
+    }
+
     /// Rank 0's optimizer `param_groups` (hyper-parameters per group).
     pub fn param_groups_rank0(&self) -> Option<&PyValue> {
         let o = self.optim_root(0, 0).ok()?;

@@ -106,6 +106,14 @@ impl<'a, 'p> Pickler<'a, 'p> {
                 self.put();
                 self.items(items, label, depth)?;
             }
+            PtValue::IntDict(items) => {
+                self.out.push(b'}');
+                self.put();
+                self.batch(items.into_iter(), b's', b'u', |p, (k, v)| {
+                    p.int(k);
+                    p.save(v, &child(label, &k.to_string()), depth + 1)
+                })?;
+            }
             PtValue::Tensor(t) => self.tensor(t, label)?,
         }
         Ok(())
