@@ -28,6 +28,23 @@ pub fn from_f32<B: Backend>(v: Vec<f32>, device: &B::Device) -> Tensor<B, 1> {
     Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
+/// A flat tensor on `device` from owned little-endian f32 bytes, without converting them on the host.
+pub fn from_bytes_vec<B: Backend>(
+    name: &str,
+    b: Vec<u8>,
+    device: &B::Device,
+) -> Result<Tensor<B, 1>> {
+    if !b.len().is_multiple_of(4) {
+        return Err(BurnError::Data {
+            tensor: name.to_string(),
+            why: format!("{} bytes is not a whole number of f32", b.len()),
+        });
+    }
+    let n = b.len() / 4;
+    let data = TensorData::from_bytes_vec(b, [n], burn::tensor::DType::F32);
+    Ok(Tensor::from_data(data, device))
+}
+
 /// A flat tensor on `device` from little-endian f32 bytes.
 pub fn from_bytes<B: Backend>(name: &str, b: &[u8], device: &B::Device) -> Result<Tensor<B, 1>> {
     if !b.len().is_multiple_of(4) {

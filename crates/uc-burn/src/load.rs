@@ -84,7 +84,7 @@ pub fn load_rank<B: Backend>(
                 .sum::<u64>();
             out.insert(
                 (m.name.clone(), m.role.clone(), b),
-                crate::io::from_bytes(&m.name, &buf, device)?,
+                crate::io::from_bytes_vec(&m.name, buf, device)?,
             );
         }
     }
