@@ -151,7 +151,7 @@ pub fn run_on<B: AutodiffBackend>(
         "uc-burn demo: saved at TP={} step {}, resumed at TP={:?}",
         opts.save_tp, opts.save_at, opts.resume_tp
     );
-    std::fs::write(&svg, plot::svg(&title, &curves)).map_err(io_err(&svg))?;
+    std::fs::write(&svg, plot::svg(&title, &curves, Some(opts.save_at))).map_err(io_err(&svg))?;
     Ok(DemoSummary {
         uninterrupted,
         resumed,

@@ -20,8 +20,8 @@ pub fn csv(curves: &[Curve]) -> String {
     s
 }
 
-/// An SVG line plot of the curves (later curves drawn dashed on top).
-pub fn svg(title: &str, curves: &[Curve]) -> String {
+/// An SVG line plot of the curves (later curves drawn dashed on top), with a marker at step `mark`.
+pub fn svg(title: &str, curves: &[Curve], mark: Option<u64>) -> String {
     let (w, h, l, r, t, b) = (720.0, 420.0, 60.0, 20.0, 40.0, 50.0);
     let all = curves.iter().flat_map(|c| c.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -74,6 +74,16 @@ pub fn svg(title: &str, curves: &[Curve]) -> String {
         (l + w - r) / 2.0,
         h - 10.0
     );
+    if let Some(m) = mark {
+        let x = px(m as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{t}" x2="{x:.1}" y2="{0}" stroke="#888" stroke-dasharray="2 3"/><text x="{1:.1}" y="{2}" fill="#555">save / resume</text>"##,
+            h - b,
+            x + 4.0,
+            h - b - 8.0
+        );
+    }
     for (i, c) in curves.iter().enumerate() {
         let pts: Vec<String> = c
             .points
