@@ -5,10 +5,12 @@
 //!   [`shards::gather`] and ZeRO flattening ([`shards::flatten_zero`]) run as device plans ([`device`]).
 //! - [`save`]: per-rank sharded folders, conversion to the native universal checkpoint, or a direct write.
 //! - [`load`]: one target rank of any topology, reading only the bytes it needs ([`load::load_rank`]).
-//! - [`module`]: Burn modules ⇄ named flat tensors; [`adam`]: element-wise Adam with savable state.
+//! - [`module`]: Burn modules ⇄ named flat tensors; [`adam`]: element-wise Adam with savable state;
+//!   [`burn_adam`]: Burn's own Adam optimizer state ⇄ named tensors.
 //! - [`demo`]: a tensor-parallel transformer LM trained, saved at TP=2 and resumed at TP=1 and TP=4.
 
 pub mod adam;
+pub mod burn_adam;
 pub mod demo;
 pub mod device;
 mod error;
