@@ -23,6 +23,9 @@ cargo test --workspace
 step "wasm32 builds of the pure crates"
 cargo build -p uc-schema -p uc-merge -p uc-wasm --target wasm32-unknown-unknown
 
+step "uc-burn with the cuda feature compiles (CUDA is loaded at run time; tests need a GPU)"
+cargo check -p uc-burn --features cuda --all-targets
+
 step "browser test of the web viewer (installs wasm-bindgen-cli, chromium, playwright-core if missing)"
 bash scripts/web-test.sh
 

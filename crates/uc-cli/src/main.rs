@@ -9,6 +9,7 @@ macro_rules! say {
 }
 
 mod cmd_convert;
+mod cmd_demo;
 mod cmd_export;
 mod cmd_inspect;
 mod cmd_verify;
@@ -59,6 +60,9 @@ enum Cmd {
     /// Write one self-contained HTML file (viewer, wasm and metadata inlined; works offline) that
     /// draws how every tensor of a checkpoint is cut over ranks and what a new topology would read.
     View(cmd_view::Args),
+    /// Train a small transformer with really sharded tensor-parallel ranks (Burn, CPU) at TP=2, save it
+    /// sharded, convert it, resume at TP=1 and TP=4, and write the three loss curves.
+    Demo(cmd_demo::Args),
     Verify {
         /// Checkpoint folder (DeepSpeed or native).
         checkpoint: PathBuf,
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Cmd::Convert(a) => cmd_convert::run(a),
         Cmd::Export(a) => cmd_export::run(a),
         Cmd::View(a) => cmd_view::run(a),
+        Cmd::Demo(a) => cmd_demo::run(a),
         Cmd::Inspect {
             checkpoint,
             tag,
