@@ -124,12 +124,21 @@ fn every_deepspeed_fixture_converts_exactly() {
 fn zero3_optimizer_state_has_what_the_loader_reads() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let opts = ConvertOptions { format: Format::DeepSpeed, ..Default::default() };
+    let opts = ConvertOptions {
+        format: Format::DeepSpeed,
+        ..Default::default()
+    };
     convert(&fixtures().join("zero3"), &out, &opts, &|_, _, _| {}).unwrap();
     let f = PtFile::open(out.join("zero/optimizer_state.pt"), &Allowlist::deepspeed()).unwrap();
     let inner = f.cursor().key("optimizer_state_dict").unwrap();
     for g in 0..2 {
-        let step = inner.key("state").unwrap().int_key(g).unwrap().key("step").unwrap();
+        let step = inner
+            .key("state")
+            .unwrap()
+            .int_key(g)
+            .unwrap()
+            .key("step")
+            .unwrap();
         let t = step.value().as_tensor().unwrap();
         assert!(t.shape.is_empty());
         assert_eq!(f.tensor_bytes("step", t).unwrap(), 3f32.to_le_bytes());
