@@ -1,6 +1,7 @@
 //! `convert` on every DeepSpeed fixture: native output equals expected.safetensors, and the
 //! DeepSpeed-layout output equals DeepSpeed's own `ds_to_universal` output tensor for tensor.
 
+mod common;
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use uc_schema::Role;
@@ -8,22 +9,6 @@ use uc_store::convert::{convert, ConvertOptions, Format};
 use uc_store::native::NativeCheckpoint;
 use uc_store::pickle::{Allowlist, PyValue};
 use uc_store::pt::PtFile;
-
-const CASES: &[&str] = &[
-    "zero1",
-    "zero2",
-    "zero3",
-    "bf16_zero1",
-    "tp2_zero1",
-    "tp2_dp2_zero2_bf16",
-    "pp2_zero1",
-    "pp2_dp2_zero1_bf16",
-    "pp2_tied_zero1",
-    "pp2_dp2_tied_zero1",
-    "ep2_zero2",
-    "ep2_zero1_bf16",
-    "ep2_zero3",
-];
 
 fn fixtures() -> PathBuf {
     PathBuf::from(concat!(
@@ -112,7 +97,7 @@ fn check(case: &str) {
 
 #[test]
 fn every_deepspeed_fixture_converts_exactly() {
-    for case in CASES {
+    for case in common::DEEPSPEED_CASES {
         check(case);
     }
 }

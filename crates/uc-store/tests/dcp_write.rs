@@ -11,22 +11,6 @@ use uc_schema::{Role, Value};
 use uc_store::convert::{convert, ConvertOptions, Format};
 use uc_store::dcp::{DcpCheckpoint, DcpOptions, Flavor};
 
-const DEEPSPEED_CASES: &[&str] = &[
-    "zero1",
-    "zero2",
-    "zero3",
-    "bf16_zero1",
-    "tp2_zero1",
-    "tp2_dp2_zero2_bf16",
-    "pp2_zero1",
-    "pp2_dp2_zero1_bf16",
-    "pp2_tied_zero1",
-    "pp2_dp2_tied_zero1",
-    "ep2_zero2",
-    "ep2_zero1_bf16",
-    "ep2_zero3",
-];
-
 /// Converts `input` to DCP in a temp dir with `files` data files and opens the result.
 fn to_dcp(input: &Path, files: usize) -> (tempfile::TempDir, DcpCheckpoint) {
     let tmp = tempfile::tempdir().unwrap();
@@ -64,7 +48,7 @@ fn check(label: &str, ck: &DcpCheckpoint, expected: &Path) {
 
 #[test]
 fn deepspeed_fixtures_to_dcp() {
-    for case in DEEPSPEED_CASES {
+    for case in common::DEEPSPEED_CASES {
         let src = Path::new(DEEPSPEED).join(case);
         let (_t, ck) = to_dcp(&src, 2);
         check(case, &ck, &src.join("expected.safetensors"));

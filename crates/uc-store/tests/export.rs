@@ -15,22 +15,6 @@ use uc_store::export::{export, ExportOptions, Regex, INDEX_NAME, WEIGHTS_NAME};
 use uc_store::source::{OpenOptions, Source};
 use uc_store::StoreError;
 
-const CASES: &[&str] = &[
-    "zero1",
-    "zero2",
-    "zero3",
-    "bf16_zero1",
-    "tp2_zero1",
-    "tp2_dp2_zero2_bf16",
-    "pp2_zero1",
-    "pp2_dp2_zero1_bf16",
-    "pp2_tied_zero1",
-    "pp2_dp2_tied_zero1",
-    "ep2_zero2",
-    "ep2_zero1_bf16",
-    "ep2_zero3",
-];
-
 /// Our own real-DeepSpeed fixtures (frozen parameters, buffers, ZeRO-3 + TP, SGD, step 0).
 const OWN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -108,7 +92,7 @@ fn opts() -> ExportOptions {
 
 #[test]
 fn every_deepspeed_fixture_exports_its_fp32_weights_exactly() {
-    for case in CASES {
+    for case in common::DEEPSPEED_CASES {
         let dir = fixture(case);
         let want = expected(&dir);
         let tmp = tempfile::tempdir().unwrap();

@@ -8,6 +8,23 @@ pub const DEEPSPEED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/fixtures/deepspeed"
 );
+/// Every case of the shared DeepSpeed fixtures.
+pub const DEEPSPEED_CASES: &[&str] = &[
+    "zero1",
+    "zero2",
+    "zero3",
+    "bf16_zero1",
+    "tp2_zero1",
+    "tp2_dp2_zero2_bf16",
+    "pp2_zero1",
+    "pp2_dp2_zero1_bf16",
+    "pp2_tied_zero1",
+    "pp2_dp2_tied_zero1",
+    "ep2_zero2",
+    "ep2_zero1_bf16",
+    "ep2_zero3",
+];
+
 /// Root of the DCP fixtures.
 pub const DCP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/dcp");
 /// Root of the Megatron fixtures.
