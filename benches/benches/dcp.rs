@@ -3,62 +3,24 @@
 //! to native and to DCP: GB/s of tensor data and peak heap. Skipped with a message when absent.
 //! torch's own `dcp_to_torch_save` on the same files: `scripts/bench/time_dcp.sh`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::path::PathBuf;
-use std::time::Instant;
-use uc_benches::peak;
-use uc_store::convert::{convert, ConvertOptions, Format};
+use criterion::{criterion_group, criterion_main, Criterion};
+use uc_benches::{convert_bench, peak, ConvertCase};
+use uc_store::convert::Format;
 
 #[global_allocator]
 static ALLOC: peak::Counting = peak::Counting;
 
 fn bench(c: &mut Criterion) {
-    let input = PathBuf::from(
-        std::env::var("UC_BENCH_DCP").unwrap_or_else(|_| "/tmp/uc-bench/dcp/checkpoint".into()),
+    convert_bench(
+        c,
+        &ConvertCase {
+            name: "convert dcp",
+            env: "UC_BENCH_DCP",
+            default: "/tmp/uc-bench/dcp/checkpoint",
+            marker: ".metadata",
+            formats: &[Format::Native, Format::Dcp],
+        },
     );
-    if !input.join(".metadata").is_file() {
-        eprintln!(
-            "dcp bench skipped: no DCP checkpoint at {} (see scripts/bench/README.md)",
-            input.display()
-        );
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let run = |format: Format, n: usize| {
-        let out = tmp.path().join(format!("out-{format:?}-{n}"));
-        let opts = ConvertOptions {
-            format,
-            ..Default::default()
-        };
-        let r = convert(&input, &out, &opts, &|_, _, _| {}).expect("convert");
-        std::fs::remove_dir_all(&out).expect("cleanup");
-        r.bytes
-    };
-    for format in [Format::Native, Format::Dcp] {
-        peak::reset();
-        let t = Instant::now();
-        let bytes = run(format, 0);
-        let secs = t.elapsed().as_secs_f64();
-        eprintln!(
-            "convert dcp -> {format:?}: {:.1} MB of tensors in {secs:.2} s = {:.2} GB/s; peak heap {:.1} MB",
-            bytes as f64 / 1e6,
-            bytes as f64 / secs / 1e9,
-            peak::peak() as f64 / 1e6
-        );
-    }
-    let bytes = run(Format::Native, 1);
-    let mut g = c.benchmark_group("dcp");
-    g.sample_size(10).throughput(Throughput::Bytes(bytes));
-    let mut i = 2;
-    for format in [Format::Native, Format::Dcp] {
-        g.bench_function(format!("fsdp2 dcp -> {format:?}"), |b| {
-            b.iter(|| {
-                i += 1;
-                run(format, i)
-            })
-        });
-    }
-    g.finish();
 }
 
 criterion_group!(benches, bench);
