@@ -7,8 +7,8 @@ mod machine;
 mod value;
 
 pub use allow::{
-    storage_dtype, Allowlist, DCP_ARCHIVE_GLOBALS, DCP_METADATA_GLOBALS, DEEPSPEED_GLOBALS,
-    MEGATRON_PLANNER_GLOBALS,
+    storage_dtype, Allowlist, DCP_METADATA_GLOBALS, DEEPSPEED_EXTRA_GLOBALS,
+    MEGATRON_PLANNER_GLOBALS, TORCH_SAVE_GLOBALS,
 };
 pub use value::{Cursor, PyValue, StorageRef, TensorRef};
 

@@ -3,11 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use uc_schema::DType;
 
-/// `(module, name)` globals of DeepSpeed checkpoints and plain `torch.save` files (README "Pickle details").
-pub const DEEPSPEED_GLOBALS: &[(&str, &str)] = &[
+/// Globals of a plain `torch.save` archive of tensors (also the archives inside `.distcp` files).
+pub const TORCH_SAVE_GLOBALS: &[(&str, &str)] = &[
     ("collections", "OrderedDict"),
     ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
     ("torch", "FloatStorage"),
     ("torch", "BFloat16Storage"),
     ("torch", "HalfStorage"),
@@ -18,6 +17,11 @@ pub const DEEPSPEED_GLOBALS: &[(&str, &str)] = &[
     ("torch", "CharStorage"),
     ("torch", "ByteStorage"),
     ("torch", "BoolStorage"),
+];
+
+/// What DeepSpeed checkpoints name beyond [`TORCH_SAVE_GLOBALS`] (README "Pickle details").
+pub const DEEPSPEED_EXTRA_GLOBALS: &[(&str, &str)] = &[
+    ("torch._utils", "_rebuild_parameter"),
     ("torch", "Size"),
     ("torch._tensor", "_rebuild_from_type_v2"),
     ("torch", "Tensor"),
@@ -25,22 +29,6 @@ pub const DEEPSPEED_GLOBALS: &[(&str, &str)] = &[
     ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
     ("deepspeed.utils.tensor_fragment", "fragment_address"),
     ("argparse", "Namespace"),
-];
-
-/// Globals of the `torch.save` archives embedded in `.distcp` files.
-pub const DCP_ARCHIVE_GLOBALS: &[(&str, &str)] = &[
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch", "FloatStorage"),
-    ("torch", "BFloat16Storage"),
-    ("torch", "HalfStorage"),
-    ("torch", "DoubleStorage"),
-    ("torch", "LongStorage"),
-    ("torch", "IntStorage"),
-    ("torch", "ShortStorage"),
-    ("torch", "CharStorage"),
-    ("torch", "ByteStorage"),
-    ("torch", "BoolStorage"),
 ];
 
 /// Globals of a DCP `.metadata` pickle (dataclasses, `torch.Size`, dtypes, layout, `PosixPath`).
@@ -110,12 +98,12 @@ impl Allowlist {
 
     /// DeepSpeed checkpoints, DeepSpeed universal files, Megatron `common.pt`, plain torch.save.
     pub fn deepspeed() -> Allowlist {
-        Allowlist::from_pairs(DEEPSPEED_GLOBALS)
+        Allowlist::from_pairs(TORCH_SAVE_GLOBALS).with_all(DEEPSPEED_EXTRA_GLOBALS)
     }
 
     /// torch.save archives inside `.distcp` files.
     pub fn dcp_archive() -> Allowlist {
-        Allowlist::from_pairs(DCP_ARCHIVE_GLOBALS)
+        Allowlist::from_pairs(TORCH_SAVE_GLOBALS)
     }
 
     /// A plain DCP `.metadata` pickle.
