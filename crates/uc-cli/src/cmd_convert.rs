@@ -49,9 +49,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
             FormatArg::Both => Format::Both,
             FormatArg::Dcp => Format::Dcp,
         },
-        tag: a.input_args.tag.clone(),
+        input: a.input_args.open_options(),
         threads: a.input_args.threads,
-        assume: a.input_args.assume(),
         native: Default::default(),
         dcp_files: a.dcp_files,
     };

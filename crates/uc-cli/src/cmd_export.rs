@@ -74,9 +74,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
         max_shard_size: a.max_shard_size,
         only: a.only,
         rename: a.rename,
-        tag: a.input_args.tag.clone(),
+        input: a.input_args.open_options(),
         threads: a.input_args.threads,
-        assume: a.input_args.assume(),
     };
     let t = Instant::now();
     let pb = bar(0, "export");

@@ -2,6 +2,7 @@
 
 use clap::Args as ClapArgs;
 use uc_store::deepspeed::Assume;
+use uc_store::source::OpenOptions;
 
 /// How to read the input checkpoint.
 #[derive(ClapArgs)]
@@ -28,13 +29,16 @@ pub struct InputArgs {
 }
 
 impl InputArgs {
-    /// The user-supplied TP metadata.
-    pub fn assume(&self) -> Assume {
-        Assume {
-            row: self.assume_row.clone(),
-            replicated: self.assume_replicated.clone(),
-            vocab: self.assume_vocab.clone(),
-            vocab_size: self.vocab_size,
+    /// How to open the input: the tag and the user-supplied TP metadata.
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            tag: self.tag.clone(),
+            assume: Assume {
+                row: self.assume_row.clone(),
+                replicated: self.assume_replicated.clone(),
+                vocab: self.assume_vocab.clone(),
+                vocab_size: self.vocab_size,
+            },
         }
     }
 }

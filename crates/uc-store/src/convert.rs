@@ -3,14 +3,14 @@
 //! tensor over a rayon pool, written atomically.
 
 use crate::dcp::{write_dcp, DcpWriteOptions};
-use crate::deepspeed::{Assume, DsCheckpoint};
+use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
 use crate::native::{NativeOptions, NativeWriter};
 use crate::pickle::PyValue;
 use crate::pt_write::{
     write_pt, write_universal_state, PtTensor, PtValue, UniversalDir, UniversalKind,
 };
-use crate::source::{OpenOptions, Source};
+use crate::source::{thread_pool, OpenOptions, Source};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,12 +34,10 @@ pub enum Format {
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
     pub format: Format,
-    /// Checkpoint tag to read (default: the one `latest` names).
-    pub tag: Option<String>,
+    /// How to read the input (tag, TP metadata).
+    pub input: OpenOptions,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
-    /// TP metadata for checkpoints saved without `universal_checkpoint_info`.
-    pub assume: Assume,
     pub native: NativeOptions,
     /// `.distcp` files of a DCP output (default: one per thread).
     pub dcp_files: Option<usize>,
@@ -65,22 +63,12 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: Progress,
 ) -> Result<ConvertReport> {
-    let open = OpenOptions {
-        tag: opts.tag.clone(),
-        assume: opts.assume.clone(),
-    };
-    let src = Source::open(input, &open)?;
+    let src = Source::open(input, &opts.input)?;
     let ds = match &src {
         Source::DeepSpeed(c) => Some(&**c),
         _ => None,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| StoreError::Format {
-            path: output.to_path_buf(),
-            why: format!("thread pool: {e}"),
-        })?;
+    let pool = thread_pool(opts.threads, output)?;
     if opts.format == Format::Dcp {
         return pool.install(|| convert_to_dcp(&src, output, opts, progress));
     }

@@ -29,10 +29,9 @@ pub use select::weight_name;
 pub use shard::{parse_size, shard_name, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME};
 
 use crate::convert::Progress;
-use crate::deepspeed::Assume;
 use crate::error::{io_err, Result, StoreError};
 use crate::native::write_all_at;
-use crate::source::{OpenOptions, Source};
+use crate::source::{thread_pool, OpenOptions, Source};
 use output::Output;
 use rayon::prelude::*;
 use select::Item;
@@ -58,12 +57,10 @@ pub struct ExportOptions {
     pub only: Option<Regex>,
     /// `(pattern, replacement)` applied in order with `Regex::replace_all` (`$1` for groups).
     pub rename: Vec<(Regex, String)>,
-    /// Checkpoint tag to read (default: the one `latest` names).
-    pub tag: Option<String>,
+    /// How to read the input (tag, TP metadata).
+    pub input: OpenOptions,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
-    /// TP metadata for DeepSpeed checkpoints saved without `universal_checkpoint_info`.
-    pub assume: Assume,
 }
 
 impl Default for ExportOptions {
@@ -73,9 +70,8 @@ impl Default for ExportOptions {
             max_shard_size: DEFAULT_MAX_SHARD_SIZE,
             only: None,
             rename: Vec::new(),
-            tag: None,
+            input: OpenOptions::default(),
             threads: None,
-            assume: Assume::default(),
         }
     }
 }
@@ -103,11 +99,7 @@ pub fn export(
     opts: &ExportOptions,
     progress: Progress,
 ) -> Result<ExportReport> {
-    let open = OpenOptions {
-        tag: opts.tag.clone(),
-        assume: opts.assume.clone(),
-    };
-    let src = Source::open(input, &open)?;
+    let src = Source::open(input, &opts.input)?;
     export_source(&src, input, output, opts, progress)
 }
 
@@ -141,13 +133,7 @@ pub fn export_source(
     let index = (plan.shards.len() > 1)
         .then(|| shard::index_json(&items, &plan, output))
         .transpose()?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.unwrap_or(0))
-        .build()
-        .map_err(|e| StoreError::Format {
-            path: output.to_path_buf(),
-            why: format!("thread pool: {e}"),
-        })?;
+    let pool = thread_pool(opts.threads, output)?;
 
     let mut out = Output::create(output)?;
     let mut files = Vec::with_capacity(plan.shards.len());

@@ -101,3 +101,14 @@ impl Source {
         }
     }
 }
+
+/// A rayon pool of `threads` workers (all cores when `None`) for work writing to `output`.
+pub fn thread_pool(threads: Option<usize>, output: &Path) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| crate::StoreError::Format {
+            path: output.to_path_buf(),
+            why: format!("thread pool: {e}"),
+        })
+}
