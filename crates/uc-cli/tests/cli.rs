@@ -1,28 +1,11 @@
 //! `uc` end to end: conversions of real DeepSpeed checkpoints, and bad input → a typed error naming
 //! the file, exit code ≠ 0, no panic, no partial output.
 
+mod common;
+use common::{fixture, s, uc};
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn uc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uc"))
-        .args(args)
-        .output()
-        .expect("run uc")
-}
-
-fn fixture(case: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/deepspeed"
-    ))
-    .join(case)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// A writable copy of a fixture's checkpoint (`latest` + tag folder).
 fn copy_case(case: &str, dst: &Path) -> PathBuf {

@@ -1,31 +1,14 @@
 //! `uc` on DCP and Megatron checkpoints: convert to native and to DCP, inspect, verify; bad input →
 //! exit code 1, an error naming the file and tensor, no output.
 
+mod common;
+use common::{fixtures, s, uc};
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use uc_store::dcp::{DcpCheckpoint, DcpOptions};
 use uc_store::deepspeed::{Assume, DsCheckpoint};
 use uc_store::native::NativeCheckpoint;
-
-fn uc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uc"))
-        .args(args)
-        .output()
-        .expect("run uc")
-}
-
-fn fixtures(kind: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
-    ))
-    .join(kind)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn ok(o: &Output) {
     assert!(

@@ -1,30 +1,13 @@
 //! `uc export` end to end: Hugging Face folders from real DeepSpeed checkpoints, and bad input → the
 //! same error as `uc convert`, exit code 1, no panic, nothing left behind.
 
+mod common;
+use common::{fixture, s, uc};
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn uc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uc"))
-        .args(args)
-        .output()
-        .expect("run uc")
-}
-
-fn fixture(case: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/deepspeed"
-    ))
-    .join(case)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use std::path::Path;
 
 /// The tensors of a safetensors file: name → (dtype, shape, data), parsed by hand.
 fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {

@@ -1,0 +1,32 @@
+//! Helpers the `uc` end-to-end tests share: running the binary and finding the shared fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `uc` binary with `args`.
+pub fn uc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uc"))
+        .args(args)
+        .output()
+        .expect("run uc")
+}
+
+/// A folder of `../shared/fixtures` (`deepspeed`, `dcp`, `megatron`).
+pub fn fixtures(kind: &str) -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures"
+    ))
+    .join(kind)
+}
+
+/// One DeepSpeed fixture case.
+pub fn fixture(case: &str) -> PathBuf {
+    fixtures("deepspeed").join(case)
+}
+
+/// A path as `&str` for command arguments.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
