@@ -201,7 +201,7 @@ fn universal_kind(ck: &DsCheckpoint, name: &str) -> UniversalKind {
 
 /// Writes one tensor's `zero/<name>/<state>.pt` as DeepSpeed's `ds_to_universal` does.
 fn write_deepspeed(ck: &DsCheckpoint, zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<()> {
-    let trained = ck.params.iter().any(|p| p.name == meta.name);
+    let trained = ck.param(&meta.name).is_some();
     if meta.role == Role::Step {
         if ck.stage == 3 {
             return Ok(()); // DeepSpeed writes no step.pt for ZeRO-3

@@ -10,7 +10,7 @@ use super::pyjson::{to_json, to_value};
 use crate::error::{Result, StoreError};
 use crate::pickle::{Allowlist, Cursor, PyValue, TensorRef};
 use crate::pt::PtFile;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use uc_merge::{execute_target, pieces, plan, Piece, ReplicaPolicy};
 use uc_schema::deepspeed::{autoep_layers_in, AutoEpLayer, UniversalCheckpointInfo};
@@ -103,6 +103,8 @@ pub struct DsCheckpoint {
     pub state: BTreeMap<String, Value>,
     model: BTreeMap<u32, PtFile>,
     optim: BTreeMap<(u32, u32), PtFile>,
+    /// Name → index into `params` (`Ok`) or `extras` (`Err`), so each read finds its tensor at once.
+    by_name: HashMap<String, std::result::Result<usize, usize>>,
     /// ZeRO-3 model states of dp ranks > 0, opened when frozen parameters' fragments live there.
     frags: BTreeMap<(u32, u32), PtFile>,
 }
@@ -286,11 +288,23 @@ impl DsCheckpoint {
             model,
             optim,
             frags: BTreeMap::new(),
+            by_name: HashMap::new(),
         };
         ck.stage = ck.detect_stage()?;
         ck.collect_state();
         ck.collect_params()?;
         ck.collect_extras()?;
+        let params = ck
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), Ok(i)));
+        let extras = ck
+            .extras
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.meta.name.clone(), Err(i)));
+        ck.by_name = extras.chain(params).collect();
         Ok(ck)
     }
 
@@ -959,6 +973,14 @@ impl DsCheckpoint {
         out
     }
 
+    /// The trained parameter called `name`.
+    pub fn param(&self, name: &str) -> Option<&DsParam> {
+        match self.by_name.get(name) {
+            Some(Ok(i)) => self.params.get(*i),
+            _ => None,
+        }
+    }
+
     /// Merges one output tensor (as listed by [`DsCheckpoint::outputs`]) into full row-major bytes.
     pub fn read(&self, out: &TensorMeta) -> Result<Vec<u8>> {
         self.read_traced(out, &mut |_, _| {})
@@ -967,23 +989,23 @@ impl DsCheckpoint {
     /// [`DsCheckpoint::read`], telling `trace` every byte range of tensor data it reads (file,
     /// absolute range; ranges may repeat across calls). Pickles read at open are not included.
     pub fn read_traced(&self, out: &TensorMeta, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
-        if let Some(p) = self.params.iter().find(|p| p.name == out.name) {
+        if let Some(p) = self.param(&out.name) {
             return match &out.role {
                 Role::Fp32Master => self.merge_param(p, None, trace),
                 r if p.scalars.iter().any(|s| s == r.key()) => self.read_scalar(p, r.key(), trace),
                 r => self.merge_param(p, Some(r.key()), trace),
             };
         }
-        let e = self
-            .extras
-            .iter()
-            .find(|e| e.meta.name == out.name)
-            .ok_or_else(|| {
-                fmt_err(
-                    &self.files.dir,
-                    format!("no tensor `{}` in this checkpoint", out.name),
-                )
-            })?;
+        let e = match self.by_name.get(&out.name) {
+            Some(Err(i)) => self.extras.get(*i),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            fmt_err(
+                &self.files.dir,
+                format!("no tensor `{}` in this checkpoint", out.name),
+            )
+        })?;
         let mut views = BTreeMap::new();
         if e.fragments {
             // rank r of the nested layout = holder r % n, dp rank r / n
