@@ -4,6 +4,7 @@
 //! - [`metadata`]: the `.metadata` pickle as typed data (allowlisted globals only).
 //! - [`metadata_pickle`]: a [`Metadata`] written back as a `.metadata` pickle torch accepts.
 //! - [`chunks`]: chunks as uc-merge pieces; overlap / hole checks.
+//! - [`layout`]: a tensor's chunk grid, inferred mesh / placements and layout, chunk writers.
 //! - [`names`]: torch flat keys → model tensors, optimizer states, param groups.
 //! - [`megatron`]: `metadata.json`, `common.pt`, stacked layer axes, key names.
 //! - [`writer`]: any tensors → a DCP checkpoint torch's `dcp.load` reads ([`write_dcp`]).
@@ -11,6 +12,7 @@
 
 mod checkpoint;
 pub mod chunks;
+pub mod layout;
 pub mod megatron;
 pub mod metadata;
 pub mod metadata_pickle;
