@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use uc_schema::DType;
+use uc_schema::{DType, Value};
 
 pub use torchzip::ALIGNMENT as STORAGE_ALIGNMENT;
 
@@ -40,6 +40,25 @@ impl<'a> PtValue<'a> {
     /// A `str` value.
     pub fn str(s: impl Into<String>) -> PtValue<'a> {
         PtValue::Str(s.into())
+    }
+
+    /// A training-state value (hyper-parameter `key`) as torch keeps it: `betas` as a tuple.
+    pub fn from_state(v: &Value, key: &str) -> PtValue<'static> {
+        let list = |l: &[Value]| l.iter().map(|x| PtValue::from_state(x, "")).collect();
+        match v {
+            Value::Null => PtValue::None,
+            Value::Bool(b) => PtValue::Bool(*b),
+            Value::Int(i) => PtValue::Int(*i),
+            Value::Float(f) => PtValue::Float(*f),
+            Value::Str(s) => PtValue::Str(s.clone()),
+            Value::List(l) if key == "betas" => PtValue::Tuple(list(l)),
+            Value::List(l) => PtValue::List(list(l)),
+            Value::Map(m) => PtValue::Dict(
+                m.iter()
+                    .map(|(k, x)| (k.clone(), PtValue::from_state(x, k)))
+                    .collect(),
+            ),
+        }
     }
 }
 

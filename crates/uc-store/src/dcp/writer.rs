@@ -120,20 +120,6 @@ fn param_groups(
     out
 }
 
-/// A state value as a pickled Python value (`betas` as a tuple, as torch keeps it).
-fn py(v: &Value, key: &str) -> PtValue<'static> {
-    match v {
-        Value::Null => PtValue::None,
-        Value::Bool(b) => PtValue::Bool(*b),
-        Value::Int(i) => PtValue::Int(*i),
-        Value::Float(f) => PtValue::Float(*f),
-        Value::Str(s) => PtValue::Str(s.clone()),
-        Value::List(l) if key == "betas" => PtValue::Tuple(l.iter().map(|x| py(x, "")).collect()),
-        Value::List(l) => PtValue::List(l.iter().map(|x| py(x, "")).collect()),
-        Value::Map(m) => PtValue::Dict(m.iter().map(|(k, x)| (k.clone(), py(x, k))).collect()),
-    }
-}
-
 /// Counts the bytes written through it.
 struct Counter<W: Write> {
     w: W,
@@ -255,7 +241,7 @@ pub fn write_dcp(
             if r == 0 {
                 for (key, _, v) in &bytes_items {
                     let hp = key.rsplit('.').next().unwrap_or("");
-                    infos.push(((key.clone(), None), f.append(py(v, hp))?));
+                    infos.push(((key.clone(), None), f.append(PtValue::from_state(v, hp))?));
                 }
             }
             for i in idx {

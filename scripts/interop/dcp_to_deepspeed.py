@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Resume real DeepSpeed (``"checkpoint": {"load_universal": true}``) from `uc convert <DCP fixture>
+--format deepspeed` and check the loaded state against the fixture's expected.safetensors.
+
+Run under torchrun (CPU, gloo, 127.0.0.1), one process per rank:
+
+  torchrun --nproc_per_node N dcp_to_deepspeed.py --case <fixtures/dcp/<case>> --load-dir DIR --tag TAG \
+      --stage S --result out.json
+
+The model is the fixture's own (fixtures/dcp/generator/models.py: TinyLM, or TinyMoE with its mse loss), with
+the fixture's AdamW groups (ndim >= 2: weight decay 0.1, else 0). Checks
+  (a) engine.load_checkpoint(DIR, tag=TAG) succeeds,
+  (b) full fp32 params and Adam exp_avg / exp_avg_sq equal expected.safetensors bit for bit,
+  (c) one more step runs; its loss is reported beside the fixture's loss_step4_original (FSDP2 reduces in
+      another order, so only closeness is expected; the driver does not fail on it).
+Writes a JSON result (rank 0); never raises on a load error. dcp_to_deepspeed.sh drives it.
+"""
+import argparse
+import json
+import os
+import sys
+import traceback
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("DS_BUILD_OPS", "0")
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import deepspeed_resume as dsr  # noqa: E402  (ds_config, gather_full_state, train_step)
+
+
+class MoELoss(nn.Module):
+    """TinyMoE whose forward is the fixture's training loss (mse of TinyMoE.compute)."""
+
+    def __init__(self, moe):
+        super().__init__()
+        self.moe = moe
+
+    def forward(self, x, t):
+        m = self.moe
+        out = type(m).compute(x, None, m.proj.weight, m.norm.weight, m.router.weight, m.experts.w1, m.experts.b1,
+                              m.experts.w2)
+        return F.mse_loss(out, t)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--case", required=True, help="fixtures/dcp/<case> (manifest.json, expected.safetensors)")
+    p.add_argument("--load-dir", required=True)
+    p.add_argument("--tag", required=True)
+    p.add_argument("--stage", type=int, default=1)
+    p.add_argument("--result", required=True)
+    a = p.parse_args()
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(a.case)), "generator"))
+    import models  # the fixture's generator models
+
+    manifest = json.load(open(os.path.join(a.case, "manifest.json")))
+    var = models.Variant(**manifest["variant_params"])
+    moe = "experts.w1" in manifest.get("param_shapes", {})
+
+    import deepspeed
+    deepspeed.init_distributed(dist_backend="gloo")
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    cfg = dsr.ds_config(a.stage, False, 1, world, False)
+    if moe:  # every rank trains on the same full batch
+        cfg.update(train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=world)
+
+    def build():
+        m = models.make_tinymoe(var) if moe else models.make_tinylm(var)
+        return MoELoss(m) if moe else m
+
+    if a.stage == 3:
+        with deepspeed.zero.Init(config_dict_or_path=cfg):
+            model = build()
+    else:
+        model = build()
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=models.param_groups(model), config=cfg)
+    t = dict(tp=1, tp_group=None, dp=world, dp_rank=rank)
+    res = {"case": os.path.basename(os.path.normpath(a.case)), "stage": a.stage, "world": world,
+           "optimizer_class": type(engine.optimizer).__name__}
+
+    def dump():
+        if rank == 0:
+            with open(a.result, "w") as f:
+                json.dump(res, f, indent=1)
+            print("RESUME", json.dumps({k: v for k, v in res.items() if k != "traceback"}))
+
+    try:
+        path, _ = engine.load_checkpoint(a.load_dir, tag=a.tag)
+        if path is None:
+            raise RuntimeError("load_checkpoint returned None")
+        res["a_loaded"] = True
+        res["global_steps"] = engine.global_steps
+    except BaseException as e:
+        res["a_loaded"] = False
+        res["load_error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()[-4000:]
+        dump()
+        return
+
+    from safetensors.torch import load_file
+    exp = load_file(os.path.join(a.case, "expected.safetensors"))
+    try:
+        state = dsr.gather_full_state(engine, t)
+        state = {k.removeprefix("moe."): v for k, v in state.items()}
+        mism = [k for k, e in exp.items() if state.get(k) is None or not torch.equal(state[k], e)]
+        res["b_loaded_equals_expected_bitwise"] = not mism
+        res["b_compared"] = len(exp)
+        res["b_mismatching_keys"] = mism
+    except BaseException as e:
+        res["b_loaded_equals_expected_bitwise"] = False
+        res["b_error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()[-4000:]
+
+    try:
+        if moe:
+            x, y = models.moe_batch(4, var)
+            loss = engine(x, y)
+            engine.backward(loss)
+            engine.step()
+            loss4 = loss.item()
+        else:
+            loss4 = dsr.train_step(engine, 4, t)
+        res["c_loss_step4"] = loss4
+        res["c_loss_step4_fixture"] = manifest.get("loss_step4_original")
+    except BaseException as e:
+        res["c_error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()[-4000:]
+    dump()
+    torch.distributed.barrier()
+
+
+if __name__ == "__main__":
+    main()

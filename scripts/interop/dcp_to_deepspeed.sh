@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# DCP -> DeepSpeed interop: `uc convert <DCP fixture> --format deepspeed` -> real DeepSpeed `load_universal`
+# (engine.load_checkpoint(dir, tag)) into the fixture's own model under ZeRO 1 / 2 / 3, checked by
+# dcp_to_deepspeed.py: (a) loads, (b) fp32 params + Adam moments == expected.safetensors bit for bit,
+# (c) one more step runs (its loss is printed beside the fixture's FSDP2 step-4 loss; not a pass criterion).
+# Exit status 0 iff every row passes (a) and (b).
+# CPU only (DS_ACCELERATOR=cpu, gloo, 127.0.0.1). Needs a venv with torch 2.15.0 + deepspeed 0.19.8 + ninja +
+# safetensors + numpy.
+#
+#   bash scripts/interop/dcp_to_deepspeed.sh VENV [case:stage:ranks ...]
+#     default: fsdp2_dp2:1:1 fsdp2_dp2:2:2 fsdp2_tp_2x2:1:2 fsdp2_tp_2x2:3:2 ep_mesh_empty_shard:1:1
+#              ep_mesh_empty_shard:3:2
+#   env: UC (uc binary; default target/release/uc, built if missing), OUT (default /tmp/uc-dcp-ds),
+#        UC_FIXTURES (default ../shared/fixtures), PORT_BASE (default 29950), NICE (default 10)
+set -uo pipefail
+VENV=${1:?usage: dcp_to_deepspeed.sh VENV [case:stage:ranks ...]}
+shift
+VENV=$(cd "$VENV" && pwd)
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+FIX=${UC_FIXTURES:-$(cd .. && pwd)/shared/fixtures}/dcp
+OUT=${OUT:-/tmp/uc-dcp-ds}
+PORT=${PORT_BASE:-29950}
+NICE=${NICE:-10}
+UC=${UC:-$ROOT/target/release/uc}
+export PATH=$VENV/bin:$PATH          # ninja must be on PATH: DeepSpeed JIT-builds its CPU shm_comm op
+export DS_ACCELERATOR=cpu DS_BUILD_OPS=0 OMP_NUM_THREADS=1 MASTER_ADDR=127.0.0.1
+[[ -x "$UC" ]] || nice -n "$NICE" cargo build --release -q -p uc-cli || exit 1
+CASES=("$@")
+[[ ${#CASES[@]} -eq 0 ]] && CASES=(fsdp2_dp2:1:1 fsdp2_dp2:2:2 fsdp2_tp_2x2:1:2 fsdp2_tp_2x2:3:2
+                                   ep_mesh_empty_shard:1:1 ep_mesh_empty_shard:3:2)
+TAG=global_step3_universal
+mkdir -p "$OUT"
+RESULTS=()
+for spec in "${CASES[@]}"; do
+  IFS=: read -r case_ stage n <<< "$spec"
+  d=$OUT/$case_
+  if [[ ! -d "$d/$TAG" ]]; then
+    mkdir -p "$d"
+    if ! nice -n "$NICE" "$UC" convert "$FIX/$case_/checkpoint" "$d/$TAG" --format deepspeed > "$d/_convert.log" 2>&1; then
+      echo "!!! uc convert failed for $case_:"; cat "$d/_convert.log"; continue
+    fi
+    echo "$TAG" > "$d/latest_universal"
+  fi
+  res=$d/_zero${stage}_ranks${n}.json
+  rm -f "$res"
+  echo "=== $case_: ZeRO-$stage on $n rank(s) from $d/$TAG"
+  nice -n "$NICE" torchrun --nnodes 1 --nproc_per_node "$n" --master_addr 127.0.0.1 --master_port $((PORT++)) \
+      "$ROOT/scripts/interop/dcp_to_deepspeed.py" --case "$FIX/$case_" --load-dir "$d" --tag "$TAG" \
+      --stage "$stage" --result "$res" > "${res%.json}.log" 2>&1
+  [[ -f "$res" ]] || echo "{\"a_loaded\": false, \"load_error\": \"no result (crash), see ${res%.json}.log\"}" > "$res"
+  RESULTS+=("$spec|$res")
+done
+
+"$VENV/bin/python" - "${RESULTS[@]}" <<'PY'
+import json, sys
+ok = True
+f = lambda x: "-" if x is None else ("pass" if x else "FAIL")
+print(f"{'case:stage:ranks':<26} {'(a)load':<8} {'(b)bits':<8} {'tensors':<8} {'(c)loss4 / fixture FSDP2'}")
+for item in sys.argv[1:]:
+    spec, path = item.split("|")
+    r = json.load(open(path))
+    a, b = r.get("a_loaded", False), r.get("b_loaded_equals_expected_bitwise")
+    c = r.get("c_error") or f"{r.get('c_loss_step4')!r} / {r.get('c_loss_step4_fixture')!r}"
+    det = r.get("load_error") or r.get("b_error") or ""
+    if r.get("b_mismatching_keys"):
+        det += f" mismatching: {r['b_mismatching_keys'][:5]}"
+    print(f"{spec:<26} {f(a):<8} {f(b):<8} {r.get('b_compared', '-')!s:<8} {c} {det[:300]}")
+    ok &= bool(a and b)
+sys.exit(0 if ok else 1)
+PY
