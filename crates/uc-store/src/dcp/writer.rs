@@ -1,9 +1,11 @@
-//! Writes tensors as a DCP checkpoint that torch's `dcp.load` reads into any topology: one chunk per
-//! tensor, each a torch.save archive appended to `__<r>_0.distcp`, files written in parallel,
-//! `.metadata` last, all in a temporary folder renamed into place.
+//! Writes tensors as a DCP checkpoint that torch's `dcp.load` reads into any topology: each chunk a
+//! torch.save archive appended to `__<r>_0.distcp`, files written in parallel, `.metadata` last, all
+//! in a temporary folder renamed into place.
 //!
-//! Keys follow `dcp.save({"model": msd, "optim": osd})` of `get_state_dict`: `model.<fqn>`,
-//! `optim.state.<fqn>.<state>`, `optim.param_groups.<g>.<hp>` (with `planner_data` paths).
+//! [`write_dcp`] writes one chunk per tensor with keys as `dcp.save({"model": msd, "optim": osd})` of
+//! `get_state_dict` names them: `model.<fqn>`, `optim.state.<fqn>.<state>`,
+//! `optim.param_groups.<g>.<hp>` (with `planner_data` paths). [`DcpPlan`] is the general form other
+//! key schemes (Megatron `torch_dist`) fill in.
 
 use super::metadata::{Chunk, Item, Metadata, PathSeg, StorageInfo, StorageKey, TensorItem};
 use super::metadata_pickle::to_pickle;
@@ -15,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use uc_schema::{Role, TensorMeta, Value};
+use uc_schema::{DType, Role, TensorMeta, Value};
 
 /// Reads the full row-major bytes of one output tensor.
 pub type ReadFn<'a> = &'a (dyn Fn(&TensorMeta) -> Result<Vec<u8>> + Sync);
@@ -182,6 +184,18 @@ impl DataFile {
         Ok(info)
     }
 
+    /// Appends bytes as they are (an archive serialized before); returns its storage entry.
+    fn append_raw(&mut self, bytes: &[u8]) -> Result<StorageInfo> {
+        self.w.write_all(bytes).map_err(io_err(&self.path))?;
+        let info = StorageInfo {
+            file: self.name.clone(),
+            offset: self.pos,
+            length: bytes.len() as u64,
+        };
+        self.pos += bytes.len() as u64;
+        Ok(info)
+    }
+
     fn finish(self) -> Result<()> {
         let f = self.w.into_inner().map_err(|e| StoreError::Io {
             path: self.path.clone(),
@@ -193,7 +207,7 @@ impl DataFile {
 
 /// Greedy size balance: each tensor goes to the file holding the fewest bytes so far (largest first);
 /// each file keeps the tensors in their original order.
-fn assign(entries: &[Entry], files: usize) -> Vec<Vec<usize>> {
+fn assign(entries: &[ChunkOut], files: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..entries.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(entries[i].meta.nbytes()));
     let mut load = vec![0u64; files];
@@ -209,6 +223,36 @@ fn assign(entries: &[Entry], files: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// One chunk to write: the output tensor whose bytes it holds and where it sits in its key's tensor.
+#[derive(Debug, Clone)]
+pub struct ChunkOut {
+    pub key: String,
+    pub meta: TensorMeta,
+    /// Offsets of the chunk in the key's global tensor; its sizes are `shape`.
+    pub offsets: Vec<u64>,
+    /// The chunk's shape (the tensor's shape, or it with leading 1s for a stacked axis).
+    pub shape: Vec<u64>,
+}
+
+/// Everything a DCP checkpoint holds, planned before any byte is written.
+#[derive(Debug, Clone, Default)]
+pub struct DcpPlan {
+    /// Tensor items in order: key, dtype, global size. Every element is covered by exactly one chunk.
+    pub tensors: Vec<(String, DType, Vec<u64>)>,
+    pub chunks: Vec<ChunkOut>,
+    /// Bytes items: key and the torch.save archive stored for it.
+    pub blobs: Vec<(String, Vec<u8>)>,
+    /// Nested paths of the flat keys (`None`: keys are already flat, as Megatron writes).
+    pub planner: Option<HashMap<String, Vec<PathSeg>>>,
+    /// Other files of the checkpoint folder (name, bytes), e.g. Megatron's `metadata.json`.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// A value serialized as the torch.save archive DCP stores for a bytes item.
+pub fn archive(value: PtValue<'_>, path: &Path) -> Result<Vec<u8>> {
+    write_pt_to(Vec::new(), "archive", value, path)
+}
+
 /// Writes every tensor of `outs` (bytes from `read`) and the state's param groups as a DCP
 /// checkpoint at `output`, which must not exist; on error nothing is left there.
 /// `progress(bytes)` is called after each tensor with the bytes of tensor data written.
@@ -220,48 +264,79 @@ pub fn write_dcp(
     opts: &DcpWriteOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<PathBuf> {
-    let dir = AtomicDir::create(output)?;
     let entries = entries(outs, output)?;
-    let bytes_items = param_groups(state, opts.groups.as_ref());
-    let n = opts
-        .files
-        .unwrap_or_else(rayon::current_num_threads)
-        .clamp(1, entries.len().max(1));
-    let plan = assign(&entries, n);
-    let mut files = Vec::with_capacity(n);
-    for r in 0..n {
-        files.push(DataFile::create(&dir, format!("__{r}_0.distcp"))?);
+    let mut plan = DcpPlan::default();
+    let mut planner: HashMap<String, Vec<PathSeg>> = HashMap::new();
+    for e in entries {
+        let zeros = vec![0; e.meta.shape.len()];
+        plan.tensors
+            .push((e.key.clone(), e.meta.dtype, e.meta.shape.clone()));
+        planner.insert(e.key.clone(), e.path);
+        plan.chunks.push(ChunkOut {
+            key: e.key,
+            shape: e.meta.shape.clone(),
+            meta: e.meta,
+            offsets: zeros,
+        });
     }
-    let written: Vec<Vec<(StorageKey, StorageInfo)>> = files
+    for (key, path, v) in param_groups(state, opts.groups.as_ref()) {
+        let hp = key.rsplit('.').next().unwrap_or("");
+        plan.blobs
+            .push((key.clone(), archive(PtValue::from_state(&v, hp), output)?));
+        planner.insert(key, path);
+    }
+    plan.planner = Some(planner);
+    write_plan(output, &plan, read, opts.files, b"unicheck dcp\n", progress)
+}
+
+/// Writes `plan` at `output` (which must not exist; on error nothing is left there) over `files`
+/// `.distcp` files (default: one per thread), bytes items in the first; `COMPLETE` holds `marker`.
+pub fn write_plan(
+    output: &Path,
+    plan: &DcpPlan,
+    read: ReadFn<'_>,
+    files: Option<usize>,
+    marker: &[u8],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PathBuf> {
+    let dir = AtomicDir::create(output)?;
+    let n = files
+        .unwrap_or_else(rayon::current_num_threads)
+        .clamp(1, plan.chunks.len().max(1));
+    let order = assign(&plan.chunks, n);
+    let mut data_files = Vec::with_capacity(n);
+    for r in 0..n {
+        data_files.push(DataFile::create(&dir, format!("__{r}_0.distcp"))?);
+    }
+    let written: Vec<Vec<(StorageKey, StorageInfo)>> = data_files
         .into_par_iter()
-        .zip(plan)
+        .zip(order)
         .enumerate()
         .map(|(r, (mut f, idx))| {
             let mut infos = Vec::with_capacity(idx.len());
             if r == 0 {
-                for (key, _, v) in &bytes_items {
-                    let hp = key.rsplit('.').next().unwrap_or("");
-                    infos.push(((key.clone(), None), f.append(PtValue::from_state(v, hp))?));
+                for (key, bytes) in &plan.blobs {
+                    infos.push(((key.clone(), None), f.append_raw(bytes)?));
                 }
             }
             for i in idx {
-                let e = &entries[i];
-                let data = read(&e.meta)?;
-                if data.len() as u64 != e.meta.nbytes() {
+                let c = &plan.chunks[i];
+                let data = read(&c.meta)?;
+                if data.len() as u64 != c.meta.nbytes() {
                     return Err(StoreError::BadTensor {
                         path: f.path.clone(),
-                        tensor: e.meta.name.clone(),
+                        tensor: c.meta.name.clone(),
                         why: format!(
                             "{} bytes read for a {} {:?} tensor",
                             data.len(),
-                            e.meta.dtype,
-                            e.meta.shape
+                            c.meta.dtype,
+                            c.meta.shape
                         ),
                     });
                 }
-                let t = PtTensor::from_bytes(e.meta.dtype, e.meta.shape.clone(), &data);
+                let t = PtTensor::from_bytes(c.meta.dtype, c.shape.clone(), &data);
                 let info = f.append(PtValue::Tensor(t))?;
-                infos.push(((e.key.clone(), Some(vec![0; e.meta.shape.len()])), info));
+                infos.push(((c.key.clone(), Some(c.offsets.clone())), info));
                 progress(data.len() as u64);
             }
             f.finish()?;
@@ -272,36 +347,53 @@ pub fn write_dcp(
         version: Some("1.0.0".into()),
         ..Default::default()
     };
-    let mut planner: HashMap<String, Vec<PathSeg>> = HashMap::new();
-    for e in &entries {
-        let item = TensorItem {
-            dtype: e.meta.dtype,
-            size: e.meta.shape.clone(),
-            chunks: vec![Chunk {
-                offsets: vec![0; e.meta.shape.len()],
-                sizes: e.meta.shape.clone(),
-            }],
-            strides: None,
-        };
-        md.index.insert(e.key.clone(), md.items.len());
-        md.items.push((e.key.clone(), Item::Tensor(item)));
-        planner.insert(e.key.clone(), e.path.clone());
+    let mut items: HashMap<&str, TensorItem> = plan
+        .tensors
+        .iter()
+        .map(|(k, dtype, size)| {
+            let item = TensorItem {
+                dtype: *dtype,
+                size: size.clone(),
+                chunks: Vec::new(),
+                strides: None,
+            };
+            (k.as_str(), item)
+        })
+        .collect();
+    for c in &plan.chunks {
+        if let Some(item) = items.get_mut(c.key.as_str()) {
+            item.chunks.push(Chunk {
+                offsets: c.offsets.clone(),
+                sizes: c.shape.clone(),
+            });
+        }
     }
-    for (key, path, _) in &bytes_items {
+    for (key, _, _) in &plan.tensors {
+        if let Some(item) = items.remove(key.as_str()) {
+            md.index.insert(key.clone(), md.items.len());
+            md.items.push((key.clone(), Item::Tensor(item)));
+        }
+    }
+    for (key, _) in &plan.blobs {
         md.index.insert(key.clone(), md.items.len());
         md.items.push((key.clone(), Item::Bytes));
-        planner.insert(key.clone(), path.clone());
     }
-    md.planner_data = Some(planner);
+    md.planner_data = plan.planner.clone();
     md.storage.extend(written.into_iter().flatten());
-    let mp = dir.join(".metadata")?;
+    for (name, bytes) in &plan.files {
+        write_new(&dir.join(name)?, bytes)?;
+    }
+    write_new(&dir.join(".metadata")?, &to_pickle(&md))?;
+    dir.commit(marker)
+}
+
+/// Creates `path` (which must not exist) holding `bytes`, synced.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::options()
         .write(true)
         .create_new(true)
-        .open(&mp)
-        .map_err(io_err(&mp))?;
-    f.write_all(&to_pickle(&md)).map_err(io_err(&mp))?;
-    f.sync_all().map_err(io_err(&mp))?;
-    drop(f);
-    dir.commit(b"unicheck dcp\n")
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
 }
