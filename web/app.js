@@ -86,7 +86,9 @@ function load(text, name = '') {
   showError('');
   const doc = JSON.parse(state.viewer.summary());
   state.doc = doc;
-  const info = el('div', { textContent: `${name ? name + ' · ' : ''}${doc.format} · source ${topoLabel(doc.source)} · ${doc.tensors.length} tensors` });
+  // A DCP source has no tp/dp/… topology: its ranks are the ones that wrote files (see the notes).
+  const source = doc.format === 'dcp' ? '' : ` · source ${topoLabel(doc.source)}`;
+  const info = el('div', { textContent: `${name ? name + ' · ' : ''}${doc.format}${source} · ${doc.tensors.length} tensors` });
   const notes = el('ul');
   for (const n of doc.notes) notes.append(el('li', { textContent: n }));
   if (doc.errors.length) notes.append(el('li', { textContent: `${doc.errors.length} tensors have invalid metadata (red)` }));
@@ -111,7 +113,7 @@ function listTensors() {
   const ul = $('tensors');
   ul.replaceChildren();
   for (const t of state.doc.tensors) {
-    const li = el('li', { title: t.error || `${t.cut} · ${t.layout}` },
+    const li = el('li', { title: t.error || `${t.cut} · ${t.layout}${t.dcp ? ' · ' + t.dcp : ''}` },
       t.name, ' ', el('small', { textContent: `${t.role === 'param' ? '' : t.role + ' '}[${t.shape.join('×')}] ${t.cut}` }));
     li.dataset.index = String(t.index);
     li.dataset.name = t.name;
@@ -161,6 +163,7 @@ function render() {
   const { viewer, doc, index } = state;
   $('diagram').replaceChildren();
   $('tables').replaceChildren();
+  delete $('tables').dataset.dcp;
   if (!viewer || index < 0 || index >= doc.tensors.length) { setState('empty'); return; }
   const t = doc.tensors[index];
   if (t.error) { showError(t.error); setState('error'); return; }
@@ -174,6 +177,7 @@ function render() {
     try {
       const src = JSON.parse(viewer.tensor(index));
       $('diagram').innerHTML = src.svg;
+      if (src.summary.dcp) dcpTable(src.summary.dcp);
     } catch (e2) {
       showError(errText(e2));
     }
@@ -191,7 +195,37 @@ function render() {
   }
   applyFocus();
   tables(out.summary);
+  if (s.dcp) dcpTable(s.dcp);
   setState('ready');
+}
+
+// A DCP tensor's facts: the mesh and placements inferred from its chunks, and every chunk (empty
+// ones too) with the rank that wrote it and where its bytes are.
+function dcpTable(d) {
+  const t = el('table', { id: 'chunks' });
+  t.append(el('caption', { textContent: `DCP ${d.key} · ${d.label} · ${d.world} ranks wrote files` }));
+  const head = el('tr');
+  for (const h of ['writer', 'offsets', 'sizes', 'stored at', 'file', 'byte offset', 'length']) head.append(el('th', { textContent: h }));
+  t.append(head);
+  for (const c of d.chunks) {
+    const sw = el('span', { className: 'sw' });
+    if (c.color) sw.style.background = c.color;
+    const tr = el('tr', {},
+      el('th', {}, sw, c.rank === null ? 'not stored' : `r${c.rank}`),
+      el('td', { textContent: `[${c.offsets.join(', ')}]` }),
+      el('td', { textContent: `[${c.sizes.join(', ')}]${c.empty ? ' empty' : ''}` }),
+      el('td', { textContent: `[${c.stored_offsets.join(', ')}]` }),
+      el('td', { textContent: c.file || '' }),
+      el('td', { textContent: String(c.offset) }),
+      el('td', { textContent: bytes(c.length) }));
+    tr.dataset.rank = c.rank === null ? '' : String(c.rank);
+    tr.dataset.box = c.box;
+    tr.dataset.file = c.file || '';
+    if (c.empty) tr.classList.add('empty');
+    t.append(tr);
+  }
+  $('tables').append(t);
+  $('tables').dataset.dcp = d.mesh_label;
 }
 
 function tables(s) {

@@ -1,6 +1,7 @@
 // Headless-Chromium test of the viewer page: serves web/ on 127.0.0.1, loads the GQA example at
 // TP=2 → TP=3 and checks the SVG against uc-merge's plan (expected.json from the expected_plan
-// example), plus the tensor filter, drag and drop, typed errors and the self-contained page.
+// example), plus the tensor filter, drag and drop, typed errors, a DCP checkpoint's chunks and the
+// self-contained page.
 //
 // node web/test/browser-test.mjs [OUT_DIR]   (OUT_DIR holds expected.json and standalone.html;
 // screenshots are written there; default target/web-test)
@@ -279,6 +280,33 @@ await test('self-contained page (uc view) works from file:// without a server', 
   const [src] = await scrape();
   eq(rankBoxes(src.pieces), rankBoxes(expected.source_pieces), 'source pieces');
   await page.screenshot({ path: path.join(out, 'standalone.png') });
+});
+
+await test('DCP checkpoint (uc view of fsdp2_tp_2x2): chunks drawn by writer rank, mesh line, chunk table', async () => {
+  await page.goto(base + 'index.html?src=examples/dcp_fsdp2_tp_2x2.json&tensor=blocks.0.qkv.weight');
+  await ready();
+  eq(await page.evaluate(() => document.body.dataset.state), 'ready', 'state');
+  assert((await page.$eval('#docinfo', (d) => d.textContent)).includes('dcp · '), 'format dcp');
+  const [src, dst] = await scrape();
+  // tp splits the rows first, dp splits each tp block: r0 0..15, r2 16..31, r1 32..47, r3 48..63.
+  const want = [[0, '0,0:16,32'], [2, '16,0:16,32'], [1, '32,0:16,32'], [3, '48,0:16,32']];
+  eq(rankBoxes(src.pieces), rankBoxes(want.map(([rank, box]) => ({ rank, box }))), 'source pieces by writer rank');
+  for (const p of src.pieces) eq(p.label, `r${p.rank}`, `label of ${p.box}`);
+  eq(new Set(src.pieces.map((p) => p.fill)).size, 4, 'one colour per writer');
+  eq(dst.side, 'target', 'target drawn');
+  const mesh = await page.$eval('#diagram text[data-kind="dcp-mesh"]', (t) => t.textContent);
+  eq(mesh, 'mesh (4) · (Shard(0)) · 4 chunks · layout shard(dim 0)', 'mesh / placements line');
+  const rows = await page.$$eval('#chunks tr[data-box]', (rs) => rs.map((r) => [+r.dataset.rank, r.dataset.box, r.dataset.file]));
+  eq(sortBy(rows, (r) => r[1]), sortBy(want.map(([r, b]) => [r, b, `__${r}_0.distcp`]), (r) => r[1]), 'chunk table');
+  const cols = await page.$$eval('#matrix tr:first-of-type th', (t) => t.map((x) => x.textContent));
+  eq(cols, ['target \\ source', 'r0', 'r1', 'r2', 'r3', 'total'], 'reads come from the writer ranks');
+  await page.screenshot({ path: path.join(out, 'dcp_qkv.png'), fullPage: true });
+  await act(() => page.click('#tensors li[data-name="blocks.0.fc2.weight"]'));
+  eq(await page.$eval('#tables', (t) => t.dataset.dcp), 'mesh (2, 2) · (Shard(0), Shard(1))', 'fc2 grid');
+  await act(() => page.click('#tensors li[data-name="logit_scale"]'));
+  const empty = await page.$$eval('#chunks tr.empty', (rs) => rs.map((r) => r.dataset.box));
+  eq(empty, ['1:0'], 'the empty chunk is listed');
+  eq((await scrape())[0].pieces.length, 1, 'and not drawn');
 });
 
 await test('no page errors and no request left the machine', async () => {

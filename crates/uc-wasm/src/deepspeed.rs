@@ -193,6 +193,7 @@ pub fn parse(o: &Obj) -> Result<Doc> {
                 frozen: false,
                 layer: layer_of(name),
                 source: meta.map_err(Clone::clone),
+                dcp: None,
             }
         })
         .collect();

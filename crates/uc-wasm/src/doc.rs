@@ -1,6 +1,7 @@
 //! A loaded metadata document: its tensors with their source layouts and tensor-parallel roles.
 
 use crate::cut::Cut;
+use crate::dcp::Dcp;
 use crate::error::{Result, ViewError};
 use crate::topo::Topo;
 use uc_schema::{DType, Role, TensorMeta};
@@ -14,6 +15,8 @@ pub enum Format {
     DeepSpeed,
     /// The viewer's own model + topology description.
     Model,
+    /// A `uc.json` manifest with a `dcp` section (PyTorch DCP / Megatron `torch_dist` chunks).
+    Dcp,
 }
 
 impl Format {
@@ -23,6 +26,7 @@ impl Format {
             Format::Manifest => "uc.json",
             Format::DeepSpeed => "deepspeed",
             Format::Model => "model",
+            Format::Dcp => "dcp",
         }
     }
 }
@@ -44,6 +48,8 @@ pub struct Item {
     pub layer: Option<u64>,
     /// Its layout in the source checkpoint, or why that layout is invalid.
     pub source: Result<TensorMeta>,
+    /// DCP chunks with their writer ranks (then the source is drawn from them), when known.
+    pub dcp: Option<Dcp>,
 }
 
 impl Item {

@@ -1,15 +1,18 @@
 //! Reads metadata JSON: detects the format and builds a [`Doc`].
 //!
-//! - `uc.json` (has `version`, `source`, `tensors`): layouts as the manifest states them.
+//! - `uc.json` (has `version`, `source`, `tensors`): layouts as the manifest states them; an
+//!   optional `dcp` section adds each tensor's DCP chunks and writer ranks (see [`crate::dcp`]).
 //! - DeepSpeed (has `universal_checkpoint_info`): see [`crate::deepspeed`].
 //! - a model description (has `tensors` and no `source`): see [`crate::model`].
 
 use crate::cut::Cut;
+use crate::dcp::{Dcp, DcpSection, DcpTensor};
 use crate::doc::{layer_of, Doc, Format, Item};
 use crate::error::{Result, ViewError};
 use crate::topo::Topo;
 use serde_json::Value as J;
-use uc_schema::{Manifest, MANIFEST_VERSION};
+use std::collections::HashMap;
+use uc_schema::{Manifest, Role, MANIFEST_VERSION};
 
 /// Parses any supported metadata document.
 pub fn parse(text: &str) -> Result<Doc> {
@@ -29,7 +32,11 @@ pub fn parse(text: &str) -> Result<Doc> {
 }
 
 /// A `uc.json` manifest: version and topology must be valid; each tensor is checked on its own.
-fn manifest(j: J) -> Result<Doc> {
+fn manifest(mut j: J) -> Result<Doc> {
+    let dcp = match j.as_object_mut().and_then(|o| o.remove("dcp")) {
+        Some(d) => Some(crate::dcp::parse(d)?),
+        None => None,
+    };
     let m: Manifest = serde_json::from_value(j).map_err(|e| ViewError::Format {
         what: "uc.json".into(),
         error: e.to_string(),
@@ -57,15 +64,52 @@ fn manifest(j: J) -> Result<Doc> {
                 pad_multiple: meta.padded_shape.as_ref().map(|_| 1),
                 layer: layer_of(&meta.name),
                 source: meta.validate().map(|_| meta).map_err(ViewError::from),
+                dcp: None,
             }
         })
         .collect();
-    Ok(Doc {
+    let mut doc = Doc {
         format: Format::Manifest,
         source: Topo::of(&m.source),
         items,
         notes: Vec::new(),
-    })
+    };
+    if let Some(section) = dcp {
+        attach_dcp(&mut doc, section);
+    }
+    Ok(doc)
+}
+
+/// Gives each tensor its DCP facts (by name and role); facts that do not fit a tensor make it
+/// invalid with the reason.
+fn attach_dcp(doc: &mut Doc, section: DcpSection) {
+    doc.format = Format::Dcp;
+    let mut by_name: HashMap<(String, Role), DcpTensor> = section
+        .tensors
+        .into_iter()
+        .map(|t| ((t.name.clone(), t.role.clone()), t))
+        .collect();
+    for it in &mut doc.items {
+        let Some(facts) = by_name.remove(&(it.name.clone(), it.role.clone())) else {
+            continue;
+        };
+        if let Ok(meta) = &it.source {
+            match Dcp::new(facts, section.world, meta) {
+                Ok(d) => it.dcp = Some(d),
+                Err(e) => it.source = Err(e),
+            }
+        }
+    }
+    doc.notes.push(format!(
+        "PyTorch DCP, {} ranks wrote files: .metadata records no mesh or placements, so both are inferred from each tensor's chunks; pieces are coloured by the rank that wrote them (replicated chunks are written once).",
+        section.world
+    ));
+    if !by_name.is_empty() {
+        doc.notes.push(format!(
+            "the dcp section names {} tensors that are not in `tensors`",
+            by_name.len()
+        ));
+    }
 }
 
 #[cfg(test)]

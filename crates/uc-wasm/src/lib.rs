@@ -1,7 +1,8 @@
 //! unicheck viewer: checkpoint metadata JSON → SVG partition diagrams, natively or in the browser.
 //! Draws with the converter's own geometry (uc-schema layouts, uc-merge pieces and plans).
 //!
-//! - [`Doc`]: a `uc.json` manifest, DeepSpeed `universal_checkpoint_info` + local shapes, or a
+//! - [`Doc`]: a `uc.json` manifest (optionally with a [`dcp`] section: chunks and writer ranks),
+//!   DeepSpeed `universal_checkpoint_info` + local shapes, or a
 //!   [model description](model); [`relayout::layouts`] lays its tensors out on any [`Topo`].
 //! - [`view`]: the SVG diagrams and JSON summaries; [`fold`], [`draw`], [`svg`]: how they are drawn.
 //! - [`Viewer`]: what the page holds; [`bindings`]: its wasm-bindgen API.
@@ -9,6 +10,7 @@
 
 pub mod bindings;
 pub mod cut;
+pub mod dcp;
 pub mod deepspeed;
 pub mod doc;
 pub mod draw;

@@ -176,6 +176,7 @@ pub fn parse(j: J) -> Result<Doc> {
             pad_multiple: matches!(t.kind, Kind::Vocab).then(|| t.pad_to_multiple_of.unwrap_or(1)),
             layer: layer_of(&t.name),
             source: Err(ViewError::Unknown),
+            dcp: None,
         });
     }
     let metas = layouts(&items, &d.topology)?;

@@ -187,6 +187,7 @@ mod tests {
             pad_multiple: None,
             layer: crate::doc::layer_of(name),
             source: Err(crate::error::ViewError::Unknown),
+            dcp: None,
         }
     }
 

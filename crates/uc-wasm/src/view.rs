@@ -3,6 +3,7 @@
 //! Each returns the SVG text and a JSON summary (pieces, copy ops, bytes per rank) built from the
 //! same pieces and plan the SVG shows.
 
+use crate::dcp::Dcp;
 use crate::doc::{Doc, Item};
 use crate::draw::{box_attr, groups, Panel};
 use crate::error::Result;
@@ -80,6 +81,70 @@ fn per_expert(l: &Layout) -> Option<u64> {
         }
         _ => None,
     }
+}
+
+/// The source pieces of an item: its DCP chunks by writer rank when known, else its layout's.
+fn source_pieces(it: &Item, meta: &TensorMeta) -> Result<Vec<Piece>> {
+    match &it.dcp {
+        Some(d) => {
+            meta.validate()?;
+            Ok(d.pieces())
+        }
+        None => Ok(uc_merge::pieces(meta)?),
+    }
+}
+
+/// The source panel heading of a tensor with DCP chunks:
+/// `source · DCP, 4 ranks wrote files` / `mesh (2, 2) · (Shard(0), Shard(1)) · 4 chunks · mesh`.
+fn dcp_heading(svg: &mut Svg, x: f64, d: &Dcp, meta: &TensorMeta) {
+    svg.text(
+        "text",
+        &[
+            ("class", "hdr".into()),
+            ("x", num(x)),
+            ("y", num(TOP - 24.0)),
+        ],
+        &format!("source · DCP, {} ranks wrote files", d.world),
+    );
+    let layout = if d.layout_fits {
+        format!(" · layout {}", meta.layout.kind())
+    } else {
+        String::new()
+    };
+    svg.text(
+        "text",
+        &[
+            ("class", "sm".into()),
+            ("x", num(x)),
+            ("y", num(TOP - 8.0)),
+            ("data-kind", "dcp-mesh".into()),
+        ],
+        &format!("{}{layout}", d.label()),
+    );
+}
+
+/// One line per chunk: `r2 · 16,0:16,32 · __2_0.distcp @6512 +3.2 KiB` (empty chunks too).
+fn chunk_lines(d: &Dcp) -> Vec<(u32, u64, String)> {
+    d.facts
+        .chunks
+        .iter()
+        .map(|c| {
+            let rank = c.rank.unwrap_or(0);
+            let who = c
+                .rank
+                .map_or_else(|| "(not stored)".into(), |r| format!("r{r}"));
+            let at = match &c.file {
+                Some(f) => format!(" · {f} @{} +{}", c.offset, bytes(c.length)),
+                None => String::new(),
+            };
+            let empty = if c.is_empty() { " (empty)" } else { "" };
+            (
+                rank,
+                c.length,
+                format!("{who} · {}{empty}{at}", box_attr(&c.region())),
+            )
+        })
+        .collect()
 }
 
 /// Pieces as JSON: `{"ranks": [..], "box": "off:len", "off": [..], "len": [..]}` per distinct box.
@@ -205,14 +270,17 @@ pub fn tensor_view(doc: &Doc, index: usize) -> Result<View> {
     let it = doc.item(index)?;
     let meta = it.source()?;
     check_drawable(meta)?;
-    let pieces = uc_merge::pieces(meta)?;
+    let pieces = source_pieces(it, meta)?;
     let boxes: Vec<_> = pieces.iter().map(|p| &p.global).collect();
     let panel = Panel::new(meta, &boxes, M, TOP, PW + 120.0, MAX_H);
     let esize = meta.dtype.size() as u64;
-    let lines: Vec<(u32, u64, String)> = held(&pieces)
-        .into_iter()
-        .map(|(r, n)| (r, n * esize, format!("r{r} holds {}", bytes(n * esize))))
-        .collect();
+    let lines: Vec<(u32, u64, String)> = match &it.dcp {
+        Some(d) => chunk_lines(d),
+        None => held(&pieces)
+            .into_iter()
+            .map(|(r, n)| (r, n * esize, format!("r{r} holds {}", bytes(n * esize))))
+            .collect(),
+    };
     let h = TOP + panel.h + 12.0 + LINE * (lines.len().min(MAX_LINES + 1) as f64) + M;
     let mut svg = Svg::new(
         panel.w + 2.0 * M,
@@ -224,7 +292,10 @@ pub fn tensor_view(doc: &Doc, index: usize) -> Result<View> {
     );
     title(&mut svg, it);
     let stage = stages(&doc.items, doc.source.pp)[index];
-    heading(&mut svg, M, "source", &doc.source, meta, stage);
+    match &it.dcp {
+        Some(d) => dcp_heading(&mut svg, M, d, meta),
+        None => heading(&mut svg, M, "source", &doc.source, meta, stage),
+    }
     panel.open(&mut svg, "source", meta);
     crate::draw::tensor(&mut svg, &panel, meta, &pieces);
     svg.close("g");
@@ -235,6 +306,7 @@ pub fn tensor_view(doc: &Doc, index: usize) -> Result<View> {
         "layout": meta.layout.kind(), "ranks": meta.layout.ranks(),
         "pieces": pieces_json(&pieces),
         "held_bytes": held(&pieces).into_iter().map(|(r, n)| json!([r, n * esize])).collect::<Vec<_>>(),
+        "dcp": it.dcp.as_ref().map(Dcp::summary),
     });
     Ok(View {
         svg: svg.finish(),
@@ -309,7 +381,7 @@ pub fn reshard_view(
     let source = it.source()?;
     check_drawable(source)?;
     check_drawable(target)?;
-    let src = uc_merge::pieces(source)?;
+    let src = source_pieces(it, source)?;
     let dst = uc_merge::pieces(target)?;
     let p = plan(&it.name, &it.shape, &src, &dst, ReplicaPolicy::First)?;
     let esize = source.dtype.size() as u64;
@@ -365,7 +437,10 @@ pub fn reshard_view(
         stages(&doc.items, doc.source.pp)[index],
         stages(&doc.items, target_topo.pp)[index],
     );
-    heading(&mut svg, left.x, "source", &doc.source, source, s0);
+    match &it.dcp {
+        Some(d) => dcp_heading(&mut svg, left.x, d, source),
+        None => heading(&mut svg, left.x, "source", &doc.source, source, s0),
+    }
     heading(&mut svg, right.x, "target", target_topo, target, s1);
     left.open(&mut svg, "source", source);
     crate::draw::tensor(&mut svg, &left, source, &src);
@@ -420,6 +495,7 @@ pub fn reshard_view(
         "read_bytes": pairs(read),
         "written_bytes": pairs(written),
         "matrix": matrix.into_iter().map(|((d, s), b)| json!({"dst": d, "src": s, "bytes": b})).collect::<Vec<_>>(),
+        "dcp": it.dcp.as_ref().map(Dcp::summary),
     });
     Ok(View {
         svg: svg.finish(),

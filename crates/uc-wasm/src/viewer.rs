@@ -48,7 +48,8 @@ impl Viewer {
                 };
                 json!({"index": i, "name": it.name, "role": it.role.key(), "dtype": it.dtype.name(),
                        "shape": it.shape, "cut": cut, "layout": layout, "ranks": ranks,
-                       "stage": stage[i], "error": error})
+                       "stage": stage[i], "error": error,
+                       "dcp": it.dcp.as_ref().map(|d| d.label())})
             })
             .collect();
         let errors: Vec<J> = d
