@@ -3,8 +3,11 @@
 use crate::CliError;
 use clap::Args as ClapArgs;
 use std::path::{Path, PathBuf};
-use uc_schema::{Entry, Manifest};
+use uc_schema::{Entry, Layout, Manifest, TensorMeta};
+use uc_store::dcp::layout::{self, DcpLayout};
+use uc_store::dcp::DcpCheckpoint;
 use uc_store::source::{OpenOptions, Source};
+use uc_wasm::dcp::{DcpChunk, DcpSection, DcpTensor};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -22,9 +25,78 @@ pub struct Args {
     tag: Option<String>,
 }
 
-/// The checkpoint's tensors with their real source layouts (ZeRO partitions, TP, experts, …).
-fn metadata(src: &Source) -> Manifest {
-    let metas = match src {
+/// The checkpoint's tensors with their real source layouts (ZeRO partitions, TP, experts, …), as
+/// the viewer's JSON; a DCP checkpoint adds its `dcp` section (chunks, writer ranks, inferred mesh).
+fn metadata(src: &Source) -> Result<serde_json::Value, CliError> {
+    let json = |e: serde_json::Error| CliError::Failed(e.to_string());
+    if let Source::Dcp(c) = src {
+        let (m, section) = dcp_metadata(c);
+        let mut j = serde_json::to_value(&m).map_err(json)?;
+        if let Some(o) = j.as_object_mut() {
+            o.insert("dcp".into(), serde_json::to_value(&section).map_err(json)?);
+        }
+        return Ok(j);
+    }
+    serde_json::to_value(manifest(src.topology(), metas(src))).map_err(json)
+}
+
+/// A manifest of `metas` (no storage: the viewer needs layouts only).
+fn manifest(topology: uc_schema::Topology, metas: Vec<TensorMeta>) -> Manifest {
+    let mut m = Manifest::new(topology);
+    m.tensors = metas
+        .into_iter()
+        .map(|meta| Entry {
+            meta,
+            storage: None,
+        })
+        .collect();
+    m
+}
+
+/// Every output of a DCP checkpoint with the layout its chunks fit (single rank when none fits),
+/// and the chunk facts of each tensor read from a tensor item.
+fn dcp_metadata(c: &DcpCheckpoint) -> (Manifest, DcpSection) {
+    let world = layout::world_size(c.metadata());
+    let mut metas = Vec::new();
+    let mut tensors = Vec::new();
+    for mut meta in c.outputs() {
+        if let Some(l) = layout::infer(c, &meta) {
+            meta.layout = l.layout.clone().unwrap_or_else(Layout::single);
+            tensors.push(facts(&meta, l));
+        }
+        metas.push(meta);
+    }
+    (manifest(c.topology(), metas), DcpSection { world, tensors })
+}
+
+/// The viewer's form of one tensor's inferred DCP facts.
+fn facts(meta: &TensorMeta, l: DcpLayout) -> DcpTensor {
+    DcpTensor {
+        name: meta.name.clone(),
+        role: meta.role.clone(),
+        key: l.key,
+        grid: l.grid.map(|g| g.parts()),
+        mesh: l.mesh,
+        placements: l.placements,
+        chunks: l
+            .chunks
+            .into_iter()
+            .map(|c| DcpChunk {
+                offsets: c.offsets,
+                sizes: c.sizes,
+                stored_offsets: c.stored_offsets,
+                rank: c.rank,
+                file: c.file,
+                offset: c.offset,
+                length: c.length,
+            })
+            .collect(),
+    }
+}
+
+/// The tensors of a DeepSpeed or native checkpoint with their source layouts.
+fn metas(src: &Source) -> Vec<TensorMeta> {
+    match src {
         Source::DeepSpeed(c) => c
             .params
             .iter()
@@ -38,16 +110,7 @@ fn metadata(src: &Source) -> Manifest {
             .map(|e| e.meta.clone())
             .collect(),
         other => other.outputs(),
-    };
-    let mut m = Manifest::new(src.topology());
-    m.tensors = metas
-        .into_iter()
-        .map(|meta| Entry {
-            meta,
-            storage: None,
-        })
-        .collect();
-    m
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
@@ -72,8 +135,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             ..Default::default()
         },
     )?;
-    let meta =
-        serde_json::to_string(&metadata(&src)).map_err(|e| CliError::Failed(e.to_string()))?;
+    let meta = metadata(&src)?.to_string();
     let name = a
         .checkpoint
         .file_name()
