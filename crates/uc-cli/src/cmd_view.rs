@@ -60,7 +60,7 @@ fn dcp_metadata(c: &DcpCheckpoint) -> (Manifest, DcpSection) {
     let mut metas = Vec::new();
     let mut tensors = Vec::new();
     for mut meta in c.outputs() {
-        if let Some(l) = layout::infer(c, &meta) {
+        if let Some(l) = layout::infer_with_world(c, &meta, world) {
             meta.layout = l.layout.clone().unwrap_or_else(Layout::single);
             tensors.push(facts(&meta, l));
         }

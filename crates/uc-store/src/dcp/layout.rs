@@ -103,10 +103,15 @@ pub fn world_size(md: &Metadata) -> u32 {
 /// The sharding facts of an output tensor of `ck` (as listed by [`DcpCheckpoint::outputs`]);
 /// None for tensors not read from a tensor item (Megatron's shared Adam step).
 pub fn infer(ck: &DcpCheckpoint, meta: &TensorMeta) -> Option<DcpLayout> {
+    infer_with_world(ck, meta, world_size(ck.metadata()))
+}
+
+/// [`infer`] with the world size computed once by the caller ([`world_size`]), for many tensors.
+pub fn infer_with_world(ck: &DcpCheckpoint, meta: &TensorMeta, world: u32) -> Option<DcpLayout> {
     let (key, region) = ck.source_of(meta)?;
     let md = ck.metadata();
     let item = md.tensor(key)?;
-    infer_item(md, key, item, region, &meta.shape, world_size(md))
+    infer_item(md, key, item, region, &meta.shape, world)
 }
 
 /// The sharding facts of `region` of item `key`, seen as a tensor of `shape`: either the region's
