@@ -19,6 +19,10 @@ pub enum FormatArg {
     Both,
     /// A PyTorch Distributed Checkpoint (`.metadata` + `__<r>_0.distcp`) that `dcp.load` reads.
     Dcp,
+    /// A Megatron-Core `torch_dist` checkpoint (layers stacked per key, `common.pt`,
+    /// `metadata.json`) that `dist_checkpointing.load` reads at any TP size.
+    #[value(name = "torch_dist", alias = "torch-dist")]
+    TorchDist,
 }
 
 #[derive(ClapArgs)]
@@ -33,7 +37,7 @@ pub struct Args {
     format: FormatArg,
     #[command(flatten)]
     input_args: InputArgs,
-    /// `--format dcp`: number of `.distcp` files (default: one per thread).
+    /// `--format dcp|torch_dist`: number of `.distcp` files (default: one per thread).
     #[arg(long = "dcp-files", value_name = "N")]
     dcp_files: Option<usize>,
     /// Print a JSON summary on stdout.
@@ -48,6 +52,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             FormatArg::Deepspeed => Format::DeepSpeed,
             FormatArg::Both => Format::Both,
             FormatArg::Dcp => Format::Dcp,
+            FormatArg::TorchDist => Format::TorchDist,
         },
         input: a.input_args.open_options(),
         threads: a.input_args.threads,

@@ -1,8 +1,9 @@
 //! `convert`: a checkpoint (DeepSpeed, DCP, Megatron `torch_dist` or native) → a universal one (native,
-//! DeepSpeed's universal layout, or both in one folder) or a PyTorch DCP checkpoint, streaming tensor by
+//! DeepSpeed's universal layout, or both in one folder), a PyTorch DCP or a Megatron `torch_dist`
+//! checkpoint, streaming tensor by
 //! tensor over a rayon pool, written atomically.
 
-use crate::dcp::{write_dcp, DcpWriteOptions};
+use crate::dcp::{write_dcp, write_torch_dist, DcpWriteOptions, TorchDistOptions};
 use crate::error::{io_err, Result};
 use crate::native::{NativeOptions, NativeWriter};
 use crate::pt_write::UniversalDir;
@@ -24,6 +25,9 @@ pub enum Format {
     Both,
     /// A PyTorch Distributed Checkpoint (`.metadata` + `__<r>_0.distcp`) for `dcp.load`.
     Dcp,
+    /// A Megatron-Core `torch_dist` checkpoint (DCP with stacked layers, `common.pt`,
+    /// `metadata.json`) for `dist_checkpointing.load` at any TP size.
+    TorchDist,
 }
 
 /// Options of [`convert`].
@@ -61,17 +65,17 @@ pub fn convert(
 ) -> Result<ConvertReport> {
     let src = Source::open(input, &opts.input)?;
     let pool = thread_pool(opts.threads, output)?;
-    if opts.format == Format::Dcp {
+    if matches!(opts.format, Format::Dcp | Format::TorchDist) {
         return pool.install(|| convert_to_dcp(&src, output, opts, progress));
     }
     let outs = src.outputs();
     let origin = match opts.format {
         Format::DeepSpeed | Format::Both => Some(Origin::of(&src, &outs, input)?),
-        Format::Native | Format::Dcp => None,
+        Format::Native | Format::Dcp | Format::TorchDist => None,
     };
     let native = match opts.format {
         Format::Native | Format::Both => Some(NativeWriter::create(output, &outs, &opts.native)?),
-        Format::DeepSpeed | Format::Dcp => None,
+        Format::DeepSpeed | Format::Dcp | Format::TorchDist => None,
     };
     let udir = match opts.format {
         Format::DeepSpeed => Some(UniversalDir::create(output)?),
@@ -121,7 +125,23 @@ pub fn convert(
     })
 }
 
-/// Writes `src` as a DCP checkpoint (param groups get `params` from DeepSpeed's groups when missing).
+/// Parameter names of each DeepSpeed optimizer group (DCP's `params` of a param group).
+fn deepspeed_groups(src: &Source) -> Option<Vec<Vec<String>>> {
+    let Source::DeepSpeed(c) = src else {
+        return None;
+    };
+    let mut g: Vec<Vec<String>> = Vec::new();
+    for p in &c.params {
+        if g.len() <= p.group {
+            g.resize(p.group + 1, Vec::new());
+        }
+        g[p.group].push(p.name.clone());
+    }
+    Some(g)
+}
+
+/// Writes `src` as a DCP checkpoint (param groups get `params` from DeepSpeed's groups when missing)
+/// or as a Megatron `torch_dist` one (module extra states of a Megatron input carried over).
 fn convert_to_dcp(
     src: &Source,
     output: &Path,
@@ -129,38 +149,32 @@ fn convert_to_dcp(
     progress: Progress,
 ) -> Result<ConvertReport> {
     let outs = src.outputs();
-    let groups = match src {
-        Source::DeepSpeed(c) => {
-            let mut g: Vec<Vec<String>> = Vec::new();
-            for p in &c.params {
-                if g.len() <= p.group {
-                    g.resize(p.group + 1, Vec::new());
-                }
-                g[p.group].push(p.name.clone());
-            }
-            Some(g)
-        }
-        _ => None,
-    };
-    let wopts = DcpWriteOptions {
-        files: opts.dcp_files,
-        groups,
-    };
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let total = outs.len();
-    let out = write_dcp(
-        output,
-        &outs,
-        &|m| src.read(m),
-        &src.state(),
-        &wopts,
-        &|b| {
-            let b = bytes.fetch_add(b, Ordering::Relaxed) + b;
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            progress(n as usize, total, b);
-        },
-    )?;
+    let tick = |b: u64| {
+        let b = bytes.fetch_add(b, Ordering::Relaxed) + b;
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        progress(n as usize, total, b);
+    };
+    let read = |m: &uc_schema::TensorMeta| src.read(m);
+    let out = if opts.format == Format::TorchDist {
+        let extra = match src {
+            Source::Dcp(c) => c.extra_states()?,
+            _ => Vec::new(),
+        };
+        let topts = TorchDistOptions {
+            files: opts.dcp_files,
+            extra,
+        };
+        write_torch_dist(output, &outs, &read, &src.state(), &topts, &tick)?
+    } else {
+        let wopts = DcpWriteOptions {
+            files: opts.dcp_files,
+            groups: deepspeed_groups(src),
+        };
+        write_dcp(output, &outs, &read, &src.state(), &wopts, &tick)?
+    };
     Ok(ConvertReport {
         output: out,
         tensors: total,

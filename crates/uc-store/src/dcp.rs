@@ -8,6 +8,7 @@
 //! - [`names`]: torch flat keys → model tensors, optimizer states, param groups.
 //! - [`megatron`]: `metadata.json`, `common.pt`, stacked layer axes, key names.
 //! - [`writer`]: any tensors → a DCP checkpoint torch's `dcp.load` reads ([`write_dcp`]).
+//! - [`torch_dist`]: any tensors → a Megatron `torch_dist` checkpoint ([`write_torch_dist`]).
 //! - [`DcpCheckpoint`]: an open checkpoint: outputs, merged reads, state.
 
 mod checkpoint;
@@ -17,8 +18,10 @@ pub mod megatron;
 pub mod metadata;
 pub mod metadata_pickle;
 pub mod names;
+pub mod torch_dist;
 pub mod writer;
 
 pub use checkpoint::{DcpCheckpoint, DcpOptions, Flavor};
 pub use metadata::{Chunk, Item, Metadata, StorageInfo, TensorItem};
+pub use torch_dist::{write_torch_dist, TorchDistOptions};
 pub use writer::{write_dcp, DcpWriteOptions};

@@ -79,8 +79,8 @@ fn bad(zero: &Path, meta: &TensorMeta, why: impl Into<String>) -> StoreError {
     }
 }
 
-/// `data` (one element of `meta.dtype`) as a float32.
-fn scalar_f32(zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<f32> {
+/// `data` (one element of `meta.dtype`, e.g. a step) as a float32; errors name `path`.
+pub(crate) fn scalar_f32(zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<f32> {
     if meta.numel() != 1 {
         return Err(bad(zero, meta, "step is not a single number"));
     }

@@ -237,6 +237,26 @@ impl DcpCheckpoint {
         }
     }
 
+    /// Every bytes item holding module extra state (`<module>._extra_state/shard_…`, written by
+    /// Megatron for TransformerEngine-style modules): key and archive bytes, each checked to unpickle
+    /// with the allowlist, to carry over verbatim into a `torch_dist` output.
+    pub fn extra_states(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for (key, item) in &self.metadata.items {
+            if !matches!(item, Item::Bytes) || !key.contains("._extra_state") {
+                continue;
+            }
+            self.archive(key, None)?;
+            let info = &self.metadata.storage[&(key.clone(), None)];
+            let f = &self.files[&info.file];
+            let bytes = f.map.as_ref().map_or(&[][..], |m| {
+                &m[info.offset as usize..(info.offset + info.length) as usize]
+            });
+            out.push((key.clone(), bytes.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// A bytes item's pickled value as training state.
     fn bytes_value(&self, key: &str) -> Result<Value> {
         Ok(to_value(self.archive(key, None)?.root()))

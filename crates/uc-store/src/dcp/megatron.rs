@@ -114,6 +114,33 @@ pub fn layer_name(prefix: &str, i: u64, rest: &str, te_names: bool) -> String {
     format!("{prefix}{i}.{rest}")
 }
 
+/// The TransformerEngine fused name of a per-layer local-spec name (`input_layernorm.weight` →
+/// `self_attention.linear_qkv.layer_norm_weight`); other names are unchanged.
+pub fn te_name(rest: &str) -> &str {
+    LOCAL_NAMES
+        .iter()
+        .find(|(_, local)| *local == rest)
+        .map_or(rest, |(te, _)| te)
+}
+
+/// Splits a per-layer name `<prefix>layers.<i>.<rest>` into (`<prefix>layers.`, i, rest): the first
+/// `layers` segment followed by a layer number. `None` for names outside the layer stack.
+pub fn split_layer(name: &str) -> Option<(&str, u64, &str)> {
+    let mut at = 0;
+    for seg in name.split('.') {
+        let end = at + seg.len();
+        if seg == "layers" {
+            let rest = name.get(end + 1..)?;
+            let (num, tail) = rest.split_once('.')?;
+            if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) && !tail.is_empty() {
+                return Some((&name[..end + 1], num.parse().ok()?, tail));
+            }
+        }
+        at = end + 1;
+    }
+    None
+}
+
 /// True for the vocabulary-parallel tensors whose rows are padded.
 pub fn is_vocab(key: &str) -> bool {
     key == "embedding.word_embeddings.weight" || key == "output_layer.weight"
@@ -212,6 +239,18 @@ mod tests {
                 key: "decoder.layers.mlp.linear_fc1.bias".into()
             }
         );
+        assert_eq!(
+            split_layer("decoder.layers.12.input_layernorm.weight"),
+            Some(("decoder.layers.", 12, "input_layernorm.weight"))
+        );
+        assert_eq!(split_layer("decoder.layers.mlp.weight"), None);
+        assert_eq!(split_layer("decoder.final_layernorm.weight"), None);
+        assert_eq!(split_layer("layers.3"), None);
+        assert_eq!(
+            te_name("pre_mlp_layernorm.bias"),
+            "mlp.linear_fc1.layer_norm_bias"
+        );
+        assert_eq!(te_name("mlp.linear_fc2.weight"), "mlp.linear_fc2.weight");
         assert_eq!(
             classify("decoder.layers.mlp.linear_fc1._extra_state/shard_0_2"),
             MKey::ExtraState

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Megatron interop: `uc convert <Megatron torch_dist fixture (TP 2)> --format torch_dist` -> real megatron-core
+# 0.16.1 `dist_checkpointing.load` into a GPTModel at another TP size (1) and at TP 2, checked by
+# megatron_load.py: (a) loads, (b) params + Adam moments == expected.safetensors bit for bit, (c) Adam step,
+# iteration, lr / weight decay restored. Exit status 0 iff every row passes (a), (b) and (c).
+# CPU only (gloo, 127.0.0.1). Needs a venv with torch 2.15.0 + megatron-core 0.16.1 + safetensors + numpy
+# (`pip install megatron-core==0.16.1`); the CPU shims are the fixture generator's (fixtures/megatron/generator).
+#
+#   bash scripts/interop/megatron_load.sh VENV [case:reader_tp ...]
+#     default: gpt_tp2:1 gpt_tp2:2 gpt_tp2_dp2:1 gpt_tp2_swiglu_tied:1 gpt_tp2_swiglu_tied:2
+#   env: UC (uc binary; default target/release/uc, built if missing), OUT (default /tmp/uc-megatron),
+#        UC_FIXTURES (default ../shared/fixtures), PORT_BASE (default 29980), NICE (default 10)
+set -uo pipefail
+VENV=${1:?usage: megatron_load.sh VENV [case:reader_tp ...]}
+shift
+VENV=$(cd "$VENV" && pwd)
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+FIX=${UC_FIXTURES:-$(cd .. && pwd)/shared/fixtures}/megatron
+OUT=${OUT:-/tmp/uc-megatron}
+PORT=${PORT_BASE:-29980}
+NICE=${NICE:-10}
+UC=${UC:-$ROOT/target/release/uc}
+export PATH=$VENV/bin:$PATH OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore MASTER_ADDR=127.0.0.1
+[[ -x "$UC" ]] || nice -n "$NICE" cargo build --release -q -p uc-cli || exit 1
+CASES=("$@")
+[[ ${#CASES[@]} -eq 0 ]] && CASES=(gpt_tp2:1 gpt_tp2:2 gpt_tp2_dp2:1 gpt_tp2_swiglu_tied:1 gpt_tp2_swiglu_tied:2)
+mkdir -p "$OUT"
+RESULTS=()
+for spec in "${CASES[@]}"; do
+  IFS=: read -r case_ tp <<< "$spec"
+  d=$OUT/$case_
+  if [[ ! -d "$d/torch_dist" ]]; then
+    mkdir -p "$d"
+    if ! nice -n "$NICE" "$UC" convert "$FIX/$case_/checkpoint" "$d/torch_dist" --format torch_dist > "$d/_convert.log" 2>&1; then
+      echo "!!! uc convert failed for $case_:"; cat "$d/_convert.log"; continue
+    fi
+  fi
+  res=$d/_tp${tp}.json
+  rm -f "$res"
+  echo "=== $case_: dist_checkpointing.load at TP $tp from $d/torch_dist"
+  nice -n "$NICE" torchrun --nnodes 1 --nproc_per_node "$tp" --master_addr 127.0.0.1 --master_port $((PORT++)) \
+      "$ROOT/scripts/interop/megatron_load.py" --case "$FIX/$case_" --ckpt "$d/torch_dist" --result "$res" \
+      > "${res%.json}.log" 2>&1
+  [[ -f "$res" ]] || echo "{\"a_loaded\": false, \"load_error\": \"no result (crash), see ${res%.json}.log\"}" > "$res"
+  RESULTS+=("$spec|$res")
+done
+
+"$VENV/bin/python" - "${RESULTS[@]}" <<'PY'
+import json, sys
+ok = True
+f = lambda x: "-" if x is None else ("pass" if x else "FAIL")
+print(f"{'case:reader_tp':<26} {'(a)load':<8} {'(b)bits':<8} {'tensors':<8} {'(c)state':<9} detail")
+for item in sys.argv[1:]:
+    spec, path = item.split("|")
+    r = json.load(open(path))
+    a, b, c = r.get("a_loaded", False), r.get("b_bitwise"), r.get("c_ok")
+    det = r.get("load_error") or (f"mismatching: {r['b_mismatching'][:5]}" if r.get("b_mismatching") else
+                                  f"step {r.get('c_adam_step')} iteration {r.get('c_iteration')}")
+    print(f"{spec:<26} {f(a):<8} {f(b):<8} {str(r.get('b_compared', '-')) + '/' + str(r.get('b_expected', '-')):<8} "
+          f"{f(c):<9} {det[:300]}")
+    ok &= bool(a and b and c)
+sys.exit(0 if ok else 1)
+PY
