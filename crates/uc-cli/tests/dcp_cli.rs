@@ -112,7 +112,7 @@ fn missing_distcp_file_is_refused() {
         }
     }
     let out = tmp.path().join("out");
-    for format in ["native", "dcp"] {
+    for format in ["native", "dcp", "deepspeed", "torch_dist"] {
         let o = uc(&["convert", "--format", format, s(&ck), s(&out)]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{err}");
@@ -127,4 +127,61 @@ fn missing_distcp_file_is_refused() {
     assert_eq!(v.status.code(), Some(1));
     let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "{left:?}");
+}
+
+#[test]
+fn convert_dcp_to_deepspeed_and_megatron_to_torch_dist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tmp.path().join("ds");
+    let dcp = fixtures("dcp").join("fsdp2_dp2/checkpoint");
+    ok(&uc(&["convert", "--format", "deepspeed", s(&dcp), s(&ds)]));
+    for f in [
+        "mp_rank_00_model_states.pt",
+        "zero_pp_rank_0_mp_rank_00_model_states.pt",
+        "zero/optimizer_state.pt",
+        "zero/embed.weight/fp32.pt",
+        "zero/embed.weight/exp_avg.pt",
+        "zero/embed.weight/exp_avg_sq.pt",
+        "zero/embed.weight/step.pt",
+    ] {
+        assert!(ds.join(f).is_file(), "{f}");
+    }
+    let td = tmp.path().join("td");
+    let meg = fixtures("megatron").join("gpt_tp2_swiglu_tied/checkpoint");
+    ok(&uc(&["convert", "--format", "torch_dist", s(&meg), s(&td)]));
+    ok(&uc(&["verify", s(&td)]));
+    let (a, b) = (
+        DcpCheckpoint::open(&meg, &DcpOptions::default()).unwrap(),
+        DcpCheckpoint::open(&td, &DcpOptions::default()).unwrap(),
+    );
+    let outs = a.outputs();
+    assert_eq!(outs, b.outputs());
+    for m in &outs {
+        assert!(a.read(m).unwrap() == b.read(m).unwrap(), "{}", m.name);
+    }
+}
+
+/// A DCP checkpoint without optimizer groups cannot become a DeepSpeed universal folder: DeepSpeed
+/// restores parameters group by group.
+#[test]
+fn model_only_dcp_to_deepspeed_is_refused() {
+    use uc_schema::{DType, Role, TensorMeta};
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let meta = TensorMeta::new("w", DType::F32, vec![2], Role::Fp32Master);
+    uc_store::dcp::write_dcp(
+        &ck,
+        &[meta],
+        &|_| Ok(vec![0u8; 8]),
+        &Default::default(),
+        &Default::default(),
+        &|_| {},
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = uc(&["convert", "--format", "deepspeed", s(&ck), s(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("param_groups"), "{err}");
+    assert!(!out.exists());
 }
