@@ -7,7 +7,7 @@ use uc_schema::{Entry, Layout, Manifest, TensorMeta};
 use uc_store::dcp::layout::{self, DcpLayout};
 use uc_store::dcp::DcpCheckpoint;
 use uc_store::source::{OpenOptions, Source};
-use uc_wasm::dcp::{DcpChunk, DcpSection, DcpTensor};
+use uc_wasm::dcp::{DcpSection, DcpTensor};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -78,19 +78,7 @@ fn facts(meta: &TensorMeta, l: DcpLayout) -> DcpTensor {
         grid: l.grid.map(|g| g.parts()),
         mesh: l.mesh,
         placements: l.placements,
-        chunks: l
-            .chunks
-            .into_iter()
-            .map(|c| DcpChunk {
-                offsets: c.offsets,
-                sizes: c.sizes,
-                stored_offsets: c.stored_offsets,
-                rank: c.rank,
-                file: c.file,
-                offset: c.offset,
-                length: c.length,
-            })
-            .collect(),
+        chunks: l.chunks,
     }
 }
 

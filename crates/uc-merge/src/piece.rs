@@ -73,6 +73,26 @@ pub fn pieces(meta: &TensorMeta) -> Result<Vec<Piece>, MergeError> {
     Ok(out)
 }
 
+/// True when `layout` over `shape` spans one rank per box and its non-empty pieces are exactly the
+/// non-empty `boxes`, in any order (how a DCP tensor's stored chunks are matched to a layout).
+/// The layout is not validated here.
+pub fn layout_matches(shape: &[u64], layout: &Layout, boxes: &[Region]) -> bool {
+    if layout.checked_ranks() != Some(boxes.len() as u32) {
+        return false;
+    }
+    let mut pieces = Vec::new();
+    layout_pieces(shape, layout, &mut pieces);
+    let mut have: Vec<Region> = pieces
+        .into_iter()
+        .map(|p| p.global)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let mut want: Vec<Region> = boxes.iter().filter(|r| !r.is_empty()).cloned().collect();
+    have.sort();
+    want.sort();
+    have == want
+}
+
 /// Pieces of `layout` over a tensor of `shape` (no validation, no clipping).
 pub fn layout_pieces(shape: &[u64], layout: &Layout, out: &mut Vec<Piece>) {
     let full = Region::full(shape);

@@ -3,10 +3,12 @@
 //! - [`DType`], [`Role`], [`TensorMeta`]: one tensor.
 //! - [`Layout`], [`Split`], [`Placement`]: how a tensor is spread over ranks.
 //! - [`Topology`]: the run's mesh axes, ZeRO stage and pipeline stages.
+//! - [`DcpChunk`]: one stored chunk of a PyTorch DCP tensor (box, writer rank, byte range).
 //! - [`Manifest`]: a whole topology-independent checkpoint (`uc.json`).
 //! - [`deepspeed`]: DeepSpeed's `universal_checkpoint_info`, AutoTP and AutoEP metadata.
 //! - [`validate`](validate_tensor): typed [`SchemaError`]s naming the tensor and the numbers.
 
+mod chunk;
 pub mod deepspeed;
 mod dtype;
 mod error;
@@ -18,6 +20,7 @@ mod topology;
 mod validate;
 mod value;
 
+pub use chunk::DcpChunk;
 pub use dtype::DType;
 pub use error::SchemaError;
 pub use layout::{zero_padded, ExpertStorage, Layout, Placement, Split, SubParam};

@@ -8,7 +8,9 @@
 use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
 use crate::pickle::PyValue;
-use crate::pt_write::{write_pt, write_universal_state, PtTensor, PtValue, UniversalKind};
+use crate::pt_write::{
+    write_pt, write_universal_state, write_universal_step, PtTensor, PtValue, UniversalKind,
+};
 use crate::source::Source;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -128,14 +130,7 @@ fn write_from_deepspeed(
         if ck.stage == 3 {
             return Ok(()); // DeepSpeed writes no step.pt for ZeRO-3
         }
-        let v = scalar_f32(zero, meta, data)?;
-        write_universal_state(
-            zero,
-            &meta.name,
-            "step",
-            UniversalKind::Bare,
-            PtTensor::scalar_f32(v),
-        )?;
+        write_universal_step(zero, &meta.name, scalar_f32(zero, meta, data)?)?;
         return Ok(());
     }
     if !trained {
@@ -174,14 +169,7 @@ fn write_from_other(
         Role::Buffer => Ok(()), // untrained: the model states' `module` holds it
         Role::Param if masters.contains(&meta.name) => Ok(()),
         Role::Step => {
-            let v = scalar_f32(zero, meta, data)?;
-            write_universal_state(
-                zero,
-                &meta.name,
-                "step",
-                UniversalKind::Bare,
-                PtTensor::scalar_f32(v),
-            )?;
+            write_universal_step(zero, &meta.name, scalar_f32(zero, meta, data)?)?;
             Ok(())
         }
         Role::Fp32Master | Role::Param => {

@@ -19,7 +19,7 @@ use crate::topo::MAX_RANKS;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as J};
 use std::collections::BTreeMap;
-use uc_merge::{layout_pieces, rowmajor_strides, Piece, Region};
+use uc_merge::{layout_matches, rowmajor_strides, Piece, Region};
 use uc_schema::{Placement, Role, TensorMeta};
 
 /// The whole section: the ranks that wrote files and the facts of each tensor.
@@ -52,36 +52,11 @@ pub struct DcpTensor {
     pub chunks: Vec<DcpChunk>,
 }
 
-/// One chunk: its box in the tensor, and the storage entry of the rank that wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DcpChunk {
-    pub offsets: Vec<u64>,
-    pub sizes: Vec<u64>,
-    /// Offsets of the stored chunk in its DCP item (its `storage_data` key).
-    #[serde(default)]
-    pub stored_offsets: Vec<u64>,
-    /// Writer rank (None: not stored).
-    #[serde(default)]
-    pub rank: Option<u32>,
-    #[serde(default)]
-    pub file: Option<String>,
-    #[serde(default)]
-    pub offset: u64,
-    #[serde(default)]
-    pub length: u64,
-}
+pub use uc_schema::DcpChunk;
 
-impl DcpChunk {
-    /// True when some extent is 0 (an empty local shard).
-    pub fn is_empty(&self) -> bool {
-        self.sizes.contains(&0)
-    }
-
-    /// The chunk's box.
-    pub fn region(&self) -> Region {
-        Region::new(self.offsets.as_slice(), self.sizes.as_slice())
-    }
+/// A chunk's box.
+pub fn region(c: &DcpChunk) -> Region {
+    Region::new(c.offsets.as_slice(), c.sizes.as_slice())
 }
 
 /// A tensor's DCP facts as the viewer holds them.
@@ -177,7 +152,7 @@ impl Dcp {
                 Piece {
                     rank,
                     buffer,
-                    global: c.region(),
+                    global: region(c),
                     offset: 0,
                     strides: rowmajor_strides(&c.sizes),
                 }
@@ -220,7 +195,7 @@ impl Dcp {
             .chunks
             .iter()
             .map(|c| {
-                json!({"offsets": c.offsets, "sizes": c.sizes, "box": box_attr(&c.region()),
+                json!({"offsets": c.offsets, "sizes": c.sizes, "box": box_attr(&region(c)),
                        "stored_offsets": c.stored_offsets, "rank": c.rank, "file": c.file,
                        "offset": c.offset, "length": c.length, "empty": c.is_empty(),
                        "color": c.rank.map(color)})
@@ -233,27 +208,11 @@ impl Dcp {
     }
 }
 
-/// True when `meta.layout` has one rank per chunk and its non-empty boxes are exactly the
-/// non-empty chunks.
+/// True when `meta.layout` is valid, has one rank per chunk and its non-empty boxes are exactly
+/// the non-empty chunks.
 pub fn fits(meta: &TensorMeta, chunks: &[DcpChunk]) -> bool {
-    if meta.validate().is_err() || meta.layout.checked_ranks() != Some(chunks.len() as u32) {
-        return false;
-    }
-    let mut pieces = Vec::new();
-    layout_pieces(meta.stored_shape(), &meta.layout, &mut pieces);
-    let mut have: Vec<Region> = pieces
-        .into_iter()
-        .map(|p| p.global)
-        .filter(|r| !r.is_empty())
-        .collect();
-    let mut want: Vec<Region> = chunks
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(DcpChunk::region)
-        .collect();
-    have.sort();
-    want.sort();
-    have == want
+    let boxes: Vec<Region> = chunks.iter().map(region).collect();
+    meta.validate().is_ok() && layout_matches(meta.stored_shape(), &meta.layout, &boxes)
 }
 
 /// Parses the section (a `dcp` value of a `uc.json` document).

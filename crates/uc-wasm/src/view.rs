@@ -141,7 +141,7 @@ fn chunk_lines(d: &Dcp) -> Vec<(u32, u64, String)> {
             (
                 rank,
                 c.length,
-                format!("{who} · {}{empty}{at}", box_attr(&c.region())),
+                format!("{who} · {}{empty}{at}", box_attr(&crate::dcp::region(c))),
             )
         })
         .collect()

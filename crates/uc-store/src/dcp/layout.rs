@@ -9,36 +9,15 @@
 use super::metadata::{Metadata, TensorItem};
 use super::DcpCheckpoint;
 use std::collections::BTreeSet;
-use uc_merge::{layout_pieces, Region};
+use uc_merge::{layout_matches, Region};
 use uc_schema::{Layout, Placement, Split, TensorMeta};
 
 /// One chunk of a tensor in the tensor's own coordinates, with where its bytes are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkFact {
-    /// Box of the tensor this chunk covers (offset may equal the dim size when a size is 0).
-    pub offsets: Vec<u64>,
-    pub sizes: Vec<u64>,
-    /// Offsets of the stored chunk in its DCP item (the `storage_data` key; differs for a slice,
-    /// e.g. one layer of a Megatron stacked tensor).
-    pub stored_offsets: Vec<u64>,
-    /// The rank that wrote it, from the file name `__<rank>_<n>.distcp` (None when not stored).
-    pub rank: Option<u32>,
-    /// Data file, byte offset and length of the stored chunk (a torch.save archive).
-    pub file: Option<String>,
-    pub offset: u64,
-    pub length: u64,
-}
+pub use uc_schema::DcpChunk;
 
-impl ChunkFact {
-    /// True when some extent is 0 (an empty local shard: no data).
-    pub fn is_empty(&self) -> bool {
-        self.sizes.contains(&0)
-    }
-
-    /// The chunk's box as a uc-merge region.
-    pub fn region(&self) -> Region {
-        Region::new(self.offsets.as_slice(), self.sizes.as_slice())
-    }
+/// A chunk's box as a uc-merge region.
+pub fn region(c: &DcpChunk) -> Region {
+    Region::new(c.offsets.as_slice(), c.sizes.as_slice())
 }
 
 /// The chunk grid: per dim, the sizes of its parts in offset order (one part: the dim is not split).
@@ -81,7 +60,7 @@ pub struct DcpLayout {
     /// chunks included), checked box by box; None when no layout fits.
     pub layout: Option<Layout>,
     /// Every chunk, in the item's (gather) order.
-    pub chunks: Vec<ChunkFact>,
+    pub chunks: Vec<DcpChunk>,
 }
 
 /// The writer rank a data file name carries: `__<rank>_<n>.distcp` → rank.
@@ -153,7 +132,7 @@ pub fn infer_item(
         };
         let skip = usize::from(drop_first);
         let info = md.storage.get(&(key.to_string(), Some(c.offsets.clone())));
-        chunks.push(ChunkFact {
+        chunks.push(DcpChunk {
             offsets: b.off[skip..].to_vec(),
             sizes: b.len[skip..].to_vec(),
             stored_offsets: c.offsets.clone(),
@@ -167,7 +146,7 @@ pub fn infer_item(
 }
 
 /// Infers grid, mesh, placements and layout of a tensor of `shape` from its chunks.
-pub fn from_chunks(key: &str, shape: &[u64], chunks: Vec<ChunkFact>, world: u32) -> DcpLayout {
+pub fn from_chunks(key: &str, shape: &[u64], chunks: Vec<DcpChunk>, world: u32) -> DcpLayout {
     let boxes: Vec<(Vec<u64>, Vec<u64>)> = chunks
         .iter()
         .map(|c| (c.offsets.clone(), c.sizes.clone()))
@@ -269,33 +248,17 @@ fn nested(g: &Grid, dims: &[usize]) -> Layout {
 
 /// True when `layout` is valid for `shape`, has one rank per chunk, and its non-empty boxes are
 /// exactly the non-empty chunks.
-pub fn fits(key: &str, shape: &[u64], layout: &Layout, chunks: &[ChunkFact]) -> bool {
-    if layout.validate(key, shape).is_err() || layout.checked_ranks() != Some(chunks.len() as u32) {
-        return false;
-    }
-    let mut pieces = Vec::new();
-    layout_pieces(shape, layout, &mut pieces);
-    let mut have: Vec<Region> = pieces
-        .into_iter()
-        .map(|p| p.global)
-        .filter(|r| !r.is_empty())
-        .collect();
-    let mut want: Vec<Region> = chunks
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(ChunkFact::region)
-        .collect();
-    have.sort();
-    want.sort();
-    have == want
+pub fn fits(key: &str, shape: &[u64], layout: &Layout, chunks: &[DcpChunk]) -> bool {
+    let boxes: Vec<Region> = chunks.iter().map(region).collect();
+    layout.validate(key, shape).is_ok() && layout_matches(shape, layout, &boxes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chunk(offsets: &[u64], sizes: &[u64], rank: u32) -> ChunkFact {
-        ChunkFact {
+    fn chunk(offsets: &[u64], sizes: &[u64], rank: u32) -> DcpChunk {
+        DcpChunk {
             offsets: offsets.to_vec(),
             sizes: sizes.to_vec(),
             stored_offsets: offsets.to_vec(),
