@@ -34,6 +34,18 @@ pub enum PtValue<'a> {
     /// A plain `dict` with int keys (an optimizer's `state`: param index → its state).
     IntDict(Vec<(i64, PtValue<'a>)>),
     Tensor(PtTensor<'a>),
+    /// A global (a class or a dtype such as `torch.float16`), as `GLOBAL module name`.
+    Global {
+        module: String,
+        name: String,
+    },
+    /// `module.name.__new__(cls)` with its `__dict__` set to `state` (what pickle writes for a
+    /// plain Python object such as DeepSpeed's loss scaler); `torch.load` needs `weights_only=False`.
+    Object {
+        module: String,
+        name: String,
+        state: Box<PtValue<'a>>,
+    },
 }
 
 impl<'a> PtValue<'a> {

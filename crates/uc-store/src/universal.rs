@@ -269,7 +269,8 @@ fn zero3_state(steps: &[(usize, f32)], groups: Option<PtValue<'static>>) -> PtVa
     PtValue::Dict(inner)
 }
 
-/// Plain data as a `.pt` value; objects (loss scaler, …) are dropped, `ZeroStageEnum(n)` becomes `n`.
+/// Plain data as a `.pt` value: plain objects (the loss scaler) keep their class and state; other
+/// objects (reduced with arguments) are dropped, `ZeroStageEnum(n)` becomes `n`.
 fn plain(v: &PyValue) -> Option<PtValue<'static>> {
     Some(match v {
         PyValue::None => PtValue::None,
@@ -284,6 +285,21 @@ fn plain(v: &PyValue) -> Option<PtValue<'static>> {
                 .filter_map(|(k, v)| Some((k.as_str()?.to_string(), plain(v)?)))
                 .collect(),
         ),
+        PyValue::Global { module, name } => PtValue::Global {
+            module: module.clone(),
+            name: name.clone(),
+        },
+        // An allowlisted plain object (the loss scaler): class and `__dict__`, as DeepSpeed has it.
+        PyValue::Object {
+            module,
+            name,
+            args,
+            state: Some(state),
+        } if args.is_empty() => PtValue::Object {
+            module: module.clone(),
+            name: name.clone(),
+            state: Box::new(plain(state)?),
+        },
         _ => return None,
     })
 }

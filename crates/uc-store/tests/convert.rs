@@ -130,3 +130,59 @@ fn zero3_optimizer_state_has_what_the_loader_reads() {
     }
     assert_eq!(inner.key("param_groups").unwrap().len().unwrap(), 2);
 }
+
+/// fp16 with dynamic loss scaling pickles a `DynamicLossScaler` (state: scale, iteration, dtype
+/// `torch.float16`) in every optimizer-states file: it is read (allowlisted, never executed) and
+/// carried into `zero/optimizer_state.pt` with its class and state, as `ds_to_universal` keeps it,
+/// so `load_universal` resumes at the saved scale. Data: tests/fixtures/generator/make_dynamic_scaler.py.
+#[test]
+fn dynamic_loss_scaler_is_carried_into_the_universal_optimizer_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("zero2");
+    common::copy_dir(&fixtures().join("zero2"), &input);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/zero2_dynamic_scaler");
+    for r in 0..2 {
+        let name = format!("zero_pp_rank_{r}_mp_rank_00_optim_states.pt");
+        std::fs::copy(data.join(&name), input.join("global_step3").join(&name)).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let opts = ConvertOptions {
+        format: Format::Both,
+        ..Default::default()
+    };
+    convert(&input, &out, &opts, &|_, _, _| {}).unwrap();
+    let native = NativeCheckpoint::open(&out).unwrap();
+    let bytes = std::fs::read(fixtures().join("zero2/expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    for name in st.names() {
+        let (p, role) = name.rsplit_once('/').unwrap();
+        let got = native.tensor(p, &Role::from_key(role)).unwrap();
+        assert!(got == st.tensor(name).unwrap().data(), "{name}");
+    }
+    let f = PtFile::open(out.join("zero/optimizer_state.pt"), &Allowlist::deepspeed()).unwrap();
+    let c = f.cursor();
+    assert_eq!(
+        c.key("dynamic_loss_scale").unwrap().value(),
+        &PyValue::Bool(true)
+    );
+    let PyValue::Object {
+        module,
+        name,
+        state: Some(state),
+        ..
+    } = c.key("loss_scaler").unwrap().value()
+    else {
+        panic!("loss_scaler is not an object");
+    };
+    assert_eq!(
+        (module.as_str(), name.as_str()),
+        ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler")
+    );
+    assert_eq!(state.get("cur_scale"), Some(&PyValue::Float(1024.0)));
+    assert_eq!(state.get("cur_iter"), Some(&PyValue::Int(3)));
+    assert_eq!(state.get("last_overflow_iter"), Some(&PyValue::Int(1)));
+    assert!(matches!(
+        state.get("dtype"),
+        Some(PyValue::Global { module, name }) if module == "torch" && name == "float16"
+    ));
+}

@@ -192,11 +192,7 @@ fn strip(i: &Item) -> Item {
 fn copy_case(name: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dst = tmp.path().join("ck");
-    std::fs::create_dir(&dst).unwrap();
-    for e in std::fs::read_dir(case(name).join("checkpoint")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
-    }
+    common::copy_dir(&case(name).join("checkpoint"), &dst);
     (tmp, dst)
 }
 

@@ -472,12 +472,9 @@ fn existing_folder_gets_the_weights_beside_its_files() {
 fn copy_case(case: &str, dst: &Path) -> PathBuf {
     let src = fixture(case);
     let out = dst.join(case);
-    fs::create_dir_all(out.join("global_step3")).unwrap();
+    fs::create_dir_all(&out).unwrap();
     fs::copy(src.join("latest"), out.join("latest")).unwrap();
-    for e in fs::read_dir(src.join("global_step3")).unwrap() {
-        let p = e.unwrap().path();
-        fs::copy(&p, out.join("global_step3").join(p.file_name().unwrap())).unwrap();
-    }
+    common::copy_dir(&src.join("global_step3"), &out.join("global_step3"));
     out
 }
 

@@ -26,6 +26,12 @@ pub const DEEPSPEED_EXTRA_GLOBALS: &[(&str, &str)] = &[
     ("torch._tensor", "_rebuild_from_type_v2"),
     ("torch", "Tensor"),
     ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+    // fp16 with dynamic loss scaling (DeepSpeed's default for fp16) pickles this scaler, whose
+    // state names its dtype.
+    ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+    ("torch", "float16"),
+    ("torch", "bfloat16"),
+    ("torch", "float32"),
     ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
     ("deepspeed.utils.tensor_fragment", "fragment_address"),
     ("argparse", "Namespace"),

@@ -26,7 +26,7 @@ pub(crate) struct Storage<'a> {
 #[derive(PartialEq, Eq, Hash)]
 enum MemoKey {
     Str(String),
-    Global(&'static str, &'static str),
+    Global(String, String),
 }
 
 /// Pickles a value tree into bytes and collects its tensor storages in key order.
@@ -115,6 +115,23 @@ impl<'a, 'p> Pickler<'a, 'p> {
                 })?;
             }
             PtValue::Tensor(t) => self.tensor(t, label)?,
+            PtValue::Global { module, name } => {
+                self.check_global(&module, &name, label)?;
+                self.global(&module, &name);
+            }
+            PtValue::Object {
+                module,
+                name,
+                state,
+            } => {
+                // copyreg.__newobj__: the class, `()`, NEWOBJ, memoized; then the state and BUILD.
+                self.check_global(&module, &name, label)?;
+                self.global(&module, &name);
+                self.out.extend_from_slice(b")\x81");
+                self.put();
+                self.save(*state, label, depth + 1)?;
+                self.out.push(b'b');
+            }
         }
         Ok(())
     }
@@ -287,9 +304,29 @@ impl<'a, 'p> Pickler<'a, 'p> {
         Ok(())
     }
 
+    /// A GLOBAL's module and name must be dotted identifiers (a newline would end them early).
+    fn check_global(&self, module: &str, name: &str, label: &str) -> Result<()> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.split('.').all(|p| {
+                    !p.is_empty()
+                        && !p.starts_with(|c: char| c.is_ascii_digit())
+                        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+        };
+        if ok(module) && ok(name) {
+            return Ok(());
+        }
+        Err(self.err(
+            label,
+            format!("`{module}.{name}` is not a Python global name"),
+        ))
+    }
+
     /// GLOBAL `module\nname\n` (memoized).
-    fn global(&mut self, module: &'static str, name: &'static str) {
-        if let Some(&i) = self.memo.get(&MemoKey::Global(module, name)) {
+    fn global(&mut self, module: &str, name: &str) {
+        let key = MemoKey::Global(module.to_string(), name.to_string());
+        if let Some(&i) = self.memo.get(&key) {
             self.get(i);
             return;
         }
@@ -299,7 +336,7 @@ impl<'a, 'p> Pickler<'a, 'p> {
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(b'\n');
         let i = self.put();
-        self.memo.insert(MemoKey::Global(module, name), i);
+        self.memo.insert(key, i);
     }
 
     /// Memoizes the object on top of the stack (BINPUT / LONG_BINPUT); returns its index.

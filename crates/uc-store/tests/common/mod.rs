@@ -51,6 +51,24 @@ pub fn walk(root: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
     out
 }
 
+/// Copies the folder `src` to `dst` (created), recursively, files made writable.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create copy dir");
+    for e in std::fs::read_dir(src).expect("read fixture dir") {
+        let p = e.expect("dir entry").path();
+        let to = dst.join(p.file_name().expect("file name"));
+        if p.is_dir() {
+            copy_dir(&p, &to);
+        } else {
+            std::fs::copy(&p, &to).expect("copy fixture file");
+            let mut perm = std::fs::metadata(&to).expect("metadata").permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&to, perm).expect("make writable");
+        }
+    }
+}
+
 /// A stored (uncompressed) zip archive holding `entries`, like torch.save writes.
 pub fn build_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
