@@ -34,10 +34,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Convert a DeepSpeed checkpoint into a universal one.
+    /// Convert a checkpoint (DeepSpeed, PyTorch DCP, Megatron torch_dist, native) into another layout.
     ///
     /// INPUT is the folder DeepSpeed saved into (holding `latest`) or a tag folder such as
-    /// `global_step100`. OUTPUT must not exist; it appears only when the conversion succeeded.
+    /// `global_step100`, a DCP or Megatron `torch_dist` folder, or a native checkpoint. OUTPUT is a
+    /// universal checkpoint (native, DeepSpeed's universal layout, or both), a DCP or a `torch_dist`
+    /// checkpoint; it must not exist and appears only when the conversion succeeded.
     Convert(cmd_convert::Args),
     /// Export the trained weights as a Hugging Face model folder (safetensors, sharded, with index).
     ///
