@@ -112,7 +112,14 @@ pub fn convert(
     }
     let out = match (native, udir) {
         (Some(w), _) => {
-            w.finish(src.topology(), src.state())?;
+            let mut state = src.state();
+            if let Source::DeepSpeed(c) = &src {
+                let aliases = crate::export::deepspeed_aliases(c, &outs)?;
+                if !matches!(&aliases, uc_schema::Value::List(l) if l.is_empty()) {
+                    state.insert(crate::export::ALIASES.into(), aliases);
+                }
+            }
+            w.finish(src.topology(), state)?;
             output.to_path_buf()
         }
         (None, Some(u)) => u.commit()?,

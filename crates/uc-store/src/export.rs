@@ -29,6 +29,7 @@ pub use select::weight_name;
 pub use shard::{parse_size, shard_name, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME};
 
 use crate::convert::Progress;
+use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
 use crate::native::write_all_at;
 use crate::source::{thread_pool, OpenOptions, Source};
@@ -41,7 +42,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use uc_schema::{DType, TensorMeta};
+use uc_schema::{DType, TensorMeta, Value};
 
 /// Elements converted per chunk when the output dtype differs (bounds the extra memory).
 const CONVERT_CHUNK: usize = 1 << 20;
@@ -103,6 +104,16 @@ pub fn export(
     export_source(&src, input, output, opts, progress)
 }
 
+/// Native state key listing the module tensors of a DeepSpeed input that are aliases of trained
+/// parameters (no weights of their own), so an export from the native checkpoint leaves them out too.
+pub const ALIASES: &str = "aliases";
+
+/// The module tensors of `c` that are aliases of trained parameters (see `aliases`).
+pub(crate) fn deepspeed_aliases(c: &DsCheckpoint, metas: &[TensorMeta]) -> Result<Value> {
+    let names = aliases::aliases(c, metas, &mut |_, _| {})?;
+    Ok(Value::List(names.into_iter().map(Value::Str).collect()))
+}
+
 /// [`export`] from an open source (`input` names it in errors).
 pub fn export_source(
     src: &Source,
@@ -126,7 +137,17 @@ pub fn export_source(
             meter.add(reads);
             s
         }
-        _ => Default::default(),
+        Source::Native(c) => match c.manifest().state.get(ALIASES) {
+            Some(Value::List(names)) => names
+                .iter()
+                .filter_map(|n| match n {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Default::default(),
+        },
+        Source::Dcp(_) => Default::default(),
     };
     let items = select::select(&metas, src.format(), &skip, opts, input)?;
     let plan = shard::plan(&items, opts.max_shard_size, output)?;

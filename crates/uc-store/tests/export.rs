@@ -520,3 +520,20 @@ fn bad_input_gets_convert_s_errors_and_leaves_nothing() {
         assert_eq!(fs::read_dir(work.path()).unwrap().count(), 0, "{ee}");
     }
 }
+
+/// A native conversion remembers which module tensors were aliases of trained parameters (AutoEP's
+/// router under `…mlp.gate.gate`), so exporting from it gives exactly the files of exporting from
+/// the DeepSpeed checkpoint.
+#[test]
+fn export_from_a_native_conversion_equals_export_from_deepspeed() {
+    for case in ["ep2_zero2", "ep2_zero1_bf16", "zero1", "tp2_zero1"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let native = tmp.path().join("native");
+        uc_store::convert::convert(&fixture(case), &native, &Default::default(), &|_, _, _| {})
+            .unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        run(&fixture(case), &a, &opts());
+        run(&native, &b, &opts());
+        assert_eq!(load(&a), load(&b), "{case}");
+    }
+}
