@@ -10,7 +10,8 @@ Run under torchrun (CPU, gloo, 127.0.0.1). One process per rank:
 It builds the same model, optimizer and data as the fixture generators
 (fixtures/deepspeed/generator/make_fixtures.py for the ZeRO cases, generator/autotp/make_autotp_fixtures.py for
 the AutoTP ones, generator/autoep/make_autoep_fixtures.py for AutoEP, which needs transformers==5.22.2; the
-model code is copied from there), calls ``engine.load_checkpoint(dir,
+TinyLM, AutoTP specs and TP reassembly are imported from unicheck's own fixture generator
+tests/fixtures/generator/make_fixtures.py, which matches the shared ones), calls ``engine.load_checkpoint(dir,
 tag="global_step3_universal")`` and checks
   (a) the load succeeds (the exception and traceback tail are recorded otherwise),
   (b) full fp32 params and Adam exp_avg / exp_avg_sq after the load equal the fixture's expected.safetensors
@@ -27,14 +28,13 @@ deepspeed_resume.sh drives it (uc convert + this + DeepSpeed's own universal fol
 import argparse
 import json
 import os
+import sys
 import traceback
-import types
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("DS_BUILD_OPS", "0")
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 SEQ = 8
@@ -43,164 +43,17 @@ GLOBAL_BS = 4  # = MICRO_BS * dp * gas for every topology used here
 LR = 1e-2
 STEPS = 3
 SEED = 1234
-VOCAB, HIDDEN, Q_DIM, K_DIM, V_DIM, HEAD_DIM, MLP, LAYERS = 96, 32, 32, 16, 16, 8, 64, 2
 
 
 # ---------------------------------------------------------------------------------------------------------
-# ZeRO fixtures' model (copied from generator/make_fixtures.py)
+# The ZeRO and AutoTP fixtures' model: unicheck's fixture generator's TinyLM (tests/fixtures/generator), which has
+# the shared generators' parameter names, init order, seed and math (with AutoTP's embedding gather), and its
+# AutoTP layer specs and TP reassembly rules.
 # ---------------------------------------------------------------------------------------------------------
-class Block(nn.Module):
-
-    def __init__(self, hidden=HIDDEN, q=Q_DIM, k=K_DIM, v=V_DIM, mlp=MLP, head_dim=HEAD_DIM):
-        super().__init__()
-        self.q, self.k, self.v, self.hd = q, k, v, head_dim
-        self.ln1 = nn.LayerNorm(hidden)
-        self.qkv = nn.Linear(hidden, q + k + v)
-        self.o_proj = nn.Linear(q, hidden, bias=False)
-        self.ln2 = nn.LayerNorm(hidden)
-        self.fc1 = nn.Linear(hidden, mlp)
-        self.fc2 = nn.Linear(mlp, hidden)
-
-    def forward(self, x):
-        B, T, _ = x.shape
-        h = self.ln1(x)
-        q, k, v = self.qkv(h).split([self.q, self.k, self.v], dim=-1)
-        nq, nkv = self.q // self.hd, self.k // self.hd
-        q = q.view(B, T, nq, self.hd).transpose(1, 2)
-        k = k.view(B, T, nkv, self.hd).transpose(1, 2).repeat_interleave(nq // nkv, dim=1)
-        v = v.view(B, T, nkv, self.hd).transpose(1, 2).repeat_interleave(nq // nkv, dim=1)
-        att = (q @ k.transpose(-1, -2)) / (self.hd**0.5)
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        att = att.masked_fill(~mask, float("-inf")).softmax(-1)
-        y = (att @ v).transpose(1, 2).reshape(B, T, self.q)
-        x = x + self.o_proj(y)
-        x = x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-        return x
-
-
-class TinyLM(nn.Module):
-
-    def __init__(self, vocab=VOCAB, hidden=HIDDEN, layers=LAYERS, **kw):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, hidden)
-        self.blocks = nn.ModuleList([Block(hidden, **kw) for _ in range(layers)])
-        self.ln_f = nn.LayerNorm(hidden)
-        self.lm_head = nn.Linear(hidden, vocab, bias=False)
-        self.logit_scale = nn.Parameter(torch.ones(1))
-
-    def forward(self, idx, targets):
-        x = self.embed(idx)
-        for b in self.blocks:
-            x = b(x)
-        logits = self.lm_head(self.ln_f(x)) * self.logit_scale
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# AutoTP fixtures' model (copied from generator/autotp/make_autotp_fixtures.py, variant "main")
-# ---------------------------------------------------------------------------------------------------------
-class TPBlock(nn.Module):
-
-    def __init__(self, hidden, q, k, v, mlp, head_dim):
-        super().__init__()
-        self.head_dim = head_dim
-        self.num_heads = q // head_dim
-        self.num_kv_heads = k // head_dim
-        self.ln1 = nn.LayerNorm(hidden)
-        self.qkv = nn.Linear(hidden, q + k + v)
-        self.o_proj = nn.Linear(q, hidden, bias=False)
-        self.ln2 = nn.LayerNorm(hidden)
-        self.fc1 = nn.Linear(hidden, mlp)
-        self.fc2 = nn.Linear(mlp, hidden)
-
-    def forward(self, x):
-        B, T, _ = x.shape
-        h = self.ln1(x)
-        qd, kd = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q, k, v = self.qkv(h).split([qd, kd, kd], dim=-1)
-        nq, nkv = self.num_heads, self.num_kv_heads
-        q = q.view(B, T, nq, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, nkv, self.head_dim).transpose(1, 2).repeat_interleave(nq // nkv, dim=1)
-        v = v.view(B, T, nkv, self.head_dim).transpose(1, 2).repeat_interleave(nq // nkv, dim=1)
-        att = (q @ k.transpose(-1, -2)) / (self.head_dim**0.5)
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        att = att.masked_fill(~mask, float("-inf")).softmax(-1)
-        y = (att @ v).transpose(1, 2).reshape(B, T, qd)
-        x = x + self.o_proj(y)
-        x = x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-        return x
-
-
-class TPTinyLM(nn.Module):
-
-    def __init__(self):
-        super().__init__()
-        self.config = types.SimpleNamespace(model_type="tinylm", num_attention_heads=Q_DIM // HEAD_DIM,
-                                            num_key_value_heads=K_DIM // HEAD_DIM, hidden_size=HIDDEN,
-                                            vocab_size=VOCAB)
-        self.n_embd = HIDDEN
-        self.embed = nn.Embedding(VOCAB, HIDDEN)
-        self.blocks = nn.ModuleList([TPBlock(HIDDEN, Q_DIM, K_DIM, V_DIM, MLP, HEAD_DIM) for _ in range(LAYERS)])
-        self.ln_f = nn.LayerNorm(HIDDEN)
-        self.lm_head = nn.Linear(HIDDEN, VOCAB, bias=False)
-        self.logit_scale = nn.Parameter(torch.ones(1))
-
-    def forward(self, idx, targets):
-        x = self.embed(idx)
-        if x.shape[-1] != self.n_embd:
-            from deepspeed.module_inject.layers import GatherFromTensorParallelRegion
-            from deepspeed.checkpoint.constants import DS_AUTOTP_UC_META
-            from deepspeed.utils import groups
-            sizes = tuple(getattr(self.embed.weight, DS_AUTOTP_UC_META)["partition_sizes"])
-            x = GatherFromTensorParallelRegion.apply(groups.get_tensor_model_parallel_group(), x, sizes)
-        for b in self.blocks:
-            x = b(x)
-        logits = self.lm_head(self.ln_f(x)) * self.logit_scale
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
-
-
-def tp_layer_specs():
-    return [
-        {"patterns": [r".*\.qkv\.weight$"], "partition_type": "column", "shape": [[Q_DIM, K_DIM, V_DIM], -1],
-         "partition_dim": 0},
-        {"patterns": [r".*\.o_proj\.weight$", r".*\.fc2\.weight$"], "partition_type": "row"},
-        {"patterns": [r".*\.fc1\.weight$"], "partition_type": "column"},
-        {"patterns": [r"^embed\.weight$"], "partition_type": "row", "partition_dim": 1},
-        {"patterns": [r"^lm_head\.weight$"], "partition_type": "column", "gather_output": True},
-    ]
-
-
-def tp_shard_sizes(total, tp, name):
-    """deepspeed.module_inject.tp_shard.get_shard_size (tp_grain_size=1), as in the AutoTP generator."""
-    kv = K_DIM // HEAD_DIM
-    out = []
-    for r in range(tp):
-        if total % kv == 0 and "mlp" not in name and name not in ("lm_head", "embed_out"):
-            sl = kv // tp + (1 if r < kv % tp else 0)
-            out.append(total * sl // kv)
-        else:
-            out.append(total // tp + (1 if r < total % tp else 0))
-    return out
-
-
-def tp_reassemble(name, shards):
-    """TP-local tensors (TP rank order) -> full tensor, the AutoTP generator's rules."""
-    import re
-    tp = len(shards)
-    if tp == 1:
-        return shards[0]
-    if name == "embed.weight" or re.match(r".*\.(o_proj|fc2)\.weight$", name):
-        return torch.cat(shards, dim=1)
-    if re.match(r".*\.fc1\.(weight|bias)$", name) or name == "lm_head.weight":
-        return torch.cat(shards, dim=0)
-    if re.match(r".*\.qkv\.(weight|bias)$", name):
-        layer = name.rsplit(".", 1)[0]
-        widths = [tp_shard_sizes(s, tp, layer) for s in (Q_DIM, K_DIM, V_DIM)]
-        pieces = [s.split([w[rk] for w in widths], dim=0) for rk, s in enumerate(shards)]
-        return torch.cat([torch.cat([pieces[rk][i] for rk in range(tp)], dim=0) for i in range(3)], dim=0)
-    for s in shards[1:]:
-        assert torch.equal(s, shards[0]), f"replicated param {name} differs across TP ranks"
-    return shards[0]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures",
+                                "generator"))
+from make_fixtures import VOCAB, TinyLM, tp_layer_specs  # noqa: E402
+from make_fixtures import reassemble as tp_reassemble  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -295,7 +148,7 @@ def make_engine(deepspeed, cfg, autotp_model, autoep_model=False):
                                                config=cfg)
         return engine
     if autotp_model:
-        model = TPTinyLM()
+        model = TinyLM()
     elif cfg["zero_optimization"]["stage"] == 3:
         with deepspeed.zero.Init(config_dict_or_path=cfg):
             torch.manual_seed(SEED)

@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use uc_burn::{io, shards, spec, Cpu, LayoutRules, ParamLayout, Shards};
-use uc_schema::{Role, TensorMeta, Topology};
+use uc_schema::{TensorMeta, Topology};
 use uc_store::native::{NativeCheckpoint, NativeOptions, NativeWriter};
 
 /// 16 weights of 4096 × 1024 f32 (256 MiB) plus small norms; half column-, half row-parallel.
@@ -99,13 +99,11 @@ fn bench_reshard_on<B: Backend>(c: &mut Criterion, backend: &str, dev: &B::Devic
     let params: Vec<_> = params.into_iter().take(6).collect(); // 64 MiB
     let m2 = rules.metas(&params, 2, false).unwrap();
     let m4 = spec::relayout(&rules, &m2, 4).unwrap();
-    let mut ranks: Vec<Shards<B>> = (0..2).map(|_| Shards::new()).collect();
+    let mut ranks: Vec<Shards<B>> = Vec::new();
     for (i, m) in m2.iter().enumerate() {
         let full: Tensor<B, 1> =
             io::from_bytes::<B>(&m.name, &fill(m.numel() as usize, i as u32), dev).unwrap();
-        for ((r, b), t) in shards::scatter(m, full).unwrap() {
-            ranks[r as usize].insert((m.name.clone(), Role::Param, b), t);
-        }
+        shards::scatter_into(&mut ranks, m, full).unwrap();
     }
     let bytes: u64 = m2.iter().map(|m| m.nbytes()).sum();
     let mut g = c.benchmark_group(format!("reshard_tp2_to_tp4_{backend}"));

@@ -75,6 +75,22 @@ pub fn scatter<B: Backend>(
     )
 }
 
+/// Cuts `full` into `meta`'s local buffers and files each under its rank's shards (`ranks` grows
+/// to the ranks the layout spans), on the device.
+pub fn scatter_into<B: Backend>(
+    ranks: &mut Vec<Shards<B>>,
+    meta: &TensorMeta,
+    full: Tensor<B, 1>,
+) -> Result<()> {
+    for ((r, b), t) in scatter(meta, full)? {
+        if ranks.len() <= r as usize {
+            ranks.resize_with(r as usize + 1, Shards::new);
+        }
+        ranks[r as usize].insert((meta.name.clone(), meta.role.clone(), b), t);
+    }
+    Ok(())
+}
+
 /// Merges every rank's local buffer of `meta` into the whole flat tensor, on the device.
 pub fn gather<B: Backend>(
     meta: &TensorMeta,

@@ -1,14 +1,16 @@
 //! A module trained with Burn's own Adam: state exported, saved sharded at TP=2, converted, loaded at
 //! TP=1 into a fresh module and optimizer; training goes on bit for bit.
 
+mod common;
+
 use burn::module::{AutodiffModule, Module};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
+use common::{save_and_convert, scatter_all};
 use std::collections::BTreeMap;
-use uc_burn::{burn_adam, io, module, shards, spec, CpuAutodiff, LayoutRules, ParamLayout, Shards};
-use uc_schema::{Role, Topology};
-use uc_store::native::NativeCheckpoint;
+use uc_burn::{burn_adam, io, module, spec, CpuAutodiff, LayoutRules, ParamLayout};
+use uc_schema::Role;
 
 type AD = CpuAutodiff;
 
@@ -78,27 +80,8 @@ fn burn_adam_state_resumes_through_a_sharded_checkpoint() {
         .rule(r"^b\.weight$", ParamLayout::Row)
         .unwrap();
     let metas = rules.metas(&shapes, 2, true).unwrap();
-    let mut ranks: Vec<Shards<_>> = vec![Shards::new(), Shards::new()];
-    for m in &metas {
-        for ((r, b), t) in
-            shards::scatter(m, full[&(m.name.clone(), m.role.clone())].clone()).unwrap()
-        {
-            ranks[r as usize].insert((m.name.clone(), m.role.clone(), b), t);
-        }
-    }
-    for (r, s) in ranks.iter().enumerate() {
-        uc_burn::save_rank(
-            &dir.path().join("s"),
-            r as u32,
-            &metas,
-            s,
-            &Topology::new(&[("tp", 2)], 0),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-    }
-    uc_burn::convert_sharded(&dir.path().join("s"), &dir.path().join("u")).unwrap();
-    let ck = NativeCheckpoint::open(dir.path().join("u")).unwrap();
+    let ranks = scatter_all(&metas, &full);
+    let ck = save_and_convert(dir.path(), &metas, &ranks, &BTreeMap::new());
     let (loaded, _) =
         uc_burn::load_rank(&ck, &spec::relayout(&rules, &metas, 1).unwrap(), 0, &dev).unwrap();
     // A fresh module (other random init) and a fresh optimizer take the loaded state.

@@ -5,7 +5,6 @@ use burn::backend::Autodiff;
 use std::collections::BTreeMap;
 use uc_burn::demo::{run_on, DemoOptions};
 use uc_burn::{io, shards, spec, Cuda, LayoutRules, ParamLayout, Shards};
-use uc_schema::Role;
 
 #[test]
 fn cuda_reshard_on_device_is_bit_exact() {
@@ -28,13 +27,11 @@ fn cuda_reshard_on_device_is_bit_exact() {
     let m2 = rules.metas(&params, 2, false).unwrap();
     let m4 = spec::relayout(&rules, &m2, 4).unwrap();
     let mut full = BTreeMap::new();
-    let mut ranks: Vec<Shards<Cuda>> = (0..2).map(|_| Shards::new()).collect();
+    let mut ranks: Vec<Shards<Cuda>> = Vec::new();
     for m in &m2 {
         let v: Vec<f32> = (0..m.numel()).map(|i| i as f32 * 0.25 - 3.0).collect();
         full.insert(m.name.clone(), v.clone());
-        for ((r, b), t) in shards::scatter(m, io::from_f32::<Cuda>(v, &dev)).unwrap() {
-            ranks[r as usize].insert((m.name.clone(), Role::Param, b), t);
-        }
+        shards::scatter_into(&mut ranks, m, io::from_f32::<Cuda>(v, &dev)).unwrap();
     }
     let moved = shards::reshard(&m2, &ranks, &m4, &dev).unwrap();
     for m in &m4 {

@@ -1,8 +1,11 @@
 //! Round trips through every layout kind, sharded save → convert → load at another TP, bit-exact.
 
+mod common;
+
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
+use common::{save_and_convert, scatter_all};
 use std::collections::BTreeMap;
 use uc_burn::shards::{self, FlattenAt};
 use uc_burn::{io, module, spec, Cpu, LayoutRules, ParamLayout, Shards};
@@ -60,22 +63,6 @@ fn rules() -> LayoutRules {
 }
 
 /// Shards every full tensor of `metas` into per-rank shard sets, on the device.
-fn scatter_all(
-    metas: &[TensorMeta],
-    full: &BTreeMap<(String, Role), Tensor<B, 1>>,
-) -> Vec<Shards<B>> {
-    let world = metas.iter().map(|m| m.layout.ranks()).max().unwrap() as usize;
-    let mut out: Vec<Shards<B>> = (0..world).map(|_| Shards::new()).collect();
-    for m in metas {
-        for ((r, b), t) in
-            shards::scatter(m, full[&(m.name.clone(), m.role.clone())].clone()).unwrap()
-        {
-            out[r as usize].insert((m.name.clone(), m.role.clone(), b), t);
-        }
-    }
-    out
-}
-
 fn params() -> Vec<(String, Vec<u64>)> {
     [
         ("embed.weight", vec![37, 8]),
@@ -119,24 +106,9 @@ fn every_layout_kind_round_trips_through_sharded_save_convert_and_load() {
     assert!(kinds.len() >= 5, "{kinds:?}");
     let full = full_state(&metas2);
     let ranks = scatter_all(&metas2, &full);
-    let topo = Topology::new(&[("tp", 2)], 0);
     let mut st = BTreeMap::new();
     st.insert("step".to_string(), uc_schema::Value::Int(7));
-    for (r, s) in ranks.iter().enumerate() {
-        uc_burn::save_rank(
-            &dir.path().join("sharded"),
-            r as u32,
-            &metas2,
-            s,
-            &topo,
-            &st,
-        )
-        .unwrap();
-    }
-    let out = dir.path().join("universal");
-    let man = uc_burn::convert_sharded(&dir.path().join("sharded"), &out).unwrap();
-    assert_eq!(man.state.get("step"), Some(&uc_schema::Value::Int(7)));
-    let ck = NativeCheckpoint::open(&out).unwrap();
+    let ck = save_and_convert(dir.path(), &metas2, &ranks, &st);
     for tp in [1u32, 2, 4] {
         let metas = spec::relayout(&rules, &metas2, tp).unwrap();
         let expect = scatter_all(&metas, &full);
@@ -330,19 +302,7 @@ fn burn_module_resumes_at_another_tp_bitwise() {
         .map(|p| ((p.name.clone(), Role::Param), p.value.clone()))
         .collect();
     let ranks = scatter_all(&metas, &full);
-    for (r, s) in ranks.iter().enumerate() {
-        uc_burn::save_rank(
-            &dir.path().join("s"),
-            r as u32,
-            &metas,
-            s,
-            &Topology::new(&[("tp", 2)], 0),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-    }
-    uc_burn::convert_sharded(&dir.path().join("s"), &dir.path().join("u")).unwrap();
-    let ck = NativeCheckpoint::open(dir.path().join("u")).unwrap();
+    let ck = save_and_convert(dir.path(), &metas, &ranks, &BTreeMap::new());
     let one = spec::relayout(&rules, &metas, 1).unwrap();
     let (s, _) = uc_burn::load_rank::<B>(&ck, &one, 0, &dev).unwrap();
     let values: BTreeMap<String, Tensor<B, 1>> =
@@ -424,19 +384,7 @@ fn adam_state_resumes_at_another_tp_bitwise() {
     for i in 0..3 {
         adam_steps(&metas2, &mut tp2, &grads(i));
     }
-    for (r, s) in tp2.iter().enumerate() {
-        uc_burn::save_rank(
-            &dir.path().join("s"),
-            r as u32,
-            &metas2,
-            s,
-            &Topology::new(&[("tp", 2)], 0),
-            &BTreeMap::new(),
-        )
-        .unwrap();
-    }
-    uc_burn::convert_sharded(&dir.path().join("s"), &dir.path().join("u")).unwrap();
-    let ck = NativeCheckpoint::open(dir.path().join("u")).unwrap();
+    let ck = save_and_convert(dir.path(), &metas2, &tp2, &BTreeMap::new());
     let metas4 = spec::relayout(&rules, &metas2, 4).unwrap();
     let mut tp4: Vec<Shards<B>> = (0..4)
         .map(|r| uc_burn::load_rank::<B>(&ck, &metas4, r, &dev).unwrap().0)

@@ -34,9 +34,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut ranks: Vec<Shards<B::InnerBackend>> = (0..tp).map(|_| Shards::new()).collect();
         for m in metas.iter().filter(|m| m.role == Role::Param) {
             let full = crate::io::from_f32::<B::InnerBackend>(init[&m.name].clone(), device);
-            for ((r, b), t) in shards::scatter(m, full)? {
-                ranks[r as usize].insert((m.name.clone(), Role::Param, b), t);
-            }
+            shards::scatter_into(&mut ranks, m, full)?;
         }
         Ok(Trainer {
             cfg,
