@@ -15,22 +15,11 @@
 set -uo pipefail
 VENV=${1:?usage: dcp_to_deepspeed.sh VENV [case:stage:ranks ...]}
 shift
-VENV=$(cd "$VENV" && pwd)
-cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
-FIX=${UC_FIXTURES:-$(cd .. && pwd)/shared/fixtures}/dcp
-OUT=${OUT:-/tmp/uc-dcp-ds}
-PORT=${PORT_BASE:-29950}
-NICE=${NICE:-10}
-UC=${UC:-$ROOT/target/release/uc}
-export PATH=$VENV/bin:$PATH          # ninja must be on PATH: DeepSpeed JIT-builds its CPU shm_comm op
-export DS_ACCELERATOR=cpu DS_BUILD_OPS=0 OMP_NUM_THREADS=1 MASTER_ADDR=127.0.0.1
-[[ -x "$UC" ]] || nice -n "$NICE" cargo build --release -q -p uc-cli || exit 1
+source "$(dirname "$0")/setup.sh" dcp /tmp/uc-dcp-ds 29950
 CASES=("$@")
 [[ ${#CASES[@]} -eq 0 ]] && CASES=(fsdp2_dp2:1:1 fsdp2_dp2:2:2 fsdp2_tp_2x2:1:2 fsdp2_tp_2x2:3:2
                                    ep_mesh_empty_shard:1:1 ep_mesh_empty_shard:3:2)
 TAG=global_step3_universal
-mkdir -p "$OUT"
 RESULTS=()
 for spec in "${CASES[@]}"; do
   IFS=: read -r case_ stage n <<< "$spec"

@@ -22,17 +22,7 @@
 set -uo pipefail
 VENV=${1:?usage: deepspeed_resume.sh VENV [case[:n] ...]}
 shift
-VENV=$(cd "$VENV" && pwd)
-cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
-FIX=${UC_FIXTURES:-$(cd .. && pwd)/shared/fixtures}/deepspeed
-OUT=${OUT:-/tmp/ucu}
-PORT=${PORT_BASE:-29900}
-NICE=${NICE:-10}
-UC=${UC:-$ROOT/target/release/uc}
-export PATH=$VENV/bin:$PATH          # ninja must be on PATH: DeepSpeed JIT-builds its CPU shm_comm op
-export DS_ACCELERATOR=cpu DS_BUILD_OPS=0 OMP_NUM_THREADS=1 MASTER_ADDR=127.0.0.1
-[[ -x "$UC" ]] || nice -n "$NICE" cargo build --release -q -p uc-cli || exit 1
+source "$(dirname "$0")/setup.sh" deepspeed /tmp/ucu 29900
 CASES=("$@")
 if [[ ${#CASES[@]} -eq 0 ]]; then
   CASES=(zero1 zero2 zero3 bf16_zero1 tp2_zero1:1 tp2_zero1:2)
@@ -51,7 +41,6 @@ resume() {  # fixture_dir load_dir n par(tp|ep) result.json log
   [[ -f "$res" ]] || echo "{\"a_loaded\": false, \"load_error\": \"no result (crash), see $log\"}" > "$res"
 }
 
-mkdir -p "$OUT"
 RESULTS=()
 for spec in "${CASES[@]}"; do
   case_=${spec%%:*}; n=1; [[ "$spec" == *:* ]] && n=${spec##*:}

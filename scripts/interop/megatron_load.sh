@@ -13,19 +13,9 @@
 set -uo pipefail
 VENV=${1:?usage: megatron_load.sh VENV [case:reader_tp ...]}
 shift
-VENV=$(cd "$VENV" && pwd)
-cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
-FIX=${UC_FIXTURES:-$(cd .. && pwd)/shared/fixtures}/megatron
-OUT=${OUT:-/tmp/uc-megatron}
-PORT=${PORT_BASE:-29980}
-NICE=${NICE:-10}
-UC=${UC:-$ROOT/target/release/uc}
-export PATH=$VENV/bin:$PATH OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore MASTER_ADDR=127.0.0.1
-[[ -x "$UC" ]] || nice -n "$NICE" cargo build --release -q -p uc-cli || exit 1
+source "$(dirname "$0")/setup.sh" megatron /tmp/uc-megatron 29980
 CASES=("$@")
 [[ ${#CASES[@]} -eq 0 ]] && CASES=(gpt_tp2:1 gpt_tp2:2 gpt_tp2_dp2:1 gpt_tp2_swiglu_tied:1 gpt_tp2_swiglu_tied:2)
-mkdir -p "$OUT"
 RESULTS=()
 for spec in "${CASES[@]}"; do
   IFS=: read -r case_ tp <<< "$spec"
