@@ -17,23 +17,6 @@ fn fixtures() -> PathBuf {
     ))
 }
 
-/// The `param` tensor (or the bare tensor) of a universal `.pt` file, as bytes.
-fn universal_tensor(path: &Path) -> (Vec<u64>, Vec<u8>) {
-    let f = PtFile::open(path, &Allowlist::deepspeed()).unwrap();
-    let t = match f.root() {
-        PyValue::Tensor(t) => t.clone(),
-        v => v
-            .get("param")
-            .and_then(PyValue::as_tensor)
-            .cloned()
-            .unwrap_or_else(|| panic!("{path:?}: no param")),
-    };
-    (
-        t.shape.clone(),
-        f.tensor_data("param", &t).unwrap().into_owned(),
-    )
-}
-
 fn check(case: &str) {
     let src = fixtures().join(case);
     let tmp = tempfile::tempdir().unwrap();
@@ -77,7 +60,7 @@ fn check(case: &str) {
             let f = f.unwrap().path();
             let ours = out.join("zero").join(&param).join(f.file_name().unwrap());
             assert!(ours.is_file(), "{case}: we wrote no {ours:?}");
-            let (a, b) = (universal_tensor(&ours), universal_tensor(&f));
+            let (a, b) = (common::universal_param(&ours), common::universal_param(&f));
             assert!(
                 a == b,
                 "{case}: {param}/{:?}: ours {:?} vs DeepSpeed's {:?}",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{DCP, MEGATRON};
+use common::{universal_param, DCP, MEGATRON};
 use safetensors::SafeTensors;
 use std::path::Path;
 use uc_schema::{DType, Role, TensorMeta};
@@ -25,21 +25,6 @@ fn to_deepspeed(input: &Path, out: &Path, format: Format) {
     convert(input, out, &opts, &|_, _, _| {}).unwrap_or_else(|e| panic!("{input:?}: {e}"));
 }
 
-/// The `param` tensor of a universal `.pt` file: dtype, shape, bytes.
-fn param(path: &Path) -> (DType, Vec<u64>, Vec<u8>) {
-    let f = PtFile::open(path, &Allowlist::deepspeed()).unwrap_or_else(|e| panic!("{e}"));
-    let t = match f.root() {
-        PyValue::Tensor(t) => t.clone(),
-        v => v
-            .get("param")
-            .and_then(PyValue::as_tensor)
-            .cloned()
-            .unwrap(),
-    };
-    let bytes = f.tensor_data("param", &t).unwrap().into_owned();
-    (t.dtype, t.shape.clone(), bytes)
-}
-
 /// Every tensor of `expected.safetensors` equals its universal file; returns how many.
 fn check_expected(case: &Path, out: &Path) -> usize {
     let bytes = std::fs::read(case.join("expected.safetensors")).unwrap();
@@ -47,7 +32,7 @@ fn check_expected(case: &Path, out: &Path) -> usize {
     for name in st.names() {
         let (p, state) = name.rsplit_once('/').unwrap();
         let file = out.join("zero").join(p).join(format!("{state}.pt"));
-        let (dtype, shape, data) = param(&file);
+        let (dtype, shape, data) = universal_param(&file);
         let want = st.tensor(name).unwrap();
         assert_eq!(dtype, DType::F32, "{file:?}");
         let want_shape: Vec<u64> = want.shape().iter().map(|&d| d as u64).collect();
@@ -99,7 +84,7 @@ fn check_common(out: &Path, groups: usize, step: f32) {
     for entry in std::fs::read_dir(out.join("zero")).unwrap() {
         let dir = entry.unwrap().path();
         if dir.is_dir() {
-            let (_, shape, data) = param(&dir.join("step.pt"));
+            let (_, shape, data) = universal_param(&dir.join("step.pt"));
             assert!(shape.is_empty(), "{dir:?}");
             assert_eq!(data, step.to_le_bytes(), "{dir:?}");
         }

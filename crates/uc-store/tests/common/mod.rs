@@ -51,6 +51,23 @@ pub fn walk(root: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
     out
 }
 
+/// The `param` tensor (or the bare tensor) of a DeepSpeed universal `.pt` file: dtype, shape, bytes.
+pub fn universal_param(path: &Path) -> (uc_schema::DType, Vec<u64>, Vec<u8>) {
+    use uc_store::pickle::{Allowlist, PyValue};
+    let f = uc_store::pt::PtFile::open(path, &Allowlist::deepspeed())
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let t = match f.root() {
+        PyValue::Tensor(t) => t.clone(),
+        v => v
+            .get("param")
+            .and_then(PyValue::as_tensor)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path:?}: no param")),
+    };
+    let bytes = f.tensor_data("param", &t).unwrap().into_owned();
+    (t.dtype, t.shape.clone(), bytes)
+}
+
 /// Copies the folder `src` to `dst` (created), recursively, files made writable.
 pub fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).expect("create copy dir");
