@@ -65,8 +65,8 @@ fn check(case: &str) {
                 a == b,
                 "{case}: {param}/{:?}: ours {:?} vs DeepSpeed's {:?}",
                 f.file_name().unwrap(),
-                a.0,
-                b.0
+                (a.0, &a.1),
+                (b.0, &b.1)
             );
             compared += 1;
         }
