@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Resume real DeepSpeed (``"checkpoint": {"load_universal": true}``) from `uc convert <DCP fixture>
+"""Resume real DeepSpeed (``"checkpoint": {"load_universal": true}``) from `uc convert <DCP or Megatron fixture>
 --format deepspeed` and check the loaded state against the fixture's expected.safetensors.
 
 Run under torchrun (CPU, gloo, 127.0.0.1), one process per rank:
 
-  torchrun --nproc_per_node N dcp_to_deepspeed.py --case <fixtures/dcp/<case>> --load-dir DIR --tag TAG \
-      --stage S --result out.json
+  torchrun --nproc_per_node N dcp_to_deepspeed.py --case <fixtures/{dcp,megatron}/<case>> --load-dir DIR \
+      --tag TAG --stage S --result out.json
 
-The model is the fixture's own (fixtures/dcp/generator/models.py: TinyLM, or TinyMoE with its mse loss), with
-the fixture's AdamW groups (ndim >= 2: weight decay 0.1, else 0). Checks
+The model is the fixture's own: for DCP fixtures/dcp/generator/models.py (TinyLM, or TinyMoE with its mse loss)
+with the fixture's AdamW groups (ndim >= 2: weight decay 0.1, else 0); for Megatron megatron-core's GPTModel at
+TP 1 built as the fixture generator builds it (megatron_load.build_gpt; needs megatron-core 0.16.1) with
+Megatron's groups (non-bias ndim >= 2: 0.1, biases and 1-D: 0). Checks
   (a) engine.load_checkpoint(DIR, tag=TAG) succeeds,
   (b) full fp32 params and Adam exp_avg / exp_avg_sq equal expected.safetensors bit for bit,
-  (c) one more step runs; its loss is reported beside the fixture's loss_step4_original (FSDP2 reduces in
-      another order, so only closeness is expected; the driver does not fail on it).
+  (c) DCP only: one more step runs; its loss is reported beside the fixture's loss_step4_original (FSDP2
+      reduces in another order, so only closeness is expected; the driver does not fail on it).
 Writes a JSON result (rank 0); never raises on a load error. dcp_to_deepspeed.sh drives it.
 """
 import argparse
@@ -40,6 +42,16 @@ def moe_loss(m, x, t):
     return F.mse_loss(out, t)
 
 
+def megatron_groups(model):
+    """Megatron's optimizer groups (`_get_param_groups`): weight decay 0.1 for ndim >= 2 non-bias tensors,
+    0 for biases and 1-D ones, in that order (the order of the param groups in common.pt)."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        ndim = len(p.ds_shape) if hasattr(p, "ds_shape") else p.dim()
+        (no_decay if n.endswith(".bias") or ndim == 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--case", required=True, help="fixtures/dcp/<case> (manifest.json, expected.safetensors)")
@@ -49,12 +61,13 @@ def main():
     p.add_argument("--result", required=True)
     a = p.parse_args()
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(a.case)), "generator"))
-    import models  # the fixture's generator models
-
     manifest = json.load(open(os.path.join(a.case, "manifest.json")))
-    var = models.Variant(**manifest["variant_params"])
+    megatron = "key_map" in manifest  # a Megatron torch_dist fixture (GPTModel) rather than a DCP one
     moe = "experts.w1" in manifest.get("param_shapes", {})
+    if not megatron:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(a.case)), "generator"))
+        import models  # the fixture's generator models
+        var = models.Variant(**manifest["variant_params"])
 
     import deepspeed
     deepspeed.init_distributed(dist_backend="gloo")
@@ -62,10 +75,13 @@ def main():
     torch.use_deterministic_algorithms(True)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     cfg = dsr.ds_config(a.stage, False, 1, world, False)
-    if moe:  # every rank trains on the same full batch
+    if moe or megatron:  # every rank trains on the same full batch
         cfg.update(train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=world)
 
     def build():
+        if megatron:  # Megatron's own GPTModel at TP 1 (its parameter names are the fixture's)
+            import megatron_load
+            return megatron_load.build_gpt(os.path.abspath(a.case), 1)[0]
         if not moe:
             return models.make_tinylm(var)
         m = models.make_tinymoe(var)
@@ -77,7 +93,8 @@ def main():
             model = build()
     else:
         model = build()
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=models.param_groups(model), config=cfg)
+    groups = megatron_groups(model) if megatron else dsr.param_groups(model)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=cfg)
     t = dict(tp=1, tp_group=None, dp=world, dp_rank=rank)
     res = {"case": os.path.basename(os.path.normpath(a.case)), "stage": a.stage, "world": world,
            "optimizer_class": type(engine.optimizer).__name__}
@@ -115,16 +132,19 @@ def main():
         res["traceback"] = traceback.format_exc()[-4000:]
 
     try:
-        if moe:
-            x, y = models.moe_batch(4, var)
-            loss = engine(x, y)
-            engine.backward(loss)
-            engine.step()
-            loss4 = loss.item()
+        if megatron:
+            res["c_skipped"] = "Megatron: load and state only (no training step here)"
         else:
-            loss4 = dsr.train_step(engine, 4, t)
-        res["c_loss_step4"] = loss4
-        res["c_loss_step4_fixture"] = manifest.get("loss_step4_original")
+            if moe:
+                x, y = models.moe_batch(4, var)
+                loss = engine(x, y)
+                engine.backward(loss)
+                engine.step()
+                loss4 = loss.item()
+            else:
+                loss4 = dsr.train_step(engine, 4, t)
+            res["c_loss_step4"] = loss4
+            res["c_loss_step4_fixture"] = manifest.get("loss_step4_original")
     except BaseException as e:
         res["c_error"] = f"{type(e).__name__}: {e}"
         res["traceback"] = traceback.format_exc()[-4000:]

@@ -39,32 +39,21 @@ def gather(name, local, tp, rule):
     return torch.cat(parts, dim=rule)
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--case", required=True)
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--result", required=True)
-    a = p.parse_args()
-    case = os.path.abspath(a.case)
+def build_gpt(case, tp):
+    """The fixture's GPTModel (manifest.json `model`) at tensor parallel size `tp`, built as the generator builds it
+    (its CPU shims installed, model parallel state initialised on the default process group). Returns the model,
+    the generator's `common` module and the argument namespace its helpers take."""
     sys.path.insert(0, os.path.join(os.path.dirname(case), "generator"))
     import common  # the fixture generator's config, rules and CPU shims
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel import random as mrandom
+    from megatron.core.models.gpt.gpt_model import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
     m = json.load(open(os.path.join(case, "manifest.json")))["model"]
     args = argparse.Namespace(layers=m["layers"], hidden=m["hidden"], heads=m["heads"], groups=m["query_groups"],
                               ffn=m["ffn"], no_bias=not m["bias"], swiglu=m["swiglu"],
                               rmsnorm="RMSNorm" in m["spec"], tied=m["tied_embeddings"])
-    dist.init_process_group("gloo")
-    tp, rank = dist.get_world_size(), dist.get_rank()
-    from megatron.core import parallel_state as ps
-    from megatron.core import dist_checkpointing
-    from megatron.core.tensor_parallel import random as mrandom
-    import megatron.core.optimizer as mopt
-    from megatron.core.optimizer.optimizer_config import OptimizerConfig
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-    from megatron.core.models.gpt.gpt_model import GPTModel
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-    from safetensors.torch import load_file
-
     common.install_cpu_shims()
     ps.initialize_model_parallel(tensor_model_parallel_size=tp)
     mrandom.initialize_rng_tracker(inference_rng_tracker=True)
@@ -73,6 +62,25 @@ def main():
                      get_gpt_layer_local_spec(normalization="RMSNorm" if args.rmsnorm else "LayerNorm"),
                      vocab_size=m["padded_vocab"], max_sequence_length=m["seq"],
                      position_embedding_type="learned_absolute", share_embeddings_and_output_weights=args.tied)
+    return model, common, args
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--case", required=True)
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--result", required=True)
+    a = p.parse_args()
+    case = os.path.abspath(a.case)
+    dist.init_process_group("gloo")
+    tp, rank = dist.get_world_size(), dist.get_rank()
+    from megatron.core import dist_checkpointing
+    import megatron.core.optimizer as mopt
+    from megatron.core.optimizer.optimizer_config import OptimizerConfig
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+    from safetensors.torch import load_file
+
+    model, common, args = build_gpt(case, tp)
     ocfg = OptimizerConfig(optimizer="adam", lr=1e-2, min_lr=1e-2, weight_decay=0.1, adam_beta1=0.9,
                            adam_beta2=0.95, adam_eps=1e-8, clip_grad=0.0, bf16=False, fp16=False,
                            use_distributed_optimizer=False)
