@@ -196,3 +196,28 @@ fn local_names_are_stacked_under_te_keys() {
         .tensor("decoder.final_layernorm.weight")
         .is_some());
 }
+
+/// A Megatron input's extra-state bytes items are parsed (allowlist, never executed) before being
+/// carried over: a corrupt one fails the conversion with nothing written.
+#[test]
+fn a_corrupt_extra_state_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    common::copy_dir(&case("gpt_tp2").join("checkpoint"), &ck);
+    let md = DcpCheckpoint::open(&ck, &DcpOptions::default()).unwrap();
+    let key = "decoder.layers.self_attention.linear_proj._extra_state/shard_0_2";
+    let info = md.metadata().storage[&(key.to_string(), None)].clone();
+    drop(md);
+    let path = ck.join(&info.file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[info.offset as usize..info.offset as usize + 4].copy_from_slice(b"JUNK");
+    std::fs::write(&path, bytes).unwrap();
+    let out = tmp.path().join("out");
+    let opts = ConvertOptions {
+        format: Format::TorchDist,
+        ..Default::default()
+    };
+    let err = convert(&ck, &out, &opts, &|_, _, _| {}).unwrap_err();
+    assert!(err.to_string().contains(&info.file), "{err}");
+    assert!(!out.exists());
+}
