@@ -115,8 +115,9 @@ pub fn convert(
             let mut state = src.state();
             if let Source::DeepSpeed(c) = &src {
                 let aliases = crate::export::deepspeed_aliases(c, &outs)?;
-                if !matches!(&aliases, uc_schema::Value::List(l) if l.is_empty()) {
-                    state.insert(crate::export::ALIASES.into(), aliases);
+                if !aliases.is_empty() {
+                    let names = aliases.into_iter().map(uc_schema::Value::Str).collect();
+                    state.insert(crate::export::ALIASES.into(), uc_schema::Value::List(names));
                 }
             }
             w.finish(src.topology(), state)?;

@@ -36,7 +36,7 @@ use crate::source::{thread_pool, OpenOptions, Source};
 use output::Output;
 use rayon::prelude::*;
 use select::Item;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -109,9 +109,11 @@ pub fn export(
 pub const ALIASES: &str = "aliases";
 
 /// The module tensors of `c` that are aliases of trained parameters (see `aliases`).
-pub(crate) fn deepspeed_aliases(c: &DsCheckpoint, metas: &[TensorMeta]) -> Result<Value> {
-    let names = aliases::aliases(c, metas, &mut |_, _| {})?;
-    Ok(Value::List(names.into_iter().map(Value::Str).collect()))
+pub(crate) fn deepspeed_aliases(
+    c: &DsCheckpoint,
+    metas: &[TensorMeta],
+) -> Result<BTreeSet<String>> {
+    aliases::aliases(c, metas, &mut |_, _| {})
 }
 
 /// [`export`] from an open source (`input` names it in errors).

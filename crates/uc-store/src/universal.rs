@@ -12,7 +12,7 @@ use crate::pt_write::{
     write_pt, write_universal_state, write_universal_step, PtTensor, PtValue, UniversalKind,
 };
 use crate::source::Source;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use uc_schema::{DType, Role, TensorMeta, Value};
 
@@ -304,29 +304,34 @@ fn plain(v: &PyValue) -> Option<PtValue<'static>> {
     })
 }
 
-/// The source's optimizer groups without `params` (DeepSpeed skips it; DCP lists FQNs there).
-fn other_param_groups(src: &Source, input: &Path) -> Result<Vec<Value>> {
-    let state = src.state();
+/// The training state's optimizer groups without `params` (DeepSpeed and Megatron's `common.pt`
+/// keep hyper-parameters only; DCP lists FQNs there). `None` when the state has no `param_groups`.
+pub(crate) fn groups_without_params(state: &BTreeMap<String, Value>) -> Option<Vec<Value>> {
     let Some(Value::List(gs)) = state.get("param_groups") else {
-        return Err(StoreError::Format {
-            path: input.to_path_buf(),
-            why:
-                "the checkpoint has no optimizer param_groups: DeepSpeed's load_universal restores \
-                  parameters group by group and would restore none"
-                    .into(),
-        });
+        return None;
     };
-    Ok(gs
-        .iter()
-        .map(|g| match g {
-            Value::Map(m) => {
-                let mut m = m.clone();
-                m.remove("params");
-                Value::Map(m)
-            }
-            other => other.clone(),
-        })
-        .collect())
+    Some(
+        gs.iter()
+            .map(|g| match g {
+                Value::Map(m) => {
+                    let mut m = m.clone();
+                    m.remove("params");
+                    Value::Map(m)
+                }
+                other => other.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The source's optimizer groups without `params`; an error when it has none.
+fn other_param_groups(src: &Source, input: &Path) -> Result<Vec<Value>> {
+    groups_without_params(&src.state()).ok_or_else(|| StoreError::Format {
+        path: input.to_path_buf(),
+        why: "the checkpoint has no optimizer param_groups: DeepSpeed's load_universal restores \
+              parameters group by group and would restore none"
+            .into(),
+    })
 }
 
 /// The training step of a non-DeepSpeed source: its first `step` tensor (Adam's step count).
@@ -373,35 +378,35 @@ fn write_common_other(
     let buffers: Vec<&TensorMeta> = outs.iter().filter(|m| m.role == Role::Buffer).collect();
     let steps_done = step.map_or(0, |v| v as i64);
     let world = i64::from(src.topology().world_size());
-    for name in MODEL_STATES {
-        let module = buffers
-            .iter()
-            .map(|m| {
-                let meta = (*m).clone();
-                let t = PtTensor::streamed(m.dtype, m.shape.clone(), move |w| {
-                    let data = src.read(&meta).map_err(std::io::Error::other)?;
-                    w.write_all(&data)
-                });
-                (m.name.clone(), PtValue::Tensor(t))
-            })
-            .collect();
-        let names = buffers.iter().map(|m| PtValue::str(&m.name)).collect();
-        let states = vec![
-            (s("module"), PtValue::OrderedDict(module)),
-            (s("buffer_names"), PtValue::List(names)),
-            (s("optimizer"), PtValue::None),
-            (s("lr_scheduler"), PtValue::None),
-            (s("data_sampler"), PtValue::None),
-            (s("random_ltd"), PtValue::None),
-            (s("sparse_tensor_module_names"), PtValue::List(Vec::new())),
-            (s("skipped_steps"), PtValue::Int(0)),
-            (s("global_steps"), PtValue::Int(steps_done)),
-            (s("dp_world_size"), PtValue::Int(world)),
-            (s("mp_world_size"), PtValue::Int(1)),
-            (s("ds_version"), ds_version()),
-            (s("uc_source_format"), PtValue::str(src.format())),
-        ];
-        write_pt(root.join(name), PtValue::Dict(states))?;
-    }
+    let module = buffers
+        .iter()
+        .map(|m| {
+            let meta = (*m).clone();
+            let t = PtTensor::streamed(m.dtype, m.shape.clone(), move |w| {
+                let data = src.read(&meta).map_err(std::io::Error::other)?;
+                w.write_all(&data)
+            });
+            (m.name.clone(), PtValue::Tensor(t))
+        })
+        .collect();
+    let names = buffers.iter().map(|m| PtValue::str(&m.name)).collect();
+    let states = vec![
+        (s("module"), PtValue::OrderedDict(module)),
+        (s("buffer_names"), PtValue::List(names)),
+        (s("optimizer"), PtValue::None),
+        (s("lr_scheduler"), PtValue::None),
+        (s("data_sampler"), PtValue::None),
+        (s("random_ltd"), PtValue::None),
+        (s("sparse_tensor_module_names"), PtValue::List(Vec::new())),
+        (s("skipped_steps"), PtValue::Int(0)),
+        (s("global_steps"), PtValue::Int(steps_done)),
+        (s("dp_world_size"), PtValue::Int(world)),
+        (s("mp_world_size"), PtValue::Int(1)),
+        (s("ds_version"), ds_version()),
+        (s("uc_source_format"), PtValue::str(src.format())),
+    ];
+    let [first, second] = MODEL_STATES.map(|n| root.join(n));
+    write_pt(&first, PtValue::Dict(states))?;
+    std::fs::copy(&first, &second).map_err(io_err(&second))?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use super::megatron::{split_layer, te_name, COMMON_PT, METADATA_JSON};
 use super::writer::{write_plan, ChunkOut, DcpPlan, ReadFn};
 use crate::error::{Result, StoreError};
 use crate::pt_write::{write_pt_to, PtTensor, PtValue};
-use crate::universal::scalar_f32;
+use crate::universal::{groups_without_params, scalar_f32};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use uc_schema::{Role, TensorMeta, Value};
@@ -165,20 +165,11 @@ fn common(state: &BTreeMap<String, Value>, step: Option<f32>) -> PtValue<'static
     if let (false, Some(s)) = (state.contains_key("iteration"), step) {
         top.push(("iteration".into(), PtValue::Int(s as i64)));
     }
-    let groups = match state.get("param_groups") {
-        Some(Value::List(gs)) => gs
-            .iter()
-            .map(|g| match g {
-                Value::Map(m) => {
-                    let mut m = m.clone();
-                    m.remove("params");
-                    PtValue::from_state(&Value::Map(m), "")
-                }
-                other => PtValue::from_state(other, ""),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let groups = groups_without_params(state)
+        .unwrap_or_default()
+        .iter()
+        .map(|g| PtValue::from_state(g, ""))
+        .collect();
     let mut opt_state = Vec::new();
     if let Some(s) = step {
         opt_state.push((
