@@ -100,23 +100,12 @@ def main():
            "optimizer_class": type(engine.optimizer).__name__}
 
     def dump():
-        if rank == 0:
-            with open(a.result, "w") as f:
-                json.dump(res, f, indent=1)
-            print("RESUME", json.dumps({k: v for k, v in res.items() if k != "traceback"}))
+        dsr.write_result(res, a.result, rank)
 
-    try:
-        path, _ = engine.load_checkpoint(a.load_dir, tag=a.tag)
-        if path is None:
-            raise RuntimeError("load_checkpoint returned None")
-        res["a_loaded"] = True
-        res["global_steps"] = engine.global_steps
-    except BaseException as e:
-        res["a_loaded"] = False
-        res["load_error"] = f"{type(e).__name__}: {e}"
-        res["traceback"] = traceback.format_exc()[-4000:]
+    if not dsr.load_universal(engine, a.load_dir, a.tag, res):
         dump()
         return
+    res["global_steps"] = engine.global_steps
 
     from safetensors.torch import load_file
     exp = load_file(os.path.join(a.case, "expected.safetensors"))
@@ -129,7 +118,7 @@ def main():
     except BaseException as e:
         res["b_loaded_equals_expected_bitwise"] = False
         res["b_error"] = f"{type(e).__name__}: {e}"
-        res["traceback"] = traceback.format_exc()[-4000:]
+        res["load_traceback_tail"] = traceback.format_exc()[-4000:]
 
     try:
         if megatron:
@@ -147,7 +136,7 @@ def main():
             res["c_loss_step4_fixture"] = manifest.get("loss_step4_original")
     except BaseException as e:
         res["c_error"] = f"{type(e).__name__}: {e}"
-        res["traceback"] = traceback.format_exc()[-4000:]
+        res["load_traceback_tail"] = traceback.format_exc()[-4000:]
     dump()
     torch.distributed.barrier()
 

@@ -31,19 +31,13 @@ for spec in "${CASES[@]}"; do
   [[ "$case_" == */* ]] || case_=dcp/$case_
   d=$OUT/${case_//\//_}
   if [[ ! -d "$d/$TAG" ]]; then
-    mkdir -p "$d"
-    if ! nice -n "$NICE" "$UC" convert "$FIX/$case_/checkpoint" "$d/$TAG" --format deepspeed > "$d/_convert.log" 2>&1; then
-      echo "!!! uc convert failed for $case_:"; cat "$d/_convert.log"; continue
-    fi
+    uc_convert "$FIX/$case_/checkpoint" "$d/$TAG" deepspeed || continue
     echo "$TAG" > "$d/latest_universal"
   fi
   res=$d/_zero${stage}_ranks${n}.json
-  rm -f "$res"
   echo "=== $case_: ZeRO-$stage on $n rank(s) from $d/$TAG"
-  nice -n "$NICE" torchrun --nnodes 1 --nproc_per_node "$n" --master_addr 127.0.0.1 --master_port $((PORT++)) \
-      "$ROOT/scripts/interop/dcp_to_deepspeed.py" --case "$FIX/$case_" --load-dir "$d" --tag "$TAG" \
-      --stage "$stage" --result "$res" > "${res%.json}.log" 2>&1
-  [[ -f "$res" ]] || echo "{\"a_loaded\": false, \"load_error\": \"no result (crash), see ${res%.json}.log\"}" > "$res"
+  on_ranks "$n" "$res" "$ROOT/scripts/interop/dcp_to_deepspeed.py" --case "$FIX/$case_" --load-dir "$d" \
+      --tag "$TAG" --stage "$stage"
   RESULTS+=("$spec|$res")
 done
 

@@ -226,6 +226,30 @@ def expected_loss4(manifest, tp, dp, ep=0):
     return None if r is None else r.get("loss_step4_resumed")
 
 
+def load_universal(engine, load_dir, tag, res):
+    """(a): engine.load_checkpoint(load_dir, tag); records `a_loaded`, and DeepSpeed's refusal verbatim
+    (`load_error`, `load_traceback_tail`). True when it loaded."""
+    try:
+        path, _client = engine.load_checkpoint(load_dir, tag=tag)
+        if path is None:
+            raise RuntimeError("load_checkpoint returned None")
+        res["a_loaded"] = True
+        return True
+    except BaseException as e:
+        res["a_loaded"] = False
+        res["load_error"] = f"{type(e).__name__}: {e}"
+        res["load_traceback_tail"] = traceback.format_exc()[-4000:]
+        return False
+
+
+def write_result(res, path, rank):
+    """Rank 0 writes the JSON result and prints it (traceback left out) for the driver's log."""
+    if rank == 0:
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1)
+        print("RESUME", json.dumps({k: v for k, v in res.items() if k != "load_traceback_tail"}))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--fixture", required=True, help="fixtures/deepspeed/<case> (manifest.json, expected.safetensors)")
@@ -259,21 +283,10 @@ def main():
            "optimizer_class": type(engine.optimizer).__name__}
 
     def dump():
-        if rank == 0:
-            with open(a.result, "w") as f:
-                json.dump(res, f, indent=1)
-            print("RESUME", json.dumps({k: v for k, v in res.items() if k != "load_traceback_tail"}))
+        write_result(res, a.result, rank)
 
     # (a) load
-    try:
-        path, _client = engine.load_checkpoint(a.load_dir, tag=a.tag)
-        if path is None:
-            raise RuntimeError("load_checkpoint returned None")
-        res["a_loaded"] = True
-    except BaseException as e:  # record DeepSpeed's refusal verbatim
-        res["a_loaded"] = False
-        res["load_error"] = f"{type(e).__name__}: {e}"
-        res["load_traceback_tail"] = traceback.format_exc()[-4000:]
+    if not load_universal(engine, a.load_dir, a.tag, res):
         dump()
         return
     # (b) loaded state vs expected

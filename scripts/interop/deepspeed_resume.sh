@@ -32,31 +32,22 @@ fi
 PYS=$ROOT/scripts/interop/deepspeed_resume.py
 TAG=global_step3_universal
 
-resume() {  # fixture_dir load_dir n par(tp|ep) result.json log
-  local fx=$1 ld=$2 n=$3 par=$4 res=$5 log=$6
-  rm -f "$res" "${res%.json}.state4.pt"
-  nice -n "$NICE" torchrun --nnodes 1 --nproc_per_node "$n" --master_addr 127.0.0.1 --master_port $((PORT++)) \
-      "$PYS" --fixture "$fx" --load-dir "$ld" --tag "$TAG" --$par "$n" --result "$res" \
-      --save-state4 "${res%.json}.state4.pt" > "$log" 2>&1
-  [[ -f "$res" ]] || echo "{\"a_loaded\": false, \"load_error\": \"no result (crash), see $log\"}" > "$res"
-}
-
 RESULTS=()
 for spec in "${CASES[@]}"; do
   case_=${spec%%:*}; n=1; [[ "$spec" == *:* ]] && n=${spec##*:}
   par=tp; [[ "$case_" == ep* ]] && par=ep
   fx=$FIX/$case_
   d=$OUT/$case_
-  rm -rf "$d/$TAG" "$d/latest_universal"; mkdir -p "$d"   # uc refuses an existing output folder
-  if ! nice -n "$NICE" "$UC" convert "$fx" "$d/$TAG" --format deepspeed > "$d/_convert.log" 2>&1; then
-    echo "!!! uc convert failed for $case_:"; cat "$d/_convert.log"; continue
-  fi
+  rm -rf "$d/$TAG" "$d/latest_universal"   # uc refuses an existing output folder
+  uc_convert "$fx" "$d/$TAG" deepspeed || continue
   echo "$TAG" > "$d/latest_universal"
   for src in uc deepspeed; do
     ld=$d; [[ $src == deepspeed ]] && ld=$fx
     res=$d/_resume_${src}_${par}${n}.json
     echo "=== $case_ (resume $par=$n on $n rank(s)) from $src universal: $ld/$TAG"
-    resume "$fx" "$ld" "$n" "$par" "$res" "$d/_resume_${src}_${par}${n}.log"
+    rm -f "${res%.json}.state4.pt"
+    on_ranks "$n" "$res" "$PYS" --fixture "$fx" --load-dir "$ld" --tag "$TAG" --$par "$n" \
+        --save-state4 "${res%.json}.state4.pt"
     RESULTS+=("$spec|$src|$res")
   done
 done

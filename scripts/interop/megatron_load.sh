@@ -21,18 +21,11 @@ for spec in "${CASES[@]}"; do
   IFS=: read -r case_ tp <<< "$spec"
   d=$OUT/$case_
   if [[ ! -d "$d/torch_dist" ]]; then
-    mkdir -p "$d"
-    if ! nice -n "$NICE" "$UC" convert "$FIX/$case_/checkpoint" "$d/torch_dist" --format torch_dist > "$d/_convert.log" 2>&1; then
-      echo "!!! uc convert failed for $case_:"; cat "$d/_convert.log"; continue
-    fi
+    uc_convert "$FIX/$case_/checkpoint" "$d/torch_dist" torch_dist || continue
   fi
   res=$d/_tp${tp}.json
-  rm -f "$res"
   echo "=== $case_: dist_checkpointing.load at TP $tp from $d/torch_dist"
-  nice -n "$NICE" torchrun --nnodes 1 --nproc_per_node "$tp" --master_addr 127.0.0.1 --master_port $((PORT++)) \
-      "$ROOT/scripts/interop/megatron_load.py" --case "$FIX/$case_" --ckpt "$d/torch_dist" --result "$res" \
-      > "${res%.json}.log" 2>&1
-  [[ -f "$res" ]] || echo "{\"a_loaded\": false, \"load_error\": \"no result (crash), see ${res%.json}.log\"}" > "$res"
+  on_ranks "$tp" "$res" "$ROOT/scripts/interop/megatron_load.py" --case "$FIX/$case_" --ckpt "$d/torch_dist"
   RESULTS+=("$spec|$res")
 done
 
