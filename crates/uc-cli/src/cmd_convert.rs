@@ -1,11 +1,10 @@
 //! `uc convert`.
 
 use crate::input::InputArgs;
-use crate::progress::{bar, human};
+use crate::progress::{human, timed};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
-use std::time::Instant;
 use uc_store::convert::{convert, ConvertOptions, Format};
 
 /// Output layout.
@@ -59,15 +58,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
         native: Default::default(),
         dcp_files: a.dcp_files,
     };
-    let t = Instant::now();
-    let pb = bar(0, "convert");
-    let report = convert(&a.input, &a.output, &opts, &|done, total, bytes| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-        pb.set_message(human(bytes));
-    })?;
-    pb.finish_and_clear();
-    let secs = t.elapsed().as_secs_f64();
+    let (report, secs) = timed("convert", |progress| {
+        convert(&a.input, &a.output, &opts, progress)
+    });
+    let report = report?;
     if a.json {
         let j = serde_json::json!({
             "output": report.output,

@@ -1,11 +1,10 @@
 //! `uc export`.
 
 use crate::input::InputArgs;
-use crate::progress::{bar, human};
+use crate::progress::{human, timed};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
-use std::time::Instant;
 use uc_schema::DType;
 use uc_store::export::{export, parse_size, ExportOptions, Regex};
 
@@ -77,15 +76,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
         input: a.input_args.open_options(),
         threads: a.input_args.threads,
     };
-    let t = Instant::now();
-    let pb = bar(0, "export");
-    let report = export(&a.checkpoint, &a.out_dir, &opts, &|done, total, bytes| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-        pb.set_message(human(bytes));
-    })?;
-    pb.finish_and_clear();
-    let secs = t.elapsed().as_secs_f64();
+    let (report, secs) = timed("export", |progress| {
+        export(&a.checkpoint, &a.out_dir, &opts, progress)
+    });
+    let report = report?;
     let ratio = report
         .bytes_read
         .map(|r| r as f64 / report.source_bytes.max(1) as f64);

@@ -2,6 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::time::Instant;
 
 /// A bar over `total` items, hidden unless stderr is a terminal.
 pub fn bar(total: usize, what: &str) -> ProgressBar {
@@ -16,6 +17,23 @@ pub fn bar(total: usize, what: &str) -> ProgressBar {
     );
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// Runs `work` with a `(done, total, bytes)` progress callback drawn as a bar over tensors (see
+/// [`bar`]); returns its result and the seconds it took.
+pub fn timed<T>(
+    what: &str,
+    work: impl FnOnce(&(dyn Fn(usize, usize, u64) + Sync)) -> T,
+) -> (T, f64) {
+    let t = Instant::now();
+    let pb = bar(0, what);
+    let out = work(&|done, total, bytes| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        pb.set_message(human(bytes));
+    });
+    pb.finish_and_clear();
+    (out, t.elapsed().as_secs_f64())
 }
 
 /// Human-readable bytes (`1.5 GiB`).
