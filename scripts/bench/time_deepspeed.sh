@@ -26,16 +26,7 @@ REPEAT=${REPEAT:-3}
 UCP=(python -m deepspeed.checkpoint.ds_to_universal --input_folder "$CKPT/$TAG" --output_folder "$UCP_OUT"
      --inject_missing_state)
 
-run() {  # name cleanup_dir cmd...
-  local name=$1 clean=$2; shift 2
-  rm -rf "$clean"; sync
-  local log=$LOGS/${NAME}_$name.log
-  echo "=== $name: $*" | tee "$log"
-  echo "loadavg_before: $(cat /proc/loadavg)" >> "$log"
-  nice -n "$NICE" python "$HERE/rss_tree.py" -- /usr/bin/time -v "$@" >> "$log" 2>&1
-  echo "loadavg_after: $(cat /proc/loadavg)" >> "$log"
-  grep -E "Elapsed|Maximum resident|User time|System time|peak_tree" "$log" | sed 's/^\s*/    /'
-}
+source "$HERE/timing.sh"
 
 echo "checkpoint: $CKPT/$TAG  $(du -sb "$CKPT/$TAG" | cut -f1) bytes"
 cat "$CKPT/$TAG"/*.pt > /dev/null   # warm the page cache: every run below reads from RAM
@@ -45,13 +36,6 @@ for r in $(seq 1 "$REPEAT"); do   # interleaved, so drifting load from other use
   run ucp_w2_m2_r$r "$UCP_OUT" "${UCP[@]}" --num_extract_workers 2 --num_merge_workers 2
 done
 echo "=== summary (wall s from GNU time; max RSS = largest single process; tree = summed over the process tree)"
-printf '%-40s %8s %12s %14s %14s\n' run wall_s maxrss_mib tree_rss_mib tree_pss_mib
-for f in "$LOGS/${NAME}"_*_r*.log; do
-  awk -v n="$(basename "$f" .log)" '
-    /Elapsed \(wall clock\)/ { split($NF, t, ":"); w = (length(t) == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
-    /Maximum resident set size/ { m = $NF / 1024 }
-    /peak_tree_rss_mib/ { split($1, a, "="); split($2, b, "="); tr = a[2]; tp = b[2] }
-    END { printf "%-40s %8.2f %12.0f %14s %14s\n", n, w, m, tr, tp }' "$f"
-done
+summary "$LOGS/${NAME}"_*_r*.log
 echo "ds universal: $UCP_OUT  $(du -sb "$UCP_OUT" | cut -f1) bytes, $(find "$UCP_OUT" -type f | wc -l) files"
 echo "zero_to_fp32: $FP32_OUT  $(du -sb "$FP32_OUT" | cut -f1) bytes"

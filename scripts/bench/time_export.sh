@@ -24,16 +24,7 @@ REPEAT=${REPEAT:-3}
 UCX=("$UC" export "$CKPT" "$UC_OUT" --json)
 Z2F=(python "$CKPT/zero_to_fp32.py" "$CKPT" "$FP32_OUT" --safe_serialization)
 
-run() {  # name cleanup_dir cmd...
-  local name=$1 clean=$2; shift 2
-  rm -rf "$clean"; sync
-  local log=$LOGS/${NAME}_$name.log
-  echo "=== $name: $*" | tee "$log"
-  echo "loadavg_before: $(cat /proc/loadavg)" >> "$log"
-  nice -n "$NICE" python "$HERE/rss_tree.py" -- /usr/bin/time -v "$@" >> "$log" 2>&1
-  echo "loadavg_after: $(cat /proc/loadavg)" >> "$log"
-  grep -E "Elapsed|Maximum resident|User time|System time|peak_tree|read_ratio" "$log" | sed 's/^\s*/    /'
-}
+source "$HERE/timing.sh"
 
 evict() { python - "$@" <<'EOF'
 import os, sys
@@ -63,14 +54,7 @@ for r in $(seq 1 "$REPEAT"); do   # interleaved, so drifting load from other use
   run zero_to_fp32_safetensors_r$r "$FP32_OUT" "${Z2F[@]}"
 done
 echo "=== summary (wall s from GNU time; max RSS = largest single process, file-backed mmap pages included)"
-printf '%-40s %8s %12s %14s %14s\n' run wall_s maxrss_mib tree_rss_mib tree_pss_mib
-for f in "$LOGS/${NAME}"_uc_export_r*.log "$LOGS/${NAME}"_zero_to_fp32_safetensors_r*.log; do
-  awk -v n="$(basename "$f" .log)" '
-    /Elapsed \(wall clock\)/ { split($NF, t, ":"); w = (length(t) == 3) ? t[1]*3600 + t[2]*60 + t[3] : t[1]*60 + t[2] }
-    /Maximum resident set size/ { m = $NF / 1024 }
-    /peak_tree_rss_mib/ { split($1, a, "="); split($2, b, "="); tr = a[2]; tp = b[2] }
-    END { printf "%-40s %8.2f %12.0f %14s %14s\n", n, w, m, tr, tp }' "$f"
-done
+summary "$LOGS/${NAME}"_uc_export_r*.log "$LOGS/${NAME}"_zero_to_fp32_safetensors_r*.log
 if cmp -s "$UC_OUT/model.safetensors" "$FP32_OUT/model.safetensors"; then
   echo "outputs: byte-identical model.safetensors ($(stat -c %s "$UC_OUT/model.safetensors") bytes)"
 else
