@@ -6,9 +6,9 @@
 use crate::dcp::{write_dcp, write_torch_dist, DcpWriteOptions, TorchDistOptions};
 use crate::error::{io_err, Result};
 use crate::native::{NativeOptions, NativeWriter};
-use crate::pt_write::UniversalDir;
 use crate::source::{thread_pool, OpenOptions, Source};
 use crate::universal::Origin;
+use crate::universal::UniversalDir;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,8 @@
 //! PyTorch Distributed Checkpoints (`.metadata` + `__<rank>_<n>.distcp`), as written by torch's
 //! `dcp.save` (FSDP2, DTensor meshes) and by Megatron-Core's `torch_dist` backend.
 //!
-//! - [`metadata`]: the `.metadata` pickle as typed data (allowlisted globals only).
-//! - [`metadata_pickle`]: a [`Metadata`] written back as a `.metadata` pickle torch accepts.
+//! The `.metadata` pickle itself is read and written by [`uc_torch::dcp_metadata`].
+//!
 //! - [`chunks`]: chunks as uc-merge pieces; overlap / hole checks.
 //! - [`layout`]: a tensor's chunk grid, inferred mesh / placements and layout, chunk writers.
 //! - [`names`]: torch flat keys → model tensors, optimizer states, param groups.
@@ -15,13 +15,11 @@ mod checkpoint;
 pub mod chunks;
 pub mod layout;
 pub mod megatron;
-pub mod metadata;
-pub mod metadata_pickle;
 pub mod names;
 pub mod torch_dist;
 pub mod writer;
 
 pub use checkpoint::{DcpCheckpoint, DcpOptions, Flavor};
-pub use metadata::{Chunk, Item, Metadata, StorageInfo, TensorItem};
 pub use torch_dist::{write_torch_dist, TorchDistOptions};
+pub use uc_torch::dcp_metadata::{Chunk, Item, Metadata, StorageInfo, TensorItem};
 pub use writer::{write_dcp, DcpWriteOptions};

@@ -81,3 +81,23 @@ pub fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreE
     let path = path.into();
     move |source| StoreError::Io { path, source }
 }
+
+impl From<uc_torch::TorchError> for StoreError {
+    /// The parsing layer's errors keep their kind: a disallowed global stays a disallowed global.
+    fn from(e: uc_torch::TorchError) -> StoreError {
+        use uc_torch::TorchError as T;
+        match e {
+            T::Io { path, source } => StoreError::Io { path, source },
+            T::BadZip { path, why } => StoreError::BadZip { path, why },
+            T::Truncated { path, why } => StoreError::Truncated { path, why },
+            T::DisallowedGlobal { path, module, name } => {
+                StoreError::DisallowedGlobal { path, module, name }
+            }
+            T::BadPickle { path, offset, why } => StoreError::BadPickle { path, offset, why },
+            T::BadTensor { path, tensor, why } => StoreError::BadTensor { path, tensor, why },
+            T::MissingKey { path, key } => StoreError::MissingKey { path, key },
+            T::Format { path, why } => StoreError::Format { path, why },
+            T::OutputExists { path } => StoreError::OutputExists { path },
+        }
+    }
+}

@@ -5,16 +5,19 @@
 //! Megatron `torch_dist` or native checkpoints (no DeepSpeed files to copy) the model states are
 //! synthesized, so DeepSpeed resumes a PyTorch-native run; see [`Origin::Other`].
 
+mod files;
+
+pub use files::{write_universal_state, write_universal_step, UniversalDir, UniversalKind};
+
 use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
-use crate::pickle::PyValue;
-use crate::pt_write::{
-    write_pt, write_universal_state, write_universal_step, PtTensor, PtValue, UniversalKind,
-};
 use crate::source::Source;
-use std::collections::{BTreeMap, HashSet};
+use crate::training_state::{groups_without_params, scalar_f32};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use uc_schema::{DType, Role, TensorMeta, Value};
+use uc_torch::pickle::PyValue;
+use uc_torch::{write_pt, PtTensor, PtValue};
 
 /// The DeepSpeed release whose universal layout is written (its loaders check `ds_version`).
 pub const DS_VERSION: &str = "0.19.8";
@@ -79,17 +82,6 @@ fn bad(zero: &Path, meta: &TensorMeta, why: impl Into<String>) -> StoreError {
         tensor: meta.name.clone(),
         why: why.into(),
     }
-}
-
-/// `data` (one element of `meta.dtype`, e.g. a step) as a float32; errors name `path`.
-pub(crate) fn scalar_f32(zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<f32> {
-    if meta.numel() != 1 {
-        return Err(bad(zero, meta, "step is not a single number"));
-    }
-    let mut out = [0u8; 4];
-    uc_merge::convert::convert(data, meta.dtype, &mut out, DType::F32)
-        .map_err(|e| bad(zero, meta, e.to_string()))?;
-    Ok(f32::from_le_bytes(out))
 }
 
 /// `data` converted to float32 bytes.
@@ -246,10 +238,10 @@ fn write_common_deepspeed(ck: &DsCheckpoint, root: &Path) -> Result<()> {
     if let Some(groups) = groups {
         entries.push(("param_groups".into(), groups));
     }
-    write_pt(
+    Ok(write_pt(
         root.join("zero").join("optimizer_state.pt"),
         PtValue::Dict(entries),
-    )
+    )?)
 }
 
 /// The nested optimizer state DeepSpeed's ZeRO-3 loader reads: the step of each group (it reads
@@ -302,26 +294,6 @@ fn plain(v: &PyValue) -> Option<PtValue<'static>> {
         },
         _ => return None,
     })
-}
-
-/// The training state's optimizer groups without `params` (DeepSpeed and Megatron's `common.pt`
-/// keep hyper-parameters only; DCP lists FQNs there). `None` when the state has no `param_groups`.
-pub(crate) fn groups_without_params(state: &BTreeMap<String, Value>) -> Option<Vec<Value>> {
-    let Some(Value::List(gs)) = state.get("param_groups") else {
-        return None;
-    };
-    Some(
-        gs.iter()
-            .map(|g| match g {
-                Value::Map(m) => {
-                    let mut m = m.clone();
-                    m.remove("params");
-                    Value::Map(m)
-                }
-                other => other.clone(),
-            })
-            .collect(),
-    )
 }
 
 /// The source's optimizer groups without `params`; an error when it has none.

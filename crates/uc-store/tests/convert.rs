@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use uc_schema::Role;
 use uc_store::convert::{convert, ConvertOptions, Format};
 use uc_store::native::NativeCheckpoint;
-use uc_store::pickle::{Allowlist, PyValue};
-use uc_store::pt::PtFile;
+use uc_torch::pickle::{Allowlist, PyValue};
+use uc_torch::PtFile;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(concat!(

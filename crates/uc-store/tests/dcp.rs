@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use uc_merge::MergeError;
 use uc_schema::{Role, Value};
 use uc_store::convert::{convert, ConvertOptions};
-use uc_store::dcp::metadata::{self, Item};
-use uc_store::dcp::metadata_pickle::to_pickle;
 use uc_store::dcp::{DcpCheckpoint, DcpOptions, Flavor};
 use uc_store::native::NativeCheckpoint;
-use uc_store::pickle::Allowlist;
 use uc_store::source::{OpenOptions, Source};
 use uc_store::StoreError;
+use uc_torch::dcp_metadata::to_pickle;
+use uc_torch::dcp_metadata::{self as metadata, Item};
+use uc_torch::pickle::Allowlist;
 
 const CASES: &[&str] = &["fsdp2_dp2", "fsdp2_tp_2x2", "ep_mesh_empty_shard"];
 

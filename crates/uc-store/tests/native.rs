@@ -7,10 +7,9 @@ use std::io::Write;
 use std::path::Path;
 use uc_schema::{DType, Role, TensorMeta, Topology, Value};
 use uc_store::native::{NativeCheckpoint, NativeOptions, NativeWriter};
-use uc_store::pt_write::{
-    write_pt, write_universal_state, write_universal_step, PtTensor, PtValue, UniversalKind,
-};
+use uc_store::universal::{write_universal_state, write_universal_step, UniversalKind};
 use uc_store::StoreError;
+use uc_torch::{write_pt, PtTensor, PtValue};
 
 /// A small model: params, fp32 masters, Adam moments and steps of several dtypes and shapes.
 fn metas() -> Vec<TensorMeta> {

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use uc_schema::{DType, Role, TensorMeta};
 use uc_store::convert::{convert, ConvertOptions, Format};
 use uc_store::dcp::{write_torch_dist, DcpCheckpoint, DcpOptions, Flavor, Item, TorchDistOptions};
-use uc_store::pickle::{Allowlist, PyValue};
-use uc_store::pt::PtFile;
 use uc_store::StoreError;
+use uc_torch::pickle::{Allowlist, PyValue};
+use uc_torch::PtFile;
 
 const CASES: &[&str] = &["gpt_tp2", "gpt_tp2_dp2", "gpt_tp2_swiglu_tied"];
 

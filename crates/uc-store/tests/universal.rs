@@ -11,10 +11,10 @@ use std::path::Path;
 use uc_schema::{DType, Role, TensorMeta};
 use uc_store::convert::{convert, ConvertOptions, Format};
 use uc_store::dcp::{write_dcp, DcpWriteOptions};
-use uc_store::pickle::{Allowlist, PyValue};
-use uc_store::pt::PtFile;
 use uc_store::universal::MODEL_STATES;
 use uc_store::StoreError;
+use uc_torch::pickle::{Allowlist, PyValue};
+use uc_torch::PtFile;
 
 fn to_deepspeed(input: &Path, out: &Path, format: Format) {
     let opts = ConvertOptions {

@@ -3,19 +3,21 @@
 
 use super::chunks::{self, check_tiling};
 use super::megatron::{self, MKey};
-use super::metadata::{self, Item, Metadata, StorageInfo, StorageKey, TensorItem};
 use super::names::{self, KeyKind, KeyStyle};
 use crate::atomic::safe_rel_path;
-use crate::deepspeed::to_value;
 use crate::error::{io_err, Result, StoreError};
-use crate::pickle::Allowlist;
-use crate::pt::PtFile;
 use memmap2::Mmap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uc_merge::{execute_target, plan, Region, ReplicaPolicy};
 use uc_schema::{DType, Layout, Role, TensorMeta, Topology, Value};
+use uc_torch::dcp_metadata::{
+    self as metadata, Item, Metadata, StorageInfo, StorageKey, TensorItem,
+};
+use uc_torch::pickle::Allowlist;
+use uc_torch::plain::to_value;
+use uc_torch::PtFile;
 
 /// How to open a DCP checkpoint.
 #[derive(Debug, Clone, Default)]
@@ -231,10 +233,10 @@ impl DcpCheckpoint {
                 tensor: key.to_string(),
             })?;
         let allow = Allowlist::dcp_archive();
-        match &f.map {
-            Some(m) => PtFile::from_map(&f.path, m, info.offset, info.length, &allow),
-            None => PtFile::from_bytes(&f.path, Vec::new(), &allow),
-        }
+        Ok(match &f.map {
+            Some(m) => PtFile::from_map(&f.path, m, info.offset, info.length, &allow)?,
+            None => PtFile::from_bytes(&f.path, Vec::new(), &allow)?,
+        })
     }
 
     /// Every bytes item holding module extra state (`<module>._extra_state/shard_…`, written by

@@ -1,9 +1,9 @@
 //! A tensor item's chunks as uc-merge pieces, and the check that they tile the tensor exactly.
 
-use super::metadata::TensorItem;
 use crate::error::{Result, StoreError};
 use std::path::Path;
 use uc_merge::{check_disjoint, plan, rowmajor_strides, Piece, Region, ReplicaPolicy};
+use uc_torch::dcp_metadata::TensorItem;
 
 /// One piece per non-empty chunk: chunk `i` is "rank" `i`, its archive's tensor the local buffer.
 pub fn pieces(item: &TensorItem) -> Vec<Piece> {

@@ -6,11 +6,11 @@
 //! a mesh of `Shard(d)` axes for the split dims (plus `Replicate` for the rest of the world), and a
 //! uc-schema [`Layout`] whose boxes are exactly the chunks, or none when no layout fits.
 
-use super::metadata::{Metadata, TensorItem};
 use super::DcpCheckpoint;
 use std::collections::BTreeSet;
 use uc_merge::{layout_matches, Region};
 use uc_schema::{Layout, Placement, Split, TensorMeta};
+use uc_torch::dcp_metadata::{Metadata, TensorItem};
 
 /// One chunk of a tensor in the tensor's own coordinates, with where its bytes are stored.
 pub use uc_schema::DcpChunk;

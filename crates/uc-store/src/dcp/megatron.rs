@@ -2,13 +2,13 @@
 //! `common.pt` (iteration, scheduler, param groups, the shared Adam step). Layers of one kind are
 //! stacked in one tensor with a leading layer axis; moments live under `optimizer.state.<state>.<key>`.
 
-use crate::deepspeed::to_value;
 use crate::error::{io_err, Result, StoreError};
-use crate::pickle::{Allowlist, PyValue, DCP_METADATA_GLOBALS};
-use crate::pt::PtFile;
 use std::collections::BTreeMap;
 use std::path::Path;
 use uc_schema::{DType, Value};
+use uc_torch::pickle::{Allowlist, PyValue, DCP_METADATA_GLOBALS};
+use uc_torch::plain::to_value;
+use uc_torch::PtFile;
 
 /// The file that marks a Megatron dist checkpoint.
 pub const METADATA_JSON: &str = "metadata.json";

@@ -4,7 +4,7 @@
 //! `get_state_dict` names model tensors by FQN and optimizer state as `state.<fqn>.<state>` and
 //! `param_groups.<g>.<hp>`; saved as `{"model": msd, "optim": osd}` they gain `model.` / `optim.`.
 
-use super::metadata::PathSeg;
+use uc_torch::dcp_metadata::PathSeg;
 
 /// The meaning of one flat key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,11 +7,11 @@
 use super::megatron::{split_layer, te_name, COMMON_PT, METADATA_JSON};
 use super::writer::{write_plan, ChunkOut, DcpPlan, ReadFn};
 use crate::error::{Result, StoreError};
-use crate::pt_write::{write_pt_to, PtTensor, PtValue};
-use crate::universal::{groups_without_params, scalar_f32};
+use crate::training_state::{groups_without_params, scalar_f32};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use uc_schema::{Role, TensorMeta, Value};
+use uc_torch::{write_pt_to, PtTensor, PtValue};
 
 /// Options of [`write_torch_dist`].
 #[derive(Debug, Clone, Default)]
@@ -221,5 +221,10 @@ pub fn write_torch_dist(
 
 /// `common.pt` serialized: a torch.save archive with the `common/` prefix Megatron's file has.
 fn common_pt(state: &BTreeMap<String, Value>, step: Option<f32>, output: &Path) -> Result<Vec<u8>> {
-    write_pt_to(Vec::new(), "common", common(state, step), output)
+    Ok(write_pt_to(
+        Vec::new(),
+        "common",
+        common(state, step),
+        output,
+    )?)
 }

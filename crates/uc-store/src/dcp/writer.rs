@@ -7,17 +7,17 @@
 //! `optim.param_groups.<g>.<hp>` (with `planner_data` paths). [`DcpPlan`] is the general form other
 //! key schemes (Megatron `torch_dist`) fill in.
 
-use super::metadata::{Chunk, Item, Metadata, PathSeg, StorageInfo, StorageKey, TensorItem};
-use super::metadata_pickle::to_pickle;
 use crate::atomic::AtomicDir;
 use crate::error::{io_err, Result, StoreError};
-use crate::pt_write::{write_pt_to, PtTensor, PtValue};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use uc_schema::{DType, Role, TensorMeta, Value};
+use uc_torch::dcp_metadata::to_pickle;
+use uc_torch::dcp_metadata::{Chunk, Item, Metadata, PathSeg, StorageInfo, StorageKey, TensorItem};
+use uc_torch::{write_pt_to, PtTensor, PtValue};
 
 /// Reads the full row-major bytes of one output tensor.
 pub type ReadFn<'a> = &'a (dyn Fn(&TensorMeta) -> Result<Vec<u8>> + Sync);
@@ -250,7 +250,7 @@ pub struct DcpPlan {
 
 /// A value serialized as the torch.save archive DCP stores for a bytes item.
 pub fn archive(value: PtValue<'_>, path: &Path) -> Result<Vec<u8>> {
-    write_pt_to(Vec::new(), "archive", value, path)
+    Ok(write_pt_to(Vec::new(), "archive", value, path)?)
 }
 
 /// Writes every tensor of `outs` (bytes from `read`) and the state's param groups as a DCP

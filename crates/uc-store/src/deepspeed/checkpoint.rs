@@ -6,16 +6,16 @@
 //! (TP rule or replicated); ZeRO partitions each holder's local tensor over the dp ranks inside it.
 
 use super::files::DsFiles;
-use super::pyjson::{to_json, to_value};
 use crate::error::{Result, StoreError};
-use crate::pickle::{Allowlist, Cursor, PyValue, TensorRef};
-use crate::pt::PtFile;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use uc_merge::{execute_target, pieces, plan, Piece, ReplicaPolicy};
 use uc_schema::deepspeed::{autoep_layers_in, AutoEpLayer, UniversalCheckpointInfo};
 use uc_schema::ExpertStorage;
 use uc_schema::{DType, Layout, Role, TensorMeta, Topology, Value};
+use uc_torch::pickle::{Allowlist, Cursor, PyValue, TensorRef};
+use uc_torch::plain::{to_json, to_value};
+use uc_torch::PtFile;
 
 /// Told each byte range of tensor data a read touches: (file, absolute byte range).
 pub type ReadTrace<'a> = &'a mut dyn FnMut(&Path, std::ops::Range<u64>);
@@ -166,7 +166,7 @@ fn param_shapes(f: &PtFile) -> Result<Vec<Group>> {
 
 /// The dict of group `g` under a `state` dict whose keys are ints (or their strings).
 fn group_key<'a>(c: &Cursor<'a>, g: usize) -> Result<Cursor<'a>> {
-    c.int_key(g as i64).or_else(|_| c.key(&g.to_string()))
+    Ok(c.int_key(g as i64).or_else(|_| c.key(&g.to_string()))?)
 }
 
 impl DsCheckpoint {
@@ -323,7 +323,7 @@ impl DsCheckpoint {
             .optim
             .get(&(m, d))
             .ok_or_else(|| fmt_err(&self.files.optim_name(m, d), "missing optimizer states"))?;
-        f.cursor().key("optimizer_state_dict")
+        Ok(f.cursor().key("optimizer_state_dict")?)
     }
 
     fn detect_stage(&self) -> Result<u8> {

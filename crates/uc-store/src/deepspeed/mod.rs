@@ -3,8 +3,6 @@
 
 mod checkpoint;
 mod files;
-mod pyjson;
 
 pub use checkpoint::{Assume, DsCheckpoint, DsExtra, DsParam, ReadTrace};
 pub use files::DsFiles;
-pub use pyjson::{to_json, to_value};

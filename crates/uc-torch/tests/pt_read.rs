@@ -6,8 +6,8 @@ use common::{walk, DEEPSPEED, MEGATRON};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use uc_schema::DType;
-use uc_store::pickle::{Allowlist, PyValue};
-use uc_store::pt::PtFile;
+use uc_torch::pickle::{Allowlist, PyValue};
+use uc_torch::PtFile;
 
 fn ds(rel: &str) -> PathBuf {
     Path::new(DEEPSPEED).join(rel)
@@ -241,7 +241,7 @@ fn model_states_shapes_dtypes_and_enums() {
     );
     let err = osd.key("no_such_key").unwrap_err();
     assert!(
-        matches!(err, uc_store::StoreError::MissingKey { ref key, .. } if key == "optimizer_state_dict.no_such_key")
+        matches!(err, uc_torch::TorchError::MissingKey { ref key, .. } if key == "optimizer_state_dict.no_such_key")
     );
 }
 

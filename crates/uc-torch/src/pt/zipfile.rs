@@ -1,7 +1,12 @@
 //! A small zip central-directory reader: entry name → data byte range, so tensors can be read
 //! in place from an mmap. Stored entries only (torch.save never compresses); zip64 supported.
+//!
+//! Why not the `zip` crate's reader: a DCP `.distcp` file holds many torch.save archives back to back,
+//! so an archive is a sub-range of one shared mapping, and a tensor must be a borrowed slice of it (no
+//! copy, no `Read`); we need each member's data offset with every bound checked against the slice,
+//! and nothing else. The tests check this reader against the `zip` crate on real fixture files.
 
-use crate::error::{Result, StoreError};
+use crate::error::{Result, TorchError};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -62,13 +67,13 @@ fn u64_at(d: &[u8], at: usize) -> Option<u64> {
 
 /// Reads the central directory of the archive in `data` (named `path` in errors).
 pub fn parse(data: &[u8], path: &Path) -> Result<ZipIndex> {
-    let bad = |why: String| StoreError::BadZip {
+    let bad = |why: String| TorchError::BadZip {
         path: path.to_path_buf(),
         why,
     };
     let Some(eocd) = find_eocd(data) else {
         if data.starts_with(&LFH_SIG.to_le_bytes()) {
-            return Err(StoreError::Truncated {
+            return Err(TorchError::Truncated {
                 path: path.to_path_buf(),
                 why: format!(
                     "zip archive of {} bytes has no end-of-central-directory record (file cut short?)",
@@ -77,7 +82,7 @@ pub fn parse(data: &[u8], path: &Path) -> Result<ZipIndex> {
             });
         }
         if data.first() == Some(&0x80) {
-            return Err(StoreError::Format {
+            return Err(TorchError::Format {
                 path: path.to_path_buf(),
                 why: "legacy (non-zip) torch.save format is not supported".into(),
             });

@@ -1,7 +1,7 @@
 //! The `.metadata` pickle of a DCP checkpoint as typed data: items (tensors with their chunks, or
 //! bytes) and the storage entry (file, byte range) of every chunk.
 
-use crate::error::{Result, StoreError};
+use crate::error::{Result, TorchError};
 use crate::pickle::{unpickle, Allowlist, Cursor, PyValue};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -94,8 +94,8 @@ impl Metadata {
     }
 }
 
-fn fmt_err(path: &Path, why: impl Into<String>) -> StoreError {
-    StoreError::Format {
+fn fmt_err(path: &Path, why: impl Into<String>) -> TorchError {
+    TorchError::Format {
         path: path.to_path_buf(),
         why: why.into(),
     }
@@ -164,7 +164,7 @@ pub fn parse(bytes: &[u8], path: &Path, allow: &Allowlist) -> Result<Metadata> {
             .insert((fqn.clone(), offsets.clone()), info)
             .is_some()
         {
-            return Err(StoreError::BadTensor {
+            return Err(TorchError::BadTensor {
                 path: path.to_path_buf(),
                 tensor: fqn,
                 why: format!("two storage_data entries for the chunk at offsets {offsets:?}"),
@@ -180,7 +180,7 @@ pub fn parse(bytes: &[u8], path: &Path, allow: &Allowlist) -> Result<Metadata> {
 
 /// One `state_dict_metadata` value.
 fn parse_item(key: &str, c: &Cursor) -> Result<Item> {
-    let bad = |why: String| StoreError::BadTensor {
+    let bad = |why: String| TorchError::BadTensor {
         path: c.path().to_path_buf(),
         tensor: key.to_string(),
         why,
@@ -232,7 +232,7 @@ fn properties(key: &str, c: &Cursor) -> Result<(DType, Option<Vec<u64>>)> {
         Some(PyValue::Global { module, name }) if module == "torch" => DType::parse(name),
         _ => None,
     }
-    .ok_or_else(|| StoreError::BadTensor {
+    .ok_or_else(|| TorchError::BadTensor {
         path: c.path().to_path_buf(),
         tensor: key.to_string(),
         why: format!("TensorProperties has no supported dtype ({:?})", dtype),

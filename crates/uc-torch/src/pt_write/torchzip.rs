@@ -1,7 +1,12 @@
 //! A streaming zip writer laid out like torch's `PyTorchStreamWriter` (miniz): stored entries, data
 //! descriptors, every entry's data 64-byte aligned through an `FB` padding extra field, zip64 end records.
+//!
+//! Why not the `zip` crate's writer: it needs `Seek` to patch headers (we stream into any `Write`:
+//! a pipe, a pwrite cursor, a buffer inside a `.distcp`), and it pads alignment with its own extra
+//! field id rather than torch's `FB` layout; the CRC is `crc32fast`, and the tests read our archives
+//! back with the `zip` crate, CRCs checked.
 
-use crate::error::{Result, StoreError};
+use crate::error::{Result, TorchError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -38,7 +43,7 @@ impl<W: Write> ZipOut<W> {
     }
 
     fn raw(&mut self, b: &[u8]) -> Result<()> {
-        self.w.write_all(b).map_err(|source| StoreError::Io {
+        self.w.write_all(b).map_err(|source| TorchError::Io {
             path: self.path.clone(),
             source,
         })?;
@@ -101,15 +106,15 @@ impl<W: Write> ZipOut<W> {
 
         let mut sink = EntrySink {
             w: &mut self.w,
-            crc: Crc32::new(),
+            crc: crc32fast::Hasher::new(),
             written: 0,
             limit: size,
         };
-        fill(&mut sink).map_err(|source| StoreError::Io {
+        fill(&mut sink).map_err(|source| TorchError::Io {
             path: self.path.clone(),
             source,
         })?;
-        let (crc, written) = (sink.crc.finish(), sink.written);
+        let (crc, written) = (sink.crc.finalize(), sink.written);
         if written != size {
             return Err(self.format(format!(
                 "entry `{name}`: {written} bytes written, {size} declared"
@@ -137,8 +142,8 @@ impl<W: Write> ZipOut<W> {
         Ok(())
     }
 
-    fn format(&self, why: String) -> StoreError {
-        StoreError::Format {
+    fn format(&self, why: String) -> TorchError {
+        TorchError::Format {
             path: self.path.clone(),
             why,
         }
@@ -215,7 +220,7 @@ impl<W: Write> ZipOut<W> {
 /// The writer handed to an entry's fill callback: counts, checksums, and refuses bytes past the size.
 struct EntrySink<'w, W: Write> {
     w: &'w mut W,
-    crc: Crc32,
+    crc: crc32fast::Hasher,
     written: u64,
     limit: u64,
 }
@@ -242,98 +247,17 @@ impl<W: Write> Write for EntrySink<'_, W> {
     }
 }
 
-/// CRC-32 (IEEE, as zip uses), slicing-by-8.
-pub(crate) struct Crc32(u32);
-
-/// Slicing-by-8 tables for the reflected polynomial 0xEDB88320.
-static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
-
-const fn crc_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut s = 1;
-    while s < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let prev = t[s - 1][i];
-            t[s][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            i += 1;
-        }
-        s += 1;
-    }
-    t
-}
-
-impl Crc32 {
-    /// A fresh checksum.
-    pub fn new() -> Self {
-        Crc32(!0)
-    }
-
-    /// Feeds bytes.
-    pub fn update(&mut self, data: &[u8]) {
-        let t = &CRC_TABLES;
-        let mut c = self.0;
-        let mut chunks = data.chunks_exact(8);
-        for ch in &mut chunks {
-            let lo = c ^ u32::from_le_bytes([ch[0], ch[1], ch[2], ch[3]]);
-            let hi = u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]);
-            c = t[7][(lo & 0xff) as usize]
-                ^ t[6][((lo >> 8) & 0xff) as usize]
-                ^ t[5][((lo >> 16) & 0xff) as usize]
-                ^ t[4][(lo >> 24) as usize]
-                ^ t[3][(hi & 0xff) as usize]
-                ^ t[2][((hi >> 8) & 0xff) as usize]
-                ^ t[1][((hi >> 16) & 0xff) as usize]
-                ^ t[0][(hi >> 24) as usize];
-        }
-        for &b in chunks.remainder() {
-            c = t[0][((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-        }
-        self.0 = c;
-    }
-
-    /// The final value.
-    pub fn finish(&self) -> u32 {
-        !self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn crc_known_values() {
-        let mut c = Crc32::new();
+        let mut c = crc32fast::Hasher::new();
         c.update(b"123456789");
-        assert_eq!(c.finish(), 0xCBF4_3926);
+        assert_eq!(c.finalize(), 0xCBF4_3926);
         // fixture: `fp32/byteorder` = "little" has CRC 0x19e33d85
-        let mut c = Crc32::new();
+        let mut c = crc32fast::Hasher::new();
         c.update(b"lit");
         c.update(b"tle");
-        assert_eq!(c.finish(), 0x19e3_3d85);
-        let long: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
-        let mut a = Crc32::new();
-        a.update(&long);
-        let mut b = Crc32::new();
-        for ch in long.chunks(3) {
-            b.update(ch);
-        }
-        assert_eq!(a.finish(), b.finish());
+        assert_eq!(c.finalize(), 0x19e3_3d85);
     }
 }

@@ -1,7 +1,7 @@
 //! Writes a [`Metadata`] as the `.metadata` pickle torch's `dcp.load` accepts: hand-emitted protocol 2
 //! (GLOBAL / NEWOBJ / BUILD / REDUCE, no memo), the shape of the fixture README's writer probe C.
 
-use super::metadata::{Item, Metadata, PathSeg, StorageKey, TensorItem};
+use super::read::{Item, Metadata, PathSeg, StorageKey, TensorItem};
 use uc_schema::DType;
 
 const MD: &str = "torch.distributed.checkpoint.metadata";

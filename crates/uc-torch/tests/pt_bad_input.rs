@@ -4,9 +4,9 @@ mod common;
 
 use common::{build_zip, global, tensor_archive, unicode, DEEPSPEED};
 use std::path::Path;
-use uc_store::pickle::Allowlist;
-use uc_store::pt::PtFile;
-use uc_store::StoreError;
+use uc_torch::pickle::Allowlist;
+use uc_torch::PtFile;
+use uc_torch::TorchError;
 
 const SMALL_PT: &str = "zero1/global_step3_universal/zero/blocks.0.fc1.bias/fp32.pt";
 
@@ -14,7 +14,7 @@ fn small_pt() -> Vec<u8> {
     std::fs::read(Path::new(DEEPSPEED).join(SMALL_PT)).unwrap()
 }
 
-fn from_bytes(b: Vec<u8>) -> Result<PtFile, StoreError> {
+fn from_bytes(b: Vec<u8>) -> Result<PtFile, TorchError> {
     PtFile::from_bytes("mem.pt", b, &Allowlist::deepspeed())
 }
 
@@ -25,7 +25,7 @@ fn truncated_file_is_truncated() {
     let p = dir.path().join("half.pt");
     std::fs::write(&p, &full[..full.len() / 2]).unwrap();
     match PtFile::open(&p, &Allowlist::deepspeed()) {
-        Err(StoreError::Truncated { path, .. }) => assert_eq!(path, p),
+        Err(TorchError::Truncated { path, .. }) => assert_eq!(path, p),
         other => panic!("{other:?}"),
     }
 }
@@ -41,26 +41,26 @@ fn garbage_is_bad_zip() {
     .unwrap();
     assert!(matches!(
         PtFile::open(&p, &Allowlist::deepspeed()),
-        Err(StoreError::BadZip { .. })
+        Err(TorchError::BadZip { .. })
     ));
     let empty = dir.path().join("empty.pt");
     std::fs::write(&empty, b"").unwrap();
     assert!(matches!(
         PtFile::open(&empty, &Allowlist::deepspeed()),
-        Err(StoreError::BadZip { .. })
+        Err(TorchError::BadZip { .. })
     ));
     // Central directory offset pointing past the end.
     let mut z = build_zip(&[("archive/data.pkl", &[0x80, 2, b'N', b'.'])]);
     let n = z.len();
     z[n - 6..n - 2].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert!(matches!(from_bytes(z), Err(StoreError::BadZip { .. })));
+    assert!(matches!(from_bytes(z), Err(TorchError::BadZip { .. })));
 }
 
 #[test]
 fn missing_file_is_io() {
     assert!(matches!(
         PtFile::open("/nonexistent/x.pt", &Allowlist::deepspeed()),
-        Err(StoreError::Io { .. })
+        Err(TorchError::Io { .. })
     ));
 }
 
@@ -70,7 +70,7 @@ fn legacy_format_is_refused() {
     let b = vec![
         0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.',
     ];
-    assert!(matches!(from_bytes(b), Err(StoreError::Format { why, .. }) if why.contains("legacy")));
+    assert!(matches!(from_bytes(b), Err(TorchError::Format { why, .. }) if why.contains("legacy")));
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn disallowed_global_in_archive() {
     )
     .unwrap();
     match PtFile::open(&p, &Allowlist::deepspeed()) {
-        Err(StoreError::DisallowedGlobal { path, module, name }) => {
+        Err(TorchError::DisallowedGlobal { path, module, name }) => {
             assert_eq!((path, module.as_str(), name.as_str()), (p, "os", "system"));
         }
         other => panic!("{other:?}"),
@@ -99,7 +99,7 @@ fn tensor_past_its_storage_entry() {
     // View [2, 6) of a 4-element storage.
     let z = tensor_archive(&[1.0, 2.0, 3.0, 4.0], 2, &[4], &[1], 4);
     match from_bytes(z) {
-        Err(StoreError::BadTensor { tensor, why, .. }) => {
+        Err(TorchError::BadTensor { tensor, why, .. }) => {
             assert_eq!(tensor, "<root>");
             assert!(why.contains("runs past the end of storage"), "{why}");
         }
@@ -108,13 +108,13 @@ fn tensor_past_its_storage_entry() {
     // Storage claims 10 elements, entry holds 4.
     let z = tensor_archive(&[1.0, 2.0, 3.0, 4.0], 0, &[4], &[1], 10);
     assert!(
-        matches!(from_bytes(z), Err(StoreError::BadTensor { why, .. }) if why.contains("entry holds 16 bytes"))
+        matches!(from_bytes(z), Err(TorchError::BadTensor { why, .. }) if why.contains("entry holds 16 bytes"))
     );
     // Storage entry missing altogether.
     let pkl = common::tensor_pickle(4, 0, &[4], &[1]);
     let z = build_zip(&[("archive/data.pkl", &pkl)]);
     assert!(
-        matches!(from_bytes(z), Err(StoreError::BadTensor { why, .. }) if why.contains("missing"))
+        matches!(from_bytes(z), Err(TorchError::BadTensor { why, .. }) if why.contains("missing"))
     );
 }
 
@@ -124,16 +124,16 @@ fn truncated_pickle_inside_archive() {
     let cut = &pkl[..pkl.len() - 5];
     let data = [0u8; 16];
     let z = build_zip(&[("archive/data.pkl", cut), ("archive/data/0", &data)]);
-    assert!(matches!(from_bytes(z), Err(StoreError::Truncated { .. })));
+    assert!(matches!(from_bytes(z), Err(TorchError::Truncated { .. })));
 }
 
 #[test]
 fn no_data_pkl_and_big_endian() {
     let z = build_zip(&[("archive/version", b"3\n")]);
-    assert!(matches!(from_bytes(z), Err(StoreError::Format { .. })));
+    assert!(matches!(from_bytes(z), Err(TorchError::Format { .. })));
     let pkl = [0x80, 2, b'N', b'.'];
     let z = build_zip(&[("archive/data.pkl", &pkl), ("archive/byteorder", b"big")]);
-    assert!(matches!(from_bytes(z), Err(StoreError::Format { why, .. }) if why.contains("little")));
+    assert!(matches!(from_bytes(z), Err(TorchError::Format { why, .. }) if why.contains("little")));
 }
 
 #[test]
@@ -144,7 +144,7 @@ fn strided_tensor_is_gathered() {
     let t = pt.root().as_tensor().unwrap();
     assert!(!t.is_contiguous());
     assert!(
-        matches!(pt.tensor_bytes("t", t), Err(StoreError::BadTensor { tensor, .. }) if tensor == "t")
+        matches!(pt.tensor_bytes("t", t), Err(TorchError::BadTensor { tensor, .. }) if tensor == "t")
     );
     let got: Vec<f32> = pt
         .tensor_data("t", t)
@@ -187,14 +187,14 @@ fn open_range_checks_bounds_and_embedded_offsets() {
         pt.tensor_bytes("param", t).unwrap()
     );
     let err = PtFile::open_range(&p, 10, outer.len() as u64, &Allowlist::deepspeed()).unwrap_err();
-    assert!(matches!(err, StoreError::Truncated { .. }));
+    assert!(matches!(err, TorchError::Truncated { .. }));
     // A range that cuts the archive short.
     let err =
         PtFile::open_range(&p, 10, inner.len() as u64 - 30, &Allowlist::deepspeed()).unwrap_err();
     assert!(
         matches!(
             err,
-            StoreError::Truncated { .. } | StoreError::BadZip { .. }
+            TorchError::Truncated { .. } | TorchError::BadZip { .. }
         ),
         "{err:?}"
     );

@@ -4,7 +4,7 @@
 //! `BINPUT`; repeated strings and globals are fetched with `BINGET` (strings are memoized by value).
 
 use super::{PtTensor, PtValue, TensorData};
-use crate::error::{Result, StoreError};
+use crate::error::{Result, TorchError};
 use std::collections::HashMap;
 use std::path::Path;
 use uc_schema::DType;
@@ -58,8 +58,8 @@ impl<'a, 'p> Pickler<'a, 'p> {
         Ok((self.out, self.storages))
     }
 
-    fn err(&self, tensor: &str, why: impl Into<String>) -> StoreError {
-        StoreError::BadTensor {
+    fn err(&self, tensor: &str, why: impl Into<String>) -> TorchError {
+        TorchError::BadTensor {
             path: self.path.to_path_buf(),
             tensor: tensor.to_string(),
             why: why.into(),
@@ -68,7 +68,7 @@ impl<'a, 'p> Pickler<'a, 'p> {
 
     fn save(&mut self, value: PtValue<'a>, label: &str, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
-            return Err(StoreError::Format {
+            return Err(TorchError::Format {
                 path: self.path.to_path_buf(),
                 why: format!("value tree deeper than {MAX_DEPTH} at `{label}`"),
             });
@@ -292,7 +292,7 @@ impl<'a, 'p> Pickler<'a, 'p> {
             self.get(i);
             return Ok(());
         }
-        let n = u32::try_from(s.len()).map_err(|_| StoreError::Format {
+        let n = u32::try_from(s.len()).map_err(|_| TorchError::Format {
             path: self.path.to_path_buf(),
             why: "string longer than 4 GiB".into(),
         })?;

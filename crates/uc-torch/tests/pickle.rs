@@ -4,10 +4,10 @@ mod common;
 
 use common::{global, int, tensor_pickle, unicode, DEEPSPEED};
 use std::path::Path;
-use uc_store::pickle::{unpickle, Allowlist, PyValue};
-use uc_store::StoreError;
+use uc_torch::pickle::{unpickle, Allowlist, PyValue};
+use uc_torch::TorchError;
 
-fn load(bytes: &[u8]) -> Result<PyValue, StoreError> {
+fn load(bytes: &[u8]) -> Result<PyValue, TorchError> {
     unpickle(bytes, &Allowlist::deepspeed(), Path::new("test.pkl"))
 }
 
@@ -23,7 +23,7 @@ fn s(x: &str) -> PyValue {
 fn real_pickle() -> Vec<u8> {
     let path =
         Path::new(DEEPSPEED).join("zero1/global_step3/zero_pp_rank_0_mp_rank_00_optim_states.pt");
-    let pt = uc_store::pt::PtFile::open(&path, &Allowlist::deepspeed()).unwrap();
+    let pt = uc_torch::PtFile::open(&path, &Allowlist::deepspeed()).unwrap();
     pt.entry_bytes(&format!("{}/data.pkl", pt.prefix()))
         .unwrap()
         .to_vec()
@@ -232,7 +232,7 @@ fn tensor_rebuild_and_parameter() {
     let mut p = vec![0x80, 2];
     p.extend(global("torch._utils", "_rebuild_tensor_v2"));
     p.extend([b'(', b'N', b'K', 0, b')', b')', b't', b'R', b'.']);
-    assert!(matches!(load(&p), Err(StoreError::BadPickle { .. })));
+    assert!(matches!(load(&p), Err(TorchError::BadPickle { .. })));
 }
 
 #[test]
@@ -243,7 +243,7 @@ fn disallowed_globals_are_refused() {
     p.extend(unicode("echo pwned"));
     p.extend([0x85, b'R', b'.']);
     match load(&p) {
-        Err(StoreError::DisallowedGlobal { path, module, name }) => {
+        Err(TorchError::DisallowedGlobal { path, module, name }) => {
             assert_eq!((module.as_str(), name.as_str()), ("os", "system"));
             assert_eq!(path, Path::new("test.pkl"));
         }
@@ -256,25 +256,25 @@ fn disallowed_globals_are_refused() {
     p.extend(b"eval");
     p.extend([0x93, b'.']);
     assert!(
-        matches!(load(&p), Err(StoreError::DisallowedGlobal { module, name, .. })
+        matches!(load(&p), Err(TorchError::DisallowedGlobal { module, name, .. })
         if module == "builtins" && name == "eval")
     );
     // INST names a class too.
     let p = b"(ibuiltins\nexec\n.";
-    assert!(matches!(load(p), Err(StoreError::DisallowedGlobal { .. })));
+    assert!(matches!(load(p), Err(TorchError::DisallowedGlobal { .. })));
     // The DCP metadata allowlist does not admit DeepSpeed classes.
     let mut p = vec![0x80, 2];
     p.extend(global("deepspeed.runtime.fp16.loss_scaler", "LossScaler"));
     p.push(b'.');
     let e = unpickle(&p, &Allowlist::dcp_metadata(), Path::new("m")).unwrap_err();
-    assert!(matches!(e, StoreError::DisallowedGlobal { .. }));
+    assert!(matches!(e, TorchError::DisallowedGlobal { .. }));
     assert!(unpickle(&p, &Allowlist::empty(), Path::new("m")).is_err());
 }
 
 #[test]
 fn malformed_streams_give_typed_errors() {
     let bad = |p: &[u8]| match load(p) {
-        Err(StoreError::BadPickle { offset, why, .. }) => (offset, why),
+        Err(TorchError::BadPickle { offset, why, .. }) => (offset, why),
         other => panic!("{p:?}: {other:?}"),
     };
     assert!(bad(&[0x80, 2, b'a', b'.']).1.contains("underflow"));
@@ -294,10 +294,10 @@ fn malformed_streams_give_typed_errors() {
         .1
         .contains("not a tuple"));
     // Empty input, and a stream without STOP.
-    assert!(matches!(load(&[]), Err(StoreError::Truncated { .. })));
+    assert!(matches!(load(&[]), Err(TorchError::Truncated { .. })));
     assert!(matches!(
         load(&[0x80, 2, b'N']),
-        Err(StoreError::Truncated { .. })
+        Err(TorchError::Truncated { .. })
     ));
 }
 
@@ -305,13 +305,13 @@ fn malformed_streams_give_typed_errors() {
 fn huge_lengths_do_not_allocate() {
     let mut p = vec![0x80, 4, 0x8d];
     p.extend(u64::MAX.to_le_bytes());
-    assert!(matches!(load(&p), Err(StoreError::Truncated { .. })));
+    assert!(matches!(load(&p), Err(TorchError::Truncated { .. })));
     let mut p = vec![0x80, 4, 0x8e];
     p.extend((1u64 << 40).to_le_bytes());
-    assert!(matches!(load(&p), Err(StoreError::Truncated { .. })));
+    assert!(matches!(load(&p), Err(TorchError::Truncated { .. })));
     let mut p = vec![0x80, 2, b'X'];
     p.extend(u32::MAX.to_le_bytes());
-    assert!(matches!(load(&p), Err(StoreError::Truncated { .. })));
+    assert!(matches!(load(&p), Err(TorchError::Truncated { .. })));
     // A huge memo index is fine (sparse memo).
     let p = [
         0x80, 2, b'N', b'r', 0xff, 0xff, 0xff, 0xff, b'j', 0xff, 0xff, 0xff, 0xff, b'.',
@@ -326,17 +326,17 @@ fn deep_nesting_and_shared_blowup_are_refused() {
     p.extend(std::iter::repeat_n(b']', 5000));
     p.extend(std::iter::repeat_n(b'a', 4999));
     p.push(b'.');
-    assert!(matches!(load(&p), Err(StoreError::BadPickle { .. })));
+    assert!(matches!(load(&p), Err(TorchError::BadPickle { .. })));
     // L0 = []; L(i+1) = [Li, Li] for 64 levels: 2^64 nodes when expanded.
     let mut p = vec![0x80, 2, b']', b'q', 0];
     for _ in 0..64 {
         p.extend([b'0', b'(', b'h', 0, b'h', 0, b'l', b'q', 0]);
     }
     p.push(b'.');
-    assert!(matches!(load(&p), Err(StoreError::BadPickle { .. })));
+    assert!(matches!(load(&p), Err(TorchError::BadPickle { .. })));
     // A list that contains itself.
     let p = [0x80, 2, b']', b'q', 0, b'h', 0, b'a', b'.'];
-    assert!(matches!(load(&p), Err(StoreError::BadPickle { .. })));
+    assert!(matches!(load(&p), Err(TorchError::BadPickle { .. })));
 }
 
 #[test]
@@ -345,7 +345,7 @@ fn real_pickle_truncated_anywhere_is_an_error_not_a_panic() {
     assert!(load(&p).is_ok());
     for cut in (0..p.len()).step_by(7) {
         match load(&p[..cut]) {
-            Err(StoreError::Truncated { .. }) | Err(StoreError::BadPickle { .. }) => {}
+            Err(TorchError::Truncated { .. }) | Err(TorchError::BadPickle { .. }) => {}
             other => panic!("cut at {cut}: {other:?}"),
         }
     }
@@ -353,7 +353,7 @@ fn real_pickle_truncated_anywhere_is_an_error_not_a_panic() {
     let at = p.windows(9).position(|w| w == b"loss_scal").unwrap();
     assert!(matches!(
         load(&p[..at + 3]),
-        Err(StoreError::Truncated { .. })
+        Err(TorchError::Truncated { .. })
     ));
 }
 

@@ -4,7 +4,7 @@
 use super::allow::{storage_dtype, Allowlist};
 use super::value::{PyValue, StorageRef, TensorRef};
 use super::MAX_DEPTH;
-use crate::error::{Result, StoreError};
+use crate::error::{Result, TorchError};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -70,16 +70,16 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn bad(&self, why: impl Into<String>) -> StoreError {
-        StoreError::BadPickle {
+    fn bad(&self, why: impl Into<String>) -> TorchError {
+        TorchError::BadPickle {
             path: self.path.to_path_buf(),
             offset: self.op_pos as u64,
             why: why.into(),
         }
     }
 
-    fn truncated(&self, what: &str) -> StoreError {
-        StoreError::Truncated {
+    fn truncated(&self, what: &str) -> TorchError {
+        TorchError::Truncated {
             path: self.path.to_path_buf(),
             why: format!(
                 "pickle stream ends at byte {} inside {what} (opcode at byte {})",
@@ -135,7 +135,7 @@ impl<'a> Machine<'a> {
     fn payload(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         let left = (self.data.len() - self.pos) as u64;
         if n > left {
-            return Err(StoreError::Truncated {
+            return Err(TorchError::Truncated {
                 path: self.path.to_path_buf(),
                 why: format!(
                     "{what} at byte {} claims {n} bytes but only {left} remain",
@@ -227,7 +227,7 @@ impl<'a> Machine<'a> {
         loop {
             self.op_pos = self.pos;
             let Some(&op) = self.data.get(self.pos) else {
-                return Err(StoreError::Truncated {
+                return Err(TorchError::Truncated {
                     path: self.path.to_path_buf(),
                     why: format!(
                         "pickle stream ends at byte {} without STOP",
@@ -611,7 +611,7 @@ impl<'a> Machine<'a> {
 
     fn global(&mut self, module: String, name: String) -> Result<()> {
         if !self.allow.allows(&module, &name) {
-            return Err(StoreError::DisallowedGlobal {
+            return Err(TorchError::DisallowedGlobal {
                 path: self.path.to_path_buf(),
                 module,
                 name,

@@ -7,9 +7,9 @@ use safetensors::SafeTensors;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uc_schema::DType;
-use uc_store::pickle::{unpickle, Allowlist, Cursor, PyValue};
-use uc_store::pt::PtFile;
-use uc_store::StoreError;
+use uc_torch::pickle::{unpickle, Allowlist, Cursor, PyValue};
+use uc_torch::PtFile;
+use uc_torch::TorchError;
 
 /// A storage_data key: (fqn, chunk offsets or None for bytes entries).
 type Key = (String, Option<Vec<u64>>);
@@ -164,7 +164,7 @@ fn megatron_metadata_needs_the_planner_globals() {
     let p = dir.join(".metadata");
     let err = unpickle(&std::fs::read(&p).unwrap(), &Allowlist::dcp_metadata(), &p).unwrap_err();
     assert!(
-        matches!(&err, StoreError::DisallowedGlobal { module, .. } if module == "torch.distributed.checkpoint.planner"),
+        matches!(&err, TorchError::DisallowedGlobal { module, .. } if module == "torch.distributed.checkpoint.planner"),
         "{err}"
     );
 }

@@ -3,7 +3,7 @@
 
 pub mod zipfile;
 
-use crate::error::{io_err, Result, StoreError};
+use crate::error::{io_err, Result, TorchError};
 use crate::pickle::{unpickle, Allowlist, Cursor, PyValue, TensorRef};
 use memmap2::{Mmap, MmapOptions};
 use std::borrow::Cow;
@@ -100,12 +100,12 @@ pub struct PtFile {
 fn map_range(path: &Path, file: &File, start: u64, len: u64) -> Result<Arc<Mmap>> {
     let size = file.metadata().map_err(io_err(path))?.len();
     if start.checked_add(len).is_none_or(|e| e > size) {
-        return Err(StoreError::Truncated {
+        return Err(TorchError::Truncated {
             path: path.to_path_buf(),
             why: format!("byte range [{start}, +{len}) lies past the end of the {size}-byte file"),
         });
     }
-    let len = usize::try_from(len).map_err(|_| StoreError::Format {
+    let len = usize::try_from(len).map_err(|_| TorchError::Format {
         path: path.to_path_buf(),
         why: format!("range of {len} bytes does not fit in memory"),
     })?;
@@ -157,7 +157,7 @@ impl PtFile {
             .iter()
             .map(|&(start, len)| {
                 if start.checked_add(len).is_none_or(|e| e > size) {
-                    return Err(StoreError::Truncated {
+                    return Err(TorchError::Truncated {
                         path: path.to_path_buf(),
                         why: format!("byte range [{start}, +{len}) lies past the end of the {size}-byte file"),
                     });
@@ -179,7 +179,7 @@ impl PtFile {
         let path = path.into();
         let size = map.len() as u64;
         if start.checked_add(len).is_none_or(|e| e > size) {
-            return Err(StoreError::Truncated {
+            return Err(TorchError::Truncated {
                 path,
                 why: format!(
                     "byte range [{start}, +{len}) lies past the end of the {size}-byte file"
@@ -223,7 +223,7 @@ impl PtFile {
         let backing = if len == 0 {
             let size = file.metadata().map_err(io_err(path))?.len();
             if start > size {
-                return Err(StoreError::Truncated {
+                return Err(TorchError::Truncated {
                     path: path.to_path_buf(),
                     why: format!(
                         "byte range starts at {start}, past the end of the {size}-byte file"
@@ -247,7 +247,7 @@ impl PtFile {
         if let Some(e) = index.get(&format!("{prefix}/byteorder")) {
             let b = entry_slice(bytes, e, &path)?;
             if b.trim_ascii() != b"little" {
-                return Err(StoreError::Format {
+                return Err(TorchError::Format {
                     path: path.clone(),
                     why: format!(
                         "byteorder is {:?}; only little-endian is supported",
@@ -257,7 +257,7 @@ impl PtFile {
             }
         }
         let pkl_name = format!("{prefix}/data.pkl");
-        let pkl = index.get(&pkl_name).ok_or_else(|| StoreError::MissingKey {
+        let pkl = index.get(&pkl_name).ok_or_else(|| TorchError::MissingKey {
             path: path.clone(),
             key: pkl_name.clone(),
         })?;
@@ -308,7 +308,7 @@ impl PtFile {
 
     /// Raw bytes of member `name` (full name, including the prefix).
     pub fn entry_bytes(&self, name: &str) -> Result<&[u8]> {
-        let e = self.index.get(name).ok_or_else(|| StoreError::MissingKey {
+        let e = self.index.get(name).ok_or_else(|| TorchError::MissingKey {
             path: self.path.clone(),
             key: name.to_owned(),
         })?;
@@ -334,9 +334,9 @@ impl PtFile {
         })
     }
 
-    fn bad_tensor(&self, name: &str, why: String) -> StoreError {
+    fn bad_tensor(&self, name: &str, why: String) -> TorchError {
         let tensor = if name.is_empty() { "<root>" } else { name };
-        StoreError::BadTensor {
+        TorchError::BadTensor {
             path: self.path.clone(),
             tensor: tensor.to_owned(),
             why,
@@ -479,7 +479,7 @@ impl PtFile {
 /// The data of a stored entry as a slice of the archive bytes.
 fn entry_slice<'a>(bytes: &'a [u8], e: &ZipEntry, path: &Path) -> Result<&'a [u8]> {
     if e.method != 0 {
-        return Err(StoreError::BadZip {
+        return Err(TorchError::BadZip {
             path: path.to_path_buf(),
             why: format!(
                 "entry `{}` is compressed (method {}); only stored entries are supported",
@@ -488,7 +488,7 @@ fn entry_slice<'a>(bytes: &'a [u8], e: &ZipEntry, path: &Path) -> Result<&'a [u8
         });
     }
     let (s, n) = (e.data_start as usize, e.size as usize);
-    bytes.get(s..s + n).ok_or_else(|| StoreError::BadZip {
+    bytes.get(s..s + n).ok_or_else(|| TorchError::BadZip {
         path: path.to_path_buf(),
         why: format!("entry `{}` runs past the archive", e.name),
     })
@@ -503,11 +503,11 @@ fn find_prefix(index: &ZipIndex, path: &Path) -> Result<String> {
         .filter(|p| !p.is_empty() && !p.contains('/'));
     match (found.next(), found.next()) {
         (Some(p), None) => Ok(p.to_owned()),
-        (None, _) => Err(StoreError::Format {
+        (None, _) => Err(TorchError::Format {
             path: path.to_path_buf(),
             why: "zip archive has no `<prefix>/data.pkl`: not a torch.save file".into(),
         }),
-        (Some(a), Some(b)) => Err(StoreError::Format {
+        (Some(a), Some(b)) => Err(TorchError::Format {
             path: path.to_path_buf(),
             why: format!("zip archive has several data.pkl files (`{a}`, `{b}`)"),
         }),

@@ -1,6 +1,6 @@
 //! The plain value tree an unpickled file becomes, plus typed navigation (`Cursor`).
 
-use crate::error::{Result, StoreError};
+use crate::error::{Result, TorchError};
 use std::path::Path;
 use uc_schema::DType;
 
@@ -358,8 +358,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn wrong(&self, expected: &str) -> StoreError {
-        StoreError::Format {
+    fn wrong(&self, expected: &str) -> TorchError {
+        TorchError::Format {
             path: self.path.to_path_buf(),
             why: format!(
                 "`{}`: expected {expected}, found {}",
@@ -373,10 +373,10 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn missing(&self, seg: &dyn std::fmt::Display) -> StoreError {
+    fn missing(&self, seg: &dyn std::fmt::Display) -> TorchError {
         let mut key = self.trail.clone();
         push_seg(&mut key, seg);
-        StoreError::MissingKey {
+        TorchError::MissingKey {
             path: self.path.to_path_buf(),
             key,
         }
@@ -454,8 +454,8 @@ impl<'a> Cursor<'a> {
             .collect()
     }
 
-    fn wrong_key(&self, k: &PyValue) -> StoreError {
-        StoreError::Format {
+    fn wrong_key(&self, k: &PyValue) -> TorchError {
+        TorchError::Format {
             path: self.path.to_path_buf(),
             why: format!(
                 "`{}`: expected a str key, found {}",

@@ -1,19 +1,17 @@
-//! PyTorch `.pt` writer (the zip + pickle layout `torch.save` writes) and DeepSpeed's universal files.
+//! PyTorch `.pt` writer: the zip + pickle layout `torch.save` writes.
 //!
 //! A [`PtValue`] tree (dicts with str keys, lists, tuples, scalars, tensors) is pickled with protocol 2
 //! exactly as Python pickles it; each tensor becomes its own storage `<stem>/data/<key>`, streamed from
-//! a slice, an owned buffer or a callback so memory stays bounded. [`write_universal_state`] and
-//! [`write_universal_step`] produce DeepSpeed's `zero/<param>/<state>.pt` files key for key.
+//! a slice, an owned buffer or a callback so memory stays bounded.
 
 mod pickler;
 mod torchzip;
 
-use crate::atomic::{create_dir_if_missing, refuse_existing, safe_join, AtomicDir};
-use crate::error::{io_err, Result, StoreError};
+use crate::error::{io_err, Result, TorchError};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{BufWriter, ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use uc_schema::{DType, Value};
 
 pub use torchzip::ALIGNMENT as STORAGE_ALIGNMENT;
@@ -150,7 +148,6 @@ impl<'a> PtTensor<'a> {
 /// The archive's top-level folder is the file stem, as `torch.save` names it. The file is fsynced.
 pub fn write_pt(path: impl AsRef<Path>, value: PtValue<'_>) -> Result<()> {
     let path = path.as_ref();
-    refuse_existing(path)?;
     let file = match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -158,12 +155,12 @@ pub fn write_pt(path: impl AsRef<Path>, value: PtValue<'_>) -> Result<()> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            return Err(StoreError::OutputExists {
+            return Err(TorchError::OutputExists {
                 path: path.to_path_buf(),
             })
         }
         Err(e) => {
-            return Err(StoreError::Io {
+            return Err(TorchError::Io {
                 path: path.to_path_buf(),
                 source: e,
             })
@@ -172,7 +169,7 @@ pub fn write_pt(path: impl AsRef<Path>, value: PtValue<'_>) -> Result<()> {
     let stem = archive_stem(path);
     let res =
         write_pt_to(BufWriter::with_capacity(1 << 20, file), &stem, value, path).and_then(|w| {
-            let f = w.into_inner().map_err(|e| StoreError::Io {
+            let f = w.into_inner().map_err(|e| TorchError::Io {
                 path: path.to_path_buf(),
                 source: e.into_error(),
             })?;
@@ -199,7 +196,7 @@ pub fn write_pt_to<W: Write>(w: W, stem: &str, value: PtValue<'_>, path: &Path) 
     storages.sort_by(|a, b| a.key.cmp(&b.key));
     for s in storages {
         let name = format!("{stem}/data/{}", s.key);
-        let bad = |why: String| StoreError::BadTensor {
+        let bad = |why: String| TorchError::BadTensor {
             path: path.to_path_buf(),
             tensor: s.label.clone(),
             why,
@@ -215,7 +212,7 @@ pub fn write_pt_to<W: Write>(w: W, stem: &str, value: PtValue<'_>, path: &Path) 
             }
             TensorData::Stream(fill) => {
                 zip.add_stream(&name, s.nbytes, fill).map_err(|e| match e {
-                    StoreError::Format { why, .. } => bad(why),
+                    TorchError::Format { why, .. } => bad(why),
                     e => e,
                 })?
             }
@@ -258,127 +255,5 @@ fn archive_stem(path: &Path) -> String {
     match path.file_stem().and_then(|s| s.to_str()) {
         Some(s) if !s.is_empty() => s.to_string(),
         _ => "archive".to_string(),
-    }
-}
-
-/// Which keys DeepSpeed's `ds_to_universal` puts into a `zero/<param>/<state>.pt`, in its key order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UniversalKind {
-    /// `{'cat_dim': d, 'param': t}`: ZeRO data parallel, pipeline, row-parallel embedding (`d` = 1).
-    CatDim(i64),
-    /// `{'param': t}`: AutoTP params rebuilt from their affine map; the router alias's `fp32.pt`.
-    ParamOnly,
-    /// `{'vocab_tensor': True, 'param': t}`: AutoTP vocabulary tensors (`lm_head`).
-    Vocab,
-    /// `{'param': t, 'cat_dim': 0, 'is_expert_param': True, 'ep_num_experts': n}`: AutoEP experts.
-    Expert { num_experts: i64 },
-    /// A bare tensor: ZeRO-3 flat 1-D states.
-    Bare,
-}
-
-/// The value DeepSpeed pickles for one universal state file of `kind`.
-pub fn universal_value(kind: UniversalKind, tensor: PtTensor<'_>) -> PtValue<'_> {
-    let t = PtValue::Tensor(tensor);
-    let s = |k: &str| k.to_string();
-    match kind {
-        UniversalKind::CatDim(d) => {
-            PtValue::Dict(vec![(s("cat_dim"), PtValue::Int(d)), (s("param"), t)])
-        }
-        UniversalKind::ParamOnly => PtValue::Dict(vec![(s("param"), t)]),
-        UniversalKind::Vocab => PtValue::Dict(vec![
-            (s("vocab_tensor"), PtValue::Bool(true)),
-            (s("param"), t),
-        ]),
-        UniversalKind::Expert { num_experts } => PtValue::Dict(vec![
-            (s("param"), t),
-            (s("cat_dim"), PtValue::Int(0)),
-            (s("is_expert_param"), PtValue::Bool(true)),
-            (s("ep_num_experts"), PtValue::Int(num_experts)),
-        ]),
-        UniversalKind::Bare => t,
-    }
-}
-
-/// Writes `zero_dir/<param>/<state>.pt` (creating the param folder) and returns its path.
-///
-/// `param` and `state` are checked with [`safe_join`]. DeepSpeed writes `fp32` tensors with
-/// `requires_grad=True` and moments with `False`; set it on `tensor` accordingly.
-pub fn write_universal_state(
-    zero_dir: &Path,
-    param: &str,
-    state: &str,
-    kind: UniversalKind,
-    tensor: PtTensor<'_>,
-) -> Result<PathBuf> {
-    let dir = safe_join(zero_dir, param)?;
-    let file = safe_join(&dir, &format!("{}.pt", checked_state(&dir, state)?))?;
-    create_dir_if_missing(&dir)?;
-    write_pt(&file, universal_value(kind, tensor))?;
-    Ok(file)
-}
-
-/// Writes `zero_dir/<param>/step.pt`: a bare 0-d float32 tensor, as DeepSpeed does.
-pub fn write_universal_step(zero_dir: &Path, param: &str, step: f32) -> Result<PathBuf> {
-    write_universal_state(
-        zero_dir,
-        param,
-        "step",
-        UniversalKind::Bare,
-        PtTensor::scalar_f32(step),
-    )
-}
-
-/// A state name is a file stem: it must itself be a safe single name.
-fn checked_state<'s>(dir: &Path, state: &'s str) -> Result<&'s str> {
-    safe_join(dir, state)?;
-    Ok(state)
-}
-
-/// A DeepSpeed universal checkpoint folder (`global_step<N>_universal/`) written atomically: its
-/// `zero/<param>/<state>.pt` files go into a temporary sibling that [`UniversalDir::commit`] renames
-/// into place (with a `COMPLETE` marker, which DeepSpeed ignores). Dropped uncommitted, it leaves nothing.
-#[derive(Debug)]
-pub struct UniversalDir {
-    out: AtomicDir,
-    zero: PathBuf,
-}
-
-impl UniversalDir {
-    /// Starts the folder at `target` (which must not exist) with an empty `zero/` inside.
-    pub fn create(target: impl AsRef<Path>) -> Result<UniversalDir> {
-        let out = AtomicDir::create(target)?;
-        let zero = out.subdir("zero")?;
-        Ok(UniversalDir { out, zero })
-    }
-
-    /// The temporary root, for the files beside `zero/` (`mp_rank_00_model_states.pt`, …).
-    pub fn root(&self) -> &Path {
-        self.out.path()
-    }
-
-    /// The temporary `zero/` folder.
-    pub fn zero_dir(&self) -> &Path {
-        &self.zero
-    }
-
-    /// Writes `zero/<param>/<state>.pt` (see [`write_universal_state`]); callable from many threads.
-    pub fn write_state(
-        &self,
-        param: &str,
-        state: &str,
-        kind: UniversalKind,
-        tensor: PtTensor<'_>,
-    ) -> Result<PathBuf> {
-        write_universal_state(&self.zero, param, state, kind, tensor)
-    }
-
-    /// Writes `zero/<param>/step.pt` (see [`write_universal_step`]).
-    pub fn write_step(&self, param: &str, step: f32) -> Result<PathBuf> {
-        write_universal_step(&self.zero, param, step)
-    }
-
-    /// Writes `COMPLETE` and renames the folder into place; returns its final path.
-    pub fn commit(self) -> Result<PathBuf> {
-        self.out.commit(b"")
     }
 }

@@ -1,0 +1,25 @@
+//! Bytes from disk → plain values, safely: PyTorch's pickles and `.pt` archives read without ever
+//! executing anything, and `.pt` files written the way `torch.save` writes them. See the README for
+//! the crate's promise.
+//!
+//! - [`pickle`]: a pickle interpreter (protocols 0–5) that builds a [`PyValue`] tree and accepts only
+//!   globals on an [`Allowlist`]; depth, size and work are bounded.
+//! - [`pt`]: a torch.save zip archive ([`PtFile`]): the value tree plus its tensors' bytes, mapped in place.
+//! - [`pt_write`]: [`PtValue`] trees written as torch.save archives ([`write_pt`], [`write_pt_to`]).
+//! - [`dcp_metadata`]: DCP's `.metadata` pickle as typed data, and back.
+//! - [`plain`]: a [`PyValue`] as JSON or as a [`uc_schema::Value`].
+//! - [`error`]: [`TorchError`], naming the file, the tensor or the byte offset.
+
+pub mod dcp_metadata;
+pub mod error;
+pub mod pickle;
+pub mod plain;
+pub mod pt;
+pub mod pt_write;
+
+pub use error::{Result, TorchError};
+pub use pickle::{unpickle, Allowlist, Cursor, PyValue, StorageRef, TensorRef};
+pub use pt::PtFile;
+pub use pt_write::{
+    write_pt, write_pt_to, FillFn, PtTensor, PtValue, TensorData, STORAGE_ALIGNMENT,
+};
