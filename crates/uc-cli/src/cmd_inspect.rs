@@ -93,14 +93,14 @@ fn topo(t: &uc_schema::Topology) -> String {
 fn deepspeed(path: &Path, tag: Option<&str>) -> Result<serde_json::Value, CliError> {
     let ck = DsCheckpoint::open(path, tag, &Assume::default())?;
     let mut tensors = Vec::new();
-    for p in &ck.params {
+    for p in ck.params() {
         tensors.push(json!({
             "name": p.name, "role": "fp32", "dtype": "F32", "shape": p.meta.shape,
             "bytes": p.meta.nbytes(), "layout": p.meta.layout.kind(), "ranks": p.meta.layout.ranks(),
             "padded_shape": p.meta.padded_shape, "states": p.states, "scalars": p.scalars,
         }));
     }
-    for e in &ck.extras {
+    for e in ck.extras() {
         tensors.push(json!({
             "name": e.meta.name, "role": e.meta.role.key(), "dtype": e.meta.dtype.name(), "shape": e.meta.shape,
             "bytes": e.meta.nbytes(), "layout": e.meta.layout.kind(), "ranks": e.meta.layout.ranks(),
@@ -108,16 +108,16 @@ fn deepspeed(path: &Path, tag: Option<&str>) -> Result<serde_json::Value, CliErr
     }
     Ok(json!({
         "format": "deepspeed",
-        "tag": ck.files.tag,
+        "tag": ck.files().tag,
         "topology": topo(&ck.topology()),
         "summary": format!(
             "tag {} · {} trained parameters · {} other tensors · {} optimizer files{}{}",
-            ck.files.tag, ck.params.len(), ck.extras.len(), ck.files.optim.len(),
-            if ck.uci.is_some() { " · universal_checkpoint_info" } else { "" },
-            if ck.autoep.is_empty() { String::new() } else { format!(" · {} AutoEP layers", ck.autoep.len()) },
+            ck.files().tag, ck.params().len(), ck.extras().len(), ck.files().optim.len(),
+            if ck.uci().is_some() { " · universal_checkpoint_info" } else { "" },
+            if ck.autoep().is_empty() { String::new() } else { format!(" · {} AutoEP layers", ck.autoep().len()) },
         ),
         "tensors": tensors,
-        "bytes": ck.params.iter().map(|p| p.meta.nbytes()).chain(ck.extras.iter().map(|e| e.meta.nbytes())).sum::<u64>(),
+        "bytes": ck.params().iter().map(|p| p.meta.nbytes()).chain(ck.extras().iter().map(|e| e.meta.nbytes())).sum::<u64>(),
     }))
 }
 

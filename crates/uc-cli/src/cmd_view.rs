@@ -86,10 +86,10 @@ fn facts(meta: &TensorMeta, l: DcpLayout) -> DcpTensor {
 fn metas(src: &Source) -> Vec<TensorMeta> {
     match src {
         Source::DeepSpeed(c) => c
-            .params
+            .params()
             .iter()
             .map(|p| p.meta.clone())
-            .chain(c.extras.iter().map(|e| e.meta.clone()))
+            .chain(c.extras().iter().map(|e| e.meta.clone()))
             .collect(),
         Source::Native(c) => c
             .manifest()

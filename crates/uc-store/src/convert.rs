@@ -52,8 +52,7 @@ pub struct ConvertReport {
     pub bytes: u64,
 }
 
-/// Progress: tensors done, tensors in all, bytes done.
-pub type Progress<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
+pub use crate::source::Progress;
 
 /// Converts the checkpoint at `input` (any format [`Source`] reads) into `output`, which must not
 /// exist. On any error nothing is left at `output`.

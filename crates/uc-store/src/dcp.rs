@@ -12,12 +12,12 @@
 //! - [`DcpCheckpoint`]: an open checkpoint: outputs, merged reads, state.
 
 mod checkpoint;
-pub mod chunks;
+mod chunks;
 pub mod layout;
-pub mod megatron;
-pub mod names;
-pub mod torch_dist;
-pub mod writer;
+mod megatron;
+mod names;
+mod torch_dist;
+mod writer;
 
 pub use checkpoint::{DcpCheckpoint, DcpOptions, Flavor};
 pub use torch_dist::{write_torch_dist, TorchDistOptions};

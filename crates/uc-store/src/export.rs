@@ -28,11 +28,10 @@ pub use regex::Regex;
 pub use select::weight_name;
 pub use shard::{parse_size, shard_name, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME};
 
-use crate::convert::Progress;
 use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
 use crate::native::write_all_at;
-use crate::source::{thread_pool, OpenOptions, Source};
+use crate::source::{thread_pool, OpenOptions, Progress, Source};
 use output::Output;
 use rayon::prelude::*;
 use select::Item;

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use uc_schema::{Layout, TensorMeta, Topology, Value};
 
+/// Progress of a conversion or export: tensors done, tensors in all, bytes done.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
+
 /// An open input checkpoint.
 #[derive(Debug)]
 pub enum Source {

@@ -161,7 +161,7 @@ fn frozen_params_and_buffers() {
     ));
     let ck = DsCheckpoint::open(&dir, None, &Assume::default()).unwrap();
     let role = |n: &str| {
-        ck.extras
+        ck.extras()
             .iter()
             .find(|e| e.meta.name == n)
             .map(|e| (e.meta.role.clone(), e.meta.frozen))

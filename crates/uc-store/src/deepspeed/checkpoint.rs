@@ -88,19 +88,19 @@ impl Assume {
 /// An open DeepSpeed checkpoint.
 #[derive(Debug)]
 pub struct DsCheckpoint {
-    pub files: DsFiles,
+    pub(crate) files: DsFiles,
     /// ZeRO stage (1 for the BF16 optimizer).
-    pub stage: u8,
-    pub tp: u32,
-    pub pp: u32,
-    pub dp: u32,
-    pub uci: Option<UniversalCheckpointInfo>,
+    pub(crate) stage: u8,
+    pub(crate) tp: u32,
+    pub(crate) pp: u32,
+    pub(crate) dp: u32,
+    pub(crate) uci: Option<UniversalCheckpointInfo>,
     /// AutoEP layers (`ds_autoep_layers`, or the legacy `autoep_layers`).
-    pub autoep: Vec<AutoEpLayer>,
-    pub params: Vec<DsParam>,
-    pub extras: Vec<DsExtra>,
+    pub(crate) autoep: Vec<AutoEpLayer>,
+    pub(crate) params: Vec<DsParam>,
+    pub(crate) extras: Vec<DsExtra>,
     /// Training state: steps, samples, param-group hyper-parameters, ds_config, …
-    pub state: BTreeMap<String, Value>,
+    pub(crate) state: BTreeMap<String, Value>,
     model: BTreeMap<u32, PtFile>,
     optim: BTreeMap<(u32, u32), PtFile>,
     /// Name → index into `params` (`Ok`) or `extras` (`Err`), so each read finds its tensor at once.
@@ -170,6 +170,46 @@ fn group_key<'a>(c: &Cursor<'a>, g: usize) -> Result<Cursor<'a>> {
 }
 
 impl DsCheckpoint {
+    /// The files found in the tag folder, by rank.
+    pub fn files(&self) -> &DsFiles {
+        &self.files
+    }
+
+    /// ZeRO stage (1 for the BF16 optimizer).
+    pub fn stage(&self) -> u8 {
+        self.stage
+    }
+
+    /// Tensor-, pipeline- and data-parallel degrees.
+    pub fn degrees(&self) -> (u32, u32, u32) {
+        (self.tp, self.pp, self.dp)
+    }
+
+    /// `universal_checkpoint_info`, when the checkpoint carries it.
+    pub fn uci(&self) -> Option<&UniversalCheckpointInfo> {
+        self.uci.as_ref()
+    }
+
+    /// AutoEP layers (`ds_autoep_layers`, or the legacy `autoep_layers`).
+    pub fn autoep(&self) -> &[AutoEpLayer] {
+        &self.autoep
+    }
+
+    /// Trained parameters (those the optimizer holds).
+    pub fn params(&self) -> &[DsParam] {
+        &self.params
+    }
+
+    /// Frozen parameters and buffers.
+    pub fn extras(&self) -> &[DsExtra] {
+        &self.extras
+    }
+
+    /// Training state: steps, samples, param-group hyper-parameters, ds_config, …
+    pub fn state(&self) -> &BTreeMap<String, Value> {
+        &self.state
+    }
+
     /// Opens the checkpoint at `path` (a folder with `latest`, or a tag folder).
     pub fn open(path: &Path, tag: Option<&str>, assume: &Assume) -> Result<DsCheckpoint> {
         let files = DsFiles::discover(path, tag)?;
