@@ -109,6 +109,22 @@ pub struct DsCheckpoint {
     frags: BTreeMap<(u32, u32), PtFile>,
 }
 
+/// The ZeRO layout of `name` inside model-parallel rank `m`'s optimizer files; an error naming
+/// `path` when no optimizer group of that rank lists it.
+fn inner_layout<'a>(
+    inner: &'a BTreeMap<(u32, String), Layout>,
+    m: u32,
+    name: &str,
+    path: &Path,
+) -> Result<&'a Layout> {
+    inner.get(&(m, name.to_string())).ok_or_else(|| {
+        fmt_err(
+            path,
+            format!("`{name}`: no optimizer param group of model-parallel rank {m} lists it"),
+        )
+    })
+}
+
 fn fmt_err(path: &Path, why: impl Into<String>) -> StoreError {
     StoreError::Format {
         path: path.to_path_buf(),
@@ -578,7 +594,7 @@ impl DsCheckpoint {
                     *group,
                     &local_shapes[0],
                     edp,
-                    &inner[&(0, name.clone())],
+                    inner_layout(&inner, 0, &name, &path)?,
                 )?;
                 self.params.push(p);
                 continue;
@@ -629,8 +645,8 @@ impl DsCheckpoint {
             };
             let inner_layouts = holders
                 .iter()
-                .map(|m| inner[&(*m, name.clone())].clone())
-                .collect();
+                .map(|&m| inner_layout(&inner, m, &name, &path).cloned())
+                .collect::<Result<_>>()?;
             let layout = Layout::Nested {
                 outer: Box::new(outer),
                 inner: inner_layouts,
@@ -683,7 +699,8 @@ impl DsCheckpoint {
             ));
         }
         if ep * edp != self.dp
-            || local.first().copied().unwrap_or(0) * ep as u64 != layer.num_experts
+            || local.is_empty()
+            || local[0].checked_mul(ep as u64) != Some(layer.num_experts)
         {
             return Err(fmt_err(path, format!(
                 "`{name}`: local shape {local:?} × ep {ep} (expert-dp {edp}) does not match {} experts over {} optimizer files",
@@ -757,7 +774,8 @@ impl DsCheckpoint {
             let gm = maps.index(g)?;
             for (name, shape) in params {
                 let mut ps = Vec::new();
-                uc_merge::layout_pieces(shape, &inner[&(m, name.clone())], &mut ps);
+                let layout = inner_layout(inner, m, name, o.path())?;
+                uc_merge::layout_pieces(shape, layout, &mut ps);
                 let mine: Vec<&Piece> = ps.iter().filter(|p| p.rank == d).collect();
                 let numel: u64 = mine.iter().map(|p| p.global.numel()).sum();
                 let start = mine.iter().map(|p| p.offset).min();
