@@ -5,7 +5,8 @@
 # where `cargo test -p uc-fuzz` replays it from then on.
 #
 # Installs cargo-fuzz when missing. Uses the nightly toolchain when the machine has one; otherwise
-# builds on stable with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs the -Z sanitizer flags).
+# builds on stable with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs the -Z sanitizer flags); UC_FUZZ_STABLE=1
+# forces that path.
 #
 #   bash scripts/fuzz.sh 20           # every target, 20 s each
 #   bash scripts/fuzz.sh 3600 pickle  # one target for an hour
@@ -20,7 +21,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "== installing cargo-fuzz"
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${UC_FUZZ_STABLE:-}" != 1 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)
   echo "== toolchain: nightly"
 else
@@ -32,7 +33,7 @@ fi
 seeds=$(mktemp -d)
 trap 'rm -rf "$seeds"' EXIT
 echo "== seed corpus from ../shared/fixtures"
-cargo run --quiet --release -p uc-fuzz --bin uc-fuzz-corpus -- "$seeds"
+cargo run --quiet -p uc-fuzz --bin uc-fuzz-corpus -- "$seeds"
 
 cd fuzz
 targets=("$@")

@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "fuzz every parser target for 3 s (scripts/fuzz.sh; installs cargo-fuzz if missing)"
+bash scripts/fuzz.sh 3
+
 step "wasm32 builds of the pure crates"
 cargo build -p uc-schema -p uc-merge -p uc-wasm --target wasm32-unknown-unknown
 

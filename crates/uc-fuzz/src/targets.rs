@@ -9,8 +9,11 @@ use uc_schema::deepspeed::{autoep_layers_in, UniversalCheckpointInfo};
 use uc_schema::{DType, ExpertStorage, Layout, Role, TensorMeta};
 use uc_torch::{dcp_metadata, plain, unpickle, Allowlist, PtFile};
 
+/// A target body: arbitrary bytes in, never a panic.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (as cargo-fuzz and the corpus folders call it) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("pickle", pickle),
     ("torch_zip", torch_zip),
     ("dcp_metadata", dcp_metadata),
