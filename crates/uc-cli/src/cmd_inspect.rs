@@ -5,16 +5,17 @@ use crate::{is_native, CliError};
 use serde_json::json;
 use std::path::Path;
 use uc_store::dcp::{DcpCheckpoint, DcpOptions, Flavor, Item};
-use uc_store::deepspeed::{Assume, DsCheckpoint};
+use uc_store::deepspeed::DsCheckpoint;
 use uc_store::native::NativeCheckpoint;
+use uc_store::source::OpenOptions;
 
-pub fn run(path: &Path, tag: Option<&str>, as_json: bool) -> Result<(), CliError> {
+pub fn run(path: &Path, opts: &OpenOptions, as_json: bool) -> Result<(), CliError> {
     let j = if is_native(path) {
         native(path)?
     } else if DcpCheckpoint::is_dcp(path) {
         dcp(path)?
     } else {
-        deepspeed(path, tag)?
+        deepspeed(path, opts)?
     };
     if as_json {
         say!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
@@ -90,8 +91,8 @@ fn topo(t: &uc_schema::Topology) -> String {
     format!("{} · ZeRO {}", axes.join(" × "), t.zero_stage)
 }
 
-fn deepspeed(path: &Path, tag: Option<&str>) -> Result<serde_json::Value, CliError> {
-    let ck = DsCheckpoint::open(path, tag, &Assume::default())?;
+fn deepspeed(path: &Path, opts: &OpenOptions) -> Result<serde_json::Value, CliError> {
+    let ck = DsCheckpoint::open(path, opts.tag.as_deref(), &opts.assume)?;
     let mut tensors = Vec::new();
     for p in ck.params() {
         tensors.push(json!({

@@ -6,18 +6,14 @@ use std::path::Path;
 use uc_store::native::NativeCheckpoint;
 use uc_store::source::{OpenOptions, Source};
 
-pub fn run(path: &Path, tag: Option<&str>, as_json: bool) -> Result<(), CliError> {
+pub fn run(path: &Path, opts: &OpenOptions, as_json: bool) -> Result<(), CliError> {
     let (kind, tensors) = if is_native(path) {
         let ck = NativeCheckpoint::open(path)?;
         ck.verify()?;
         ("native", ck.manifest().tensors.len())
     } else {
         // DeepSpeed / DCP: every file present and every tensor merges.
-        let opts = OpenOptions {
-            tag: tag.map(str::to_string),
-            ..Default::default()
-        };
-        let src = Source::open(path, &opts)?;
+        let src = Source::open(path, opts)?;
         let outs = src.outputs();
         let pb = bar(outs.len(), "verify");
         for o in &outs {

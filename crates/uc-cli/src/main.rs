@@ -18,13 +18,16 @@ mod input;
 mod progress;
 
 use clap::{Parser, Subcommand};
+use input::InputArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// unicheck: universal checkpoints for distributed training.
 ///
-/// Reads sharded DeepSpeed checkpoints (ZeRO 1/2/3, bf16, AutoTP tensor parallel, pipeline,
-/// AutoEP experts), writes one topology-independent checkpoint, and checks checkpoints.
+/// Reads sharded checkpoints — DeepSpeed (ZeRO 1/2/3, bf16, AutoTP tensor parallel, pipeline, AutoEP
+/// experts), PyTorch DCP (FSDP2, DTensor meshes), Megatron-Core torch_dist — and unicheck's native
+/// ones; writes a topology-independent checkpoint (or DeepSpeed's, DCP's or Megatron's own layout,
+/// or Hugging Face weights); inspects, verifies and draws them.
 #[derive(Parser)]
 #[command(name = "uc", version, propagate_version = true)]
 struct Cli {
@@ -46,35 +49,33 @@ enum Cmd {
     /// One tensor per parameter: the fp32 master weights (not the bf16/fp16 working copy), frozen
     /// parameters and buffers; never optimizer moments. Reads only the bytes holding them.
     Export(cmd_export::Args),
-    /// Show a checkpoint's topology, tensors, layouts and sizes (DeepSpeed or native).
+    /// Show a checkpoint's topology, tensors, layouts and sizes (DeepSpeed, DCP, Megatron or native).
     Inspect {
-        /// Checkpoint folder (DeepSpeed or native).
+        /// Checkpoint folder (DeepSpeed, DCP, Megatron torch_dist or native).
         checkpoint: PathBuf,
-        /// DeepSpeed tag to read (default: the one `latest` names).
-        #[arg(long)]
-        tag: Option<String>,
+        #[command(flatten)]
+        input: InputArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Check a checkpoint: complete and with matching checksums (native), or every rank file present
-    /// and every tensor mergeable (DeepSpeed). Exit code 0 when it is sound, 1 when not.
+    /// Check a checkpoint: complete and with matching checksums (native), or every file present
+    /// and every tensor mergeable (DeepSpeed, DCP, Megatron). Exit code 0 when it is sound, 1 when not.
+    Verify {
+        /// Checkpoint folder (DeepSpeed, DCP, Megatron torch_dist or native).
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write one self-contained HTML file (viewer, wasm and metadata inlined; works offline) that
     /// draws how every tensor of a checkpoint is cut over ranks and what a new topology would read.
     View(cmd_view::Args),
     /// Train a small transformer with really sharded tensor-parallel ranks (Burn, CPU) at TP=2, save it
     /// sharded, convert it, resume at TP=1 and TP=4, and write the three loss curves.
     Demo(cmd_demo::Args),
-    Verify {
-        /// Checkpoint folder (DeepSpeed or native).
-        checkpoint: PathBuf,
-        /// DeepSpeed tag to read.
-        #[arg(long)]
-        tag: Option<String>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 fn main() -> ExitCode {
@@ -86,14 +87,14 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => cmd_demo::run(a),
         Cmd::Inspect {
             checkpoint,
-            tag,
+            input,
             json,
-        } => cmd_inspect::run(&checkpoint, tag.as_deref(), json),
+        } => cmd_inspect::run(&checkpoint, &input.open_options(), json),
         Cmd::Verify {
             checkpoint,
-            tag,
+            input,
             json,
-        } => cmd_verify::run(&checkpoint, tag.as_deref(), json),
+        } => cmd_verify::run(&checkpoint, &input.open_options(), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

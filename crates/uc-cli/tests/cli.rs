@@ -163,6 +163,23 @@ fn unsafe_parameter_names_are_refused() {
 }
 
 #[test]
+fn top_level_help_describes_every_command() {
+    let o = uc(&["--help"]);
+    let h = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    let line = |cmd: &str| {
+        h.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{cmd} ")))
+            .unwrap_or_else(|| panic!("no `{cmd}` in {h}"))
+            .to_string()
+    };
+    assert!(line("verify").contains("Check a checkpoint"), "{h}");
+    assert!(line("view").contains("HTML"), "{h}");
+    assert!(line("inspect").contains("DCP"), "{h}");
+    assert!(h.contains("PyTorch DCP") && h.contains("Megatron"), "{h}");
+}
+
+#[test]
 fn help_explains() {
     let o = uc(&["convert", "--help"]);
     let h = String::from_utf8_lossy(&o.stdout);
@@ -246,6 +263,20 @@ fn tensor_parallel_without_metadata_needs_assumptions() {
         same += 1;
     }
     assert_eq!(same, 69);
+    // inspect and verify take the same patterns the advice names
+    let row = r"^embed\.weight$|.*\.o_proj\.weight$|.*\.fc2\.weight$";
+    let rep = r".*\.ln\d\..*|^ln_f\..*|.*\.fc2\.bias$|^logit_scale$";
+    for cmd in ["inspect", "verify"] {
+        let o = uc(&[cmd, s(&ck)]);
+        assert!(!o.status.success(), "{cmd} without patterns");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--assume-row"));
+        let o = uc(&[cmd, s(&ck), "--assume-row", row, "--assume-replicated", rep]);
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
 
 #[test]
