@@ -35,6 +35,8 @@ trap 'rm -rf "$seeds"' EXIT
 echo "== seed corpus from ../shared/fixtures"
 cargo run --quiet -p uc-fuzz --bin uc-fuzz-corpus -- "$seeds"
 
+# The fuzz crate keeps its own (sanitizer-built) target folder, whatever the caller set.
+unset CARGO_TARGET_DIR
 cd fuzz
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo "${toolchain[@]}" fuzz list)
