@@ -2,7 +2,10 @@
 //!
 //! An [`AtomicDir`] is written in a hidden temporary sibling (`.<name>.tmp-<pid>`), gets a `COMPLETE`
 //! marker last and is then renamed into place. Dropping it uncommitted removes the temporary directory.
+//! Files inside are not synced one by one: [`AtomicDir::commit`] makes the whole tree durable once,
+//! before `COMPLETE` is written.
 
+use crate::durable::sync_tree;
 use crate::error::{io_err, Result, StoreError};
 use std::ffi::OsString;
 use std::fs;
@@ -100,8 +103,10 @@ impl AtomicDir {
         Ok(p)
     }
 
-    /// Writes `COMPLETE` (holding `marker`), syncs, and renames the directory into place; returns the target.
+    /// Makes everything written durable (one [`sync_tree`]), then writes `COMPLETE` (holding `marker`),
+    /// syncs it and renames the directory into place; returns the target.
     pub fn commit(self, marker: &[u8]) -> Result<PathBuf> {
+        sync_tree(&self.tmp)?;
         let complete = self.tmp.join(COMPLETE);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -111,13 +116,19 @@ impl AtomicDir {
         f.write_all(marker).map_err(io_err(&complete))?;
         f.sync_all().map_err(io_err(&complete))?;
         drop(f);
-        self.commit_unmarked()
+        sync_dir(&self.tmp);
+        self.publish()
     }
 
     /// Syncs and renames the directory into place without a `COMPLETE` marker (for layouts of other
     /// tools, such as Hugging Face model folders); returns the target.
-    pub fn commit_unmarked(mut self) -> Result<PathBuf> {
-        sync_dir(&self.tmp);
+    pub fn commit_unmarked(self) -> Result<PathBuf> {
+        sync_tree(&self.tmp)?;
+        self.publish()
+    }
+
+    /// Renames the (synced) directory into place and syncs its parent.
+    fn publish(mut self) -> Result<PathBuf> {
         refuse_existing(&self.target)?;
         fs::rename(&self.tmp, &self.target).map_err(io_err(&self.target))?;
         self.committed = true;

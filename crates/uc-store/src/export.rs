@@ -180,17 +180,11 @@ pub fn export_source(
                 Ok(())
             })
     })?;
-    pool.install(|| {
-        files
-            .par_iter()
-            .try_for_each(|(f, p)| f.sync_all().map_err(io_err(p)))
-    })?;
     drop(files);
     let mut names: Vec<String> = plan.shards.iter().map(|s| s.name.clone()).collect();
     if let Some(json) = index {
         let (f, path) = out.file(INDEX_NAME)?;
         write_all_at(&f, &json, 0).map_err(io_err(&path))?;
-        f.sync_all().map_err(io_err(&path))?;
         names.push(INDEX_NAME.to_string());
     }
     let dir = out.finish()?;

@@ -5,6 +5,7 @@
 //! - [`convert`]: any checkpoint → native, DeepSpeed universal layout, both, DCP or `torch_dist`.
 //! - [`dcp`]: PyTorch DCP checkpoints (torch `dcp.save`, Megatron `torch_dist`): chunks → merged tensors.
 //! - [`deepspeed`]: DeepSpeed checkpoints: every rank's file, layouts, merged tensors.
+//! - `durable`: write-back hints and one sync of an output tree before its marker (no fsync per file).
 //! - [`error`]: [`StoreError`], naming the file and tensor.
 //! - [`export`]: trained weights as Hugging Face safetensors.
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
@@ -15,6 +16,7 @@ pub mod atomic;
 pub mod convert;
 pub mod dcp;
 pub mod deepspeed;
+mod durable;
 pub mod error;
 pub mod export;
 pub mod native;

@@ -7,24 +7,26 @@
 //! file and offset up front, then takes tensors in any order (also in parallel, also in pieces);
 //! [`NativeCheckpoint`] reads them back by mmap.
 //!
+//! Checksums: each file's `blake3-parts:` digest is built from BLAKE3 digests of its
+//! header and of each tensor's bytes, hashed as they are written; `COMPLETE` holds uc.json's sha256.
+//!
 //! Each tensor is stored whole, in its logical (unpadded) `shape`, contiguous little-endian. A manifest
 //! entry's [`uc_schema::StorageRef`] names the file (relative, `/`-separated), the key, and the absolute
 //! byte range of the data in that file (header included in the offset), so a reader can `pread` or mmap
 //! exactly the bytes it needs. Within a file tensors are ordered by descending element size and the
 //! header is space-padded to 8 bytes, so every tensor is aligned to its element size.
 
+mod checksum;
 mod reader;
 mod writer;
+
+pub use checksum::{PARTS_PREFIX, SHA256_PREFIX};
 
 pub use reader::NativeCheckpoint;
 pub(crate) use writer::{layout_safetensors, write_all_at, StEntry};
 pub use writer::{NativeWriter, TensorSink};
 
-use crate::error::{io_err, Result};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
 use uc_schema::{Role, TensorMeta};
 
 /// The manifest file of a native checkpoint.
@@ -35,8 +37,6 @@ pub const TENSORS_DIR: &str = "tensors";
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 << 30;
 /// Default bound on the tensors of one file (keeps each JSON header far below safetensors' 100 MB limit).
 pub const DEFAULT_MAX_FILE_TENSORS: usize = 65_536;
-/// The checksum algorithm prefix used in the manifest and `COMPLETE`.
-pub const CHECKSUM_PREFIX: &str = "sha256:";
 
 /// How a native checkpoint is cut into files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,38 +80,6 @@ pub fn tensor_keys(metas: &[TensorMeta]) -> Vec<String> {
         .collect()
 }
 
-/// `sha256:<hex>` of a byte slice.
-pub(crate) fn sha256_bytes(b: &[u8]) -> String {
-    hex_digest(&Sha256::digest(b))
-}
-
-/// `sha256:<hex>` of a file's contents, read in chunks.
-pub(crate) fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 8 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex_digest(&h.finalize()))
-}
-
-/// `sha256:` + lowercase hex.
-fn hex_digest(d: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(CHECKSUM_PREFIX.len() + 2 * d.len());
-    s.push_str(CHECKSUM_PREFIX);
-    for b in d {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,10 +99,6 @@ mod tests {
         assert_eq!(
             tensor_keys(&metas),
             vec!["a/param", "a", "a/exp_avg", "b", "b/step", "c/exp_avg"]
-        );
-        assert_eq!(
-            sha256_bytes(b"abc"),
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }

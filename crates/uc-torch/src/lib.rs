@@ -5,7 +5,7 @@
 //! - [`pickle`]: a pickle interpreter (protocols 0–5) that builds a [`PyValue`] tree and accepts only
 //!   globals on an [`Allowlist`]; depth, size and work are bounded.
 //! - [`pt`]: a torch.save zip archive ([`PtFile`]): the value tree plus its tensors' bytes, mapped in place.
-//! - [`pt_write`]: [`PtValue`] trees written as torch.save archives ([`write_pt`], [`write_pt_to`]).
+//! - [`pt_write`]: [`PtValue`] trees written as torch.save archives ([`write_pt`], [`write_pt_file`], [`write_pt_to`]).
 //! - [`dcp_metadata`]: DCP's `.metadata` pickle as typed data, and back.
 //! - [`plain`]: a [`PyValue`] as JSON or as a [`uc_schema::Value`].
 //! - [`error`]: [`TorchError`], naming the file, the tensor or the byte offset.
@@ -21,5 +21,5 @@ pub use error::{Result, TorchError};
 pub use pickle::{unpickle, Allowlist, Cursor, PyValue, StorageRef, TensorRef};
 pub use pt::PtFile;
 pub use pt_write::{
-    write_pt, write_pt_to, FillFn, PtTensor, PtValue, TensorData, STORAGE_ALIGNMENT,
+    write_pt, write_pt_file, write_pt_to, FillFn, PtTensor, PtValue, TensorData, STORAGE_ALIGNMENT,
 };

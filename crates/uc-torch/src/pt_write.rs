@@ -145,7 +145,8 @@ impl<'a> PtTensor<'a> {
 
 /// Writes `value` as a new `.pt` file at `path` (refusing an existing path); removes it again on error.
 ///
-/// The archive's top-level folder is the file stem, as `torch.save` names it. The file is fsynced.
+/// The archive's top-level folder is the file stem, as `torch.save` names it. The file is not synced:
+/// writers of many files make their folder durable once (an `fsync` per file costs more than the write).
 pub fn write_pt(path: impl AsRef<Path>, value: PtValue<'_>) -> Result<()> {
     let path = path.as_ref();
     let file = match fs::OpenOptions::new()
@@ -166,14 +167,20 @@ pub fn write_pt(path: impl AsRef<Path>, value: PtValue<'_>) -> Result<()> {
             })
         }
     };
+    write_pt_file(file, path, value)
+}
+
+/// Writes `value` as a `.pt` archive into `file`, freshly created at `path` (see [`write_pt`]);
+/// removes `path` again on error.
+pub fn write_pt_file(file: fs::File, path: &Path, value: PtValue<'_>) -> Result<()> {
     let stem = archive_stem(path);
     let res =
         write_pt_to(BufWriter::with_capacity(1 << 20, file), &stem, value, path).and_then(|w| {
-            let f = w.into_inner().map_err(|e| TorchError::Io {
+            w.into_inner().map_err(|e| TorchError::Io {
                 path: path.to_path_buf(),
                 source: e.into_error(),
             })?;
-            f.sync_all().map_err(io_err(path))
+            Ok(())
         });
     if res.is_err() {
         let _ = fs::remove_file(path);

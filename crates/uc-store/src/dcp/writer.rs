@@ -196,12 +196,13 @@ impl DataFile {
         Ok(info)
     }
 
+    /// Flushes the buffer (the folder is synced once, at commit).
     fn finish(self) -> Result<()> {
-        let f = self.w.into_inner().map_err(|e| StoreError::Io {
+        self.w.into_inner().map_err(|e| StoreError::Io {
             path: self.path.clone(),
             source: e.into_error(),
         })?;
-        f.sync_all().map_err(io_err(&self.path))
+        Ok(())
     }
 }
 
@@ -387,13 +388,12 @@ pub fn write_plan(
     dir.commit(marker)
 }
 
-/// Creates `path` (which must not exist) holding `bytes`, synced.
+/// Creates `path` (which must not exist) holding `bytes` (synced with the folder, at commit).
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::options()
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
+    f.write_all(bytes).map_err(io_err(path))
 }

@@ -7,6 +7,7 @@
 
 use super::shard::{INDEX_NAME, WEIGHTS_NAME};
 use crate::atomic::{refuse_existing, safe_join, sync_dir, AtomicDir};
+use crate::durable::sync_files;
 use crate::error::{io_err, Result, StoreError};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -100,6 +101,8 @@ impl Output {
         match self {
             Output::New(d) => d.commit_unmarked(),
             Output::Existing { dir, mut files } => {
+                let tmps: Vec<&Path> = files.0.iter().map(|(t, _)| t.as_path()).collect();
+                sync_files(&dir, &tmps)?;
                 let mut moved: Vec<PathBuf> = Vec::new();
                 let mut result = Ok(());
                 for (tmp, dst) in &files.0 {

@@ -1,7 +1,8 @@
 //! Reader of the native format: checks `COMPLETE`, validates `uc.json` against the safetensors headers,
 //! and serves each tensor's bytes as a slice of an mmapped file.
 
-use super::{sha256_bytes, CHECKSUM_PREFIX, MANIFEST_FILE};
+use super::checksum::{cuts, is_checksum, recompute, sha256_bytes};
+use super::MANIFEST_FILE;
 use crate::atomic::{safe_rel_path, COMPLETE};
 use crate::error::{io_err, Result, StoreError};
 use memmap2::Mmap;
@@ -20,6 +21,8 @@ struct Mapped {
     path: PathBuf,
     checksum: String,
     map: Mmap,
+    /// Where the file's checksum parts begin and end (see `checksum`).
+    cuts: Vec<u64>,
 }
 
 /// An opened native checkpoint.
@@ -83,7 +86,7 @@ impl NativeCheckpoint {
                 return Err(StoreError::Format {
                     path: mpath.clone(),
                     why: format!(
-                        "file `{}`: checksum `{}` is not sha256:<64 hex>",
+                        "file `{}`: checksum `{}` is neither blake3-parts:<64 hex> nor sha256:<64 hex>",
                         fs_.file, fs_.checksum
                     ),
                 });
@@ -109,6 +112,7 @@ impl NativeCheckpoint {
                 path,
                 checksum: fs_.checksum.clone(),
                 map,
+                cuts: Vec::new(),
             });
         }
 
@@ -170,6 +174,10 @@ impl NativeCheckpoint {
             }
             ranges.push(Some((fi, s, end)));
         }
+        for (fi, f) in files.iter_mut().enumerate() {
+            let mine = ranges.iter().flatten().filter(|r| r.0 == fi);
+            f.cuts = cuts(f.map.len() as u64, mine.map(|r| (r.1 as u64, r.2 as u64)));
+        }
         Ok(NativeCheckpoint {
             dir,
             manifest,
@@ -215,13 +223,14 @@ impl NativeCheckpoint {
         })
     }
 
-    /// Recomputes every file's sha256 (files in parallel) and `uc.json`'s against `COMPLETE`.
+    /// Recomputes every file's checksum (files and their parts in parallel) and `uc.json`'s sha256
+    /// against `COMPLETE`.
     pub fn verify(&self) -> Result<()> {
         let results: Vec<Result<()>> = self
             .files
             .par_iter()
             .map(|f| {
-                let found = sha256_bytes(&f.map);
+                let found = recompute(&f.path, &f.map, &f.cuts, &f.checksum)?;
                 if found == f.checksum {
                     Ok(())
                 } else {
@@ -241,7 +250,7 @@ impl NativeCheckpoint {
         if expected.is_empty() {
             return Ok(());
         }
-        if !is_checksum(expected) {
+        if !(expected.starts_with(super::SHA256_PREFIX) && is_checksum(expected)) {
             return Err(StoreError::Format {
                 path: cpath,
                 why: format!("`{expected}` is not sha256:<64 hex>"),
@@ -259,15 +268,6 @@ impl NativeCheckpoint {
         }
         Ok(())
     }
-}
-
-/// True for `sha256:` followed by 64 lowercase hex digits.
-fn is_checksum(s: &str) -> bool {
-    s.strip_prefix(CHECKSUM_PREFIX).is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// A [`StoreError::BadTensor`] at `path`.

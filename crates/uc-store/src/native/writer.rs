@@ -1,8 +1,11 @@
 //! Streaming writer of the native format: plans files and offsets from the metas, then takes tensor
-//! bytes in any order through positioned writes (safe to call from many threads), then checksums.
+//! bytes in any order through positioned writes (safe to call from many threads), hashing each tensor
+//! as it is written, so the checksums need no second pass over the output.
 
-use super::{sha256_bytes, sha256_file, tensor_keys, NativeOptions, MANIFEST_FILE, TENSORS_DIR};
+use super::checksum::{combine, cuts, sha256_bytes};
+use super::{tensor_keys, NativeOptions, MANIFEST_FILE, TENSORS_DIR};
 use crate::atomic::AtomicDir;
+use crate::durable::{start_writeback, WRITEBACK_CHUNK};
 use crate::error::{io_err, Result, StoreError};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -10,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use uc_schema::{DType, Entry, FileSum, Manifest, Role, StorageRef, TensorMeta, Topology, Value};
 
 /// Bytes a [`TensorSink`] gathers before one positioned write.
@@ -24,6 +28,8 @@ struct Slot {
     start: u64,
     end: u64,
     written: AtomicU64,
+    /// BLAKE3 of the tensor's bytes, set when they were written in one sequential stream.
+    digest: Mutex<Option<blake3::Hash>>,
 }
 
 /// One output safetensors file.
@@ -33,6 +39,8 @@ struct OutFile {
     path: PathBuf,
     file: File,
     len: u64,
+    /// Length and BLAKE3 of the header (the file's first checksum part).
+    header: (u64, blake3::Hash),
 }
 
 /// Writes a native checkpoint into a temporary directory; [`NativeWriter::finish`] makes it appear.
@@ -108,6 +116,7 @@ impl NativeWriter {
                     start,
                     end,
                     written: AtomicU64::new(0),
+                    digest: Mutex::new(None),
                 });
             }
             headers.push((header, len));
@@ -139,6 +148,7 @@ impl NativeWriter {
                 path,
                 file,
                 len,
+                header: (header.len() as u64, blake3::hash(&header)),
             });
         }
         Ok(NativeWriter {
@@ -196,11 +206,12 @@ impl NativeWriter {
                 format!("{} bytes given, {} expected", bytes.len(), s.end - s.start),
             ));
         }
-        self.write_part(name, role, 0, bytes)
+        self.write_tensor_with(name, role, |sink| sink.write_all(bytes))
     }
 
     /// Writes `bytes` at byte `offset` of a tensor. Parts of one tensor must not overlap; together they
-    /// must cover it before [`NativeWriter::finish`].
+    /// must cover it before [`NativeWriter::finish`], which hashes such a tensor by reading it back
+    /// (whole tensors are hashed as they are written).
     pub fn write_part(&self, name: &str, role: &Role, offset: u64, bytes: &[u8]) -> Result<()> {
         let (s, f) = self.slot(name, role)?;
         let len = s.end - s.start;
@@ -235,7 +246,9 @@ impl NativeWriter {
             start: s.start,
             len: s.end - s.start,
             pos: 0,
+            synced: 0,
             buf: Vec::new(),
+            hasher: blake3::Hasher::new(),
         };
         fill(&mut sink)?;
         sink.flush_buf()?;
@@ -246,12 +259,17 @@ impl NativeWriter {
                 format!("{} of {} bytes written", sink.pos, sink.len),
             ));
         }
+        if sink.len >= SINK_BUFFER as u64 {
+            start_writeback(sink.file, sink.start + sink.synced, sink.len - sink.synced);
+        }
         s.written.fetch_add(sink.len, Ordering::Relaxed);
+        *s.digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.hasher.finalize());
         Ok(())
     }
 
-    /// Checks every tensor was written, syncs and checksums the files, writes `uc.json` and `COMPLETE`,
-    /// and renames the checkpoint into place. Returns the manifest written.
+    /// Checks every tensor was written, checksums the files from the digests taken while writing, writes
+    /// `uc.json`, syncs the folder once, writes `COMPLETE` and renames the checkpoint into place.
+    /// Returns the manifest written.
     pub fn finish(self, source: Topology, state: BTreeMap<String, Value>) -> Result<Manifest> {
         let target = self.out.target().to_path_buf();
         for (m, s) in self.metas.iter().zip(&self.slots) {
@@ -271,17 +289,9 @@ impl NativeWriter {
                 ));
             }
         }
-        let sums: Vec<Result<FileSum>> = self
-            .files
-            .par_iter()
-            .map(|f| {
-                f.file.sync_all().map_err(io_err(&f.path))?;
-                Ok(FileSum {
-                    file: f.rel.clone(),
-                    bytes: f.len,
-                    checksum: sha256_file(&f.path)?,
-                })
-            })
+        let sums: Vec<Result<FileSum>> = (0..self.files.len())
+            .into_par_iter()
+            .map(|fi| self.file_sum(fi))
             .collect();
         let files = sums.into_iter().collect::<Result<Vec<_>>>()?;
         let tensors = self
@@ -320,7 +330,6 @@ impl NativeWriter {
             .open(&mpath)
             .map_err(io_err(&mpath))?;
         mf.write_all(&json).map_err(io_err(&mpath))?;
-        mf.sync_all().map_err(io_err(&mpath))?;
         drop(mf);
         let marker = format!("{}\n", sha256_bytes(&json));
         drop(self.files);
@@ -329,7 +338,56 @@ impl NativeWriter {
     }
 }
 
-/// A sequential writer into one planned tensor; buffers and issues positioned writes.
+impl NativeWriter {
+    /// The checksum of file `fi` from its header's and tensors' digests; a tensor written in parts
+    /// (or any other part) is hashed by reading it back.
+    fn file_sum(&self, fi: usize) -> Result<FileSum> {
+        let f = &self.files[fi];
+        let mine: HashMap<(u64, u64), &Slot> = self
+            .slots
+            .iter()
+            .filter(|s| s.file == fi && s.end > s.start)
+            .map(|s| ((s.start, s.end), s))
+            .collect();
+        let c = cuts(f.len, mine.keys().copied());
+        let mut parts = Vec::with_capacity(c.len());
+        for w in c.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let known = match mine.get(&(a, b)) {
+                Some(s) => *s.digest.lock().unwrap_or_else(|p| p.into_inner()),
+                None if (a, b) == (0, f.header.0) => Some(f.header.1),
+                None => None,
+            };
+            let d = match known {
+                Some(d) => d,
+                None => hash_range(&f.file, a, b).map_err(io_err(&f.path))?,
+            };
+            parts.push((b - a, d));
+        }
+        Ok(FileSum {
+            file: f.rel.clone(),
+            bytes: f.len,
+            checksum: combine(parts),
+        })
+    }
+}
+
+/// BLAKE3 of bytes `a..b` of `f`, read back in chunks.
+fn hash_range(f: &File, a: u64, b: u64) -> std::io::Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; SINK_BUFFER.min((b - a) as usize)];
+    let mut at = a;
+    while at < b {
+        let n = buf.len().min((b - at) as usize);
+        read_exact_at(f, &mut buf[..n], at)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.finalize())
+}
+
+/// A sequential writer into one planned tensor: hashes its bytes, buffers small writes, issues
+/// positioned writes and starts their write-back as it goes.
 pub struct TensorSink<'w> {
     file: &'w File,
     path: &'w Path,
@@ -337,7 +395,10 @@ pub struct TensorSink<'w> {
     start: u64,
     len: u64,
     pos: u64,
+    /// Bytes (from the tensor's start) whose write-back was started.
+    synced: u64,
     buf: Vec<u8>,
+    hasher: blake3::Hasher,
 }
 
 impl TensorSink<'_> {
@@ -356,8 +417,11 @@ impl TensorSink<'_> {
             ));
         }
         if self.buf.is_empty() && data.len() >= SINK_BUFFER {
-            write_all_at(self.file, data, self.start + self.pos).map_err(io_err(self.path))?;
-            self.pos += data.len() as u64;
+            // Large runs go straight from the caller's bytes (often an input mapping), a cache-sized
+            // piece at a time: hashed, then written while still in cache.
+            for piece in data.chunks(SINK_BUFFER) {
+                self.put(piece)?;
+            }
             return Ok(());
         }
         self.buf.extend_from_slice(data);
@@ -369,9 +433,22 @@ impl TensorSink<'_> {
 
     fn flush_buf(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
-            write_all_at(self.file, &self.buf, self.start + self.pos).map_err(io_err(self.path))?;
-            self.pos += self.buf.len() as u64;
+            let buf = std::mem::take(&mut self.buf);
+            self.put(&buf)?;
+            self.buf = buf;
             self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Hashes and writes `data` at the current position; starts write-back every few MiB.
+    fn put(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        write_all_at(self.file, data, self.start + self.pos).map_err(io_err(self.path))?;
+        self.pos += data.len() as u64;
+        if self.pos - self.synced >= WRITEBACK_CHUNK as u64 {
+            start_writeback(self.file, self.start + self.synced, self.pos - self.synced);
+            self.synced = self.pos;
         }
         Ok(())
     }
@@ -514,6 +591,27 @@ fn bad(path: &Path, tensor: &str, why: String) -> StoreError {
 #[cfg(unix)]
 pub(crate) fn write_all_at(f: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
+}
+
+/// Positioned read filling the whole buffer.
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
+}
+
+/// Positioned read filling the whole buffer.
+#[cfg(windows)]
+fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_read(buf, offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 /// Positioned write of the whole buffer.

@@ -2,9 +2,10 @@
 //! `ds_to_universal` writes them, inside a folder that appears atomically.
 
 use crate::atomic::{create_dir_if_missing, safe_join, AtomicDir};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use uc_torch::{write_pt, PtTensor, PtValue};
+use uc_torch::{write_pt_file, PtTensor, PtValue};
 
 /// Which keys DeepSpeed's `ds_to_universal` puts into a `zero/<param>/<state>.pt`, in its key order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +45,10 @@ pub(crate) fn universal_value(kind: UniversalKind, tensor: PtTensor<'_>) -> PtVa
     }
 }
 
-/// Writes `zero_dir/<param>/<state>.pt` (creating the param folder) and returns its path.
+/// Writes `zero_dir/<param>/<state>.pt` (creating the param folder when it is missing) and returns its path.
 ///
-/// `param` and `state` are checked with [`safe_join`]. DeepSpeed writes `fp32` tensors with
+/// `param` and `state` are checked with [`safe_join`]. The folder is created only when the first file
+/// written into it finds it missing, so each is made once (MoE models have 10⁴–10⁵ of them). DeepSpeed writes `fp32` tensors with
 /// `requires_grad=True` and moments with `False`; set it on `tensor` accordingly.
 pub fn write_universal_state(
     zero_dir: &Path,
@@ -57,8 +59,27 @@ pub fn write_universal_state(
 ) -> Result<PathBuf> {
     let dir = safe_join(zero_dir, param)?;
     let file = safe_join(&dir, &format!("{}.pt", checked_state(&dir, state)?))?;
-    create_dir_if_missing(&dir)?;
-    write_pt(&file, universal_value(kind, tensor))?;
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+    };
+    let f = match create() {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            create_dir_if_missing(&dir)?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(|e| match e.kind() {
+        ErrorKind::AlreadyExists => StoreError::OutputExists { path: file.clone() },
+        _ => StoreError::Io {
+            path: file.clone(),
+            source: e,
+        },
+    })?;
+    write_pt_file(f, &file, universal_value(kind, tensor))?;
     Ok(file)
 }
 
