@@ -70,6 +70,24 @@ class BenchLM(nn.Module):
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
 
+class ManyTensorsLM(nn.Module):
+    """--many-blocks N: N blocks of LayerNorm(w) + Linear(w, w), 4 small tensors each (like the
+    thousands of experts of an MoE model): a checkpoint of many small tensors, little data."""
+
+    def __init__(self, vocab, blocks, width=32):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+                                     for _ in range(blocks)])
+
+    def forward(self, idx, targets):
+        x = self.embed(idx)
+        for blk in self.blocks:
+            x = x + blk(x)
+        logits = x @ self.embed.weight.t()
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+
 def param_groups(model, wd):
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -122,6 +140,8 @@ def main():
     p.add_argument("--micro-bs", type=int, default=1)
     p.add_argument("--seq", type=int, default=32)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--many-blocks", type=int, default=0,
+                   help="instead of the LM: N blocks of LayerNorm(32) + Linear(32, 32) (4N + 1 tensors)")
     a = p.parse_args()
 
     import deepspeed
@@ -131,7 +151,10 @@ def main():
     cfg = ds_config(a, world)
 
     torch.manual_seed(a.seed)
-    model = BenchLM(a.vocab, a.hidden, a.layers, a.heads, a.kv_heads, 4 * a.hidden)
+    if a.many_blocks:
+        model = ManyTensorsLM(a.vocab, a.many_blocks)
+    else:
+        model = BenchLM(a.vocab, a.hidden, a.layers, a.heads, a.kv_heads, 4 * a.hidden)
     n_params = sum(p.numel() for p in model.parameters())
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.1), config=cfg)
     if rank == 0:
@@ -164,7 +187,8 @@ def main():
             "bf16": a.bf16,
             "steps": a.steps,
             "losses_rank0": losses,
-            "model": {k: getattr(a, k) for k in ("hidden", "layers", "vocab", "heads", "kv_heads", "seq", "micro_bs", "seed")},
+            "model": {k: getattr(a, k) for k in ("hidden", "layers", "vocab", "heads", "kv_heads", "seq", "micro_bs", "seed",
+                                                  "many_blocks")},
             "param_shapes": {n: list(p.shape) for n, p in engine.module.named_parameters()},
             "ds_config": cfg,
             "optimizer_class": type(engine.optimizer).__name__,

@@ -17,7 +17,7 @@ pub fn run(path: &Path, opts: &OpenOptions, as_json: bool) -> Result<(), CliErro
         let outs = src.outputs();
         let pb = bar(outs.len(), "verify");
         for o in &outs {
-            src.read(o)?;
+            src.bytes(o)?;
             pb.inc(1);
         }
         pb.finish_and_clear();

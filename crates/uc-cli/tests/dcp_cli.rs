@@ -172,7 +172,7 @@ fn model_only_dcp_to_deepspeed_is_refused() {
     uc_store::dcp::write_dcp(
         &ck,
         &[meta],
-        &|_| Ok(vec![0u8; 8]),
+        &|_| Ok(uc_store::TensorBytes::Owned(vec![0u8; 8])),
         &Default::default(),
         &Default::default(),
         &|_| {},

@@ -18,7 +18,7 @@ mod reshard;
 pub use error::MergeError;
 pub use exec::{convert_strided, copy_strided, execute_op, execute_target, view_end, Strided};
 pub use piece::{buffer_lens, layout_matches, layout_pieces, pieces, Piece};
-pub use plan::{check_disjoint, plan, CopyOp, Loc, Plan, ReplicaPolicy};
+pub use plan::{check_disjoint, plan, CopyOp, Loc, Plan, ReplicaPolicy, Run};
 pub use region::{
     flat_index, flat_range_to_regions, region_to_flat_ranges, rowmajor_strides, unravel, Dims,
     Region,

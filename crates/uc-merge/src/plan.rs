@@ -133,6 +133,82 @@ impl Plan {
     }
 }
 
+/// One contiguous copy of a plan: `len` elements from element `src` of source buffer
+/// `(rank, buffer)` to element `dst` of the target buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub rank: u32,
+    pub buffer: u32,
+    pub src: u64,
+    pub dst: u64,
+    pub len: u64,
+}
+
+impl Plan {
+    /// The ops filling target `(rank, buffer)` as contiguous runs in target order, merged where they
+    /// are adjacent in both buffers; `None` unless every op copies one contiguous source run to one
+    /// contiguous target run (a replica to verify or average needs the general path) and the runs
+    /// tile `0..total` elements of the target exactly. Such a target can be written straight from
+    /// the source buffers, without assembling it (ZeRO's flat partitions, whole or split tensors).
+    pub fn contiguous_runs(&self, rank: u32, buffer: u32, total: u64) -> Option<Vec<Run>> {
+        let mut runs: Vec<Run> = Vec::new();
+        for op in self.ops_for(rank, buffer) {
+            if op.srcs.len() > 1 && self.policy != ReplicaPolicy::First {
+                return None;
+            }
+            let s = &op.srcs[0];
+            let len = contiguous(&op.global.len, &s.strides)?;
+            if len == 0 {
+                continue;
+            }
+            if contiguous(&op.global.len, &op.dst.strides)? != len {
+                return None;
+            }
+            runs.push(Run {
+                rank: s.rank,
+                buffer: s.buffer,
+                src: s.offset,
+                dst: op.dst.offset,
+                len,
+            });
+        }
+        runs.sort_unstable_by_key(|r| r.dst);
+        let mut merged: Vec<Run> = Vec::with_capacity(runs.len());
+        let mut at = 0u64;
+        for r in runs {
+            if r.dst != at {
+                return None; // a gap or an overlap
+            }
+            at = at.checked_add(r.len)?;
+            match merged.last_mut() {
+                Some(m) if (m.rank, m.buffer) == (r.rank, r.buffer) && m.src + m.len == r.src => {
+                    m.len += r.len
+                }
+                _ => merged.push(r),
+            }
+        }
+        (at == total).then_some(merged)
+    }
+}
+
+/// The element count of a box of extent `len` at `strides` when its elements are one contiguous run.
+fn contiguous(len: &[u64], strides: &[u64]) -> Option<u64> {
+    if len.contains(&0) {
+        return Some(0);
+    }
+    let mut expect = 1u64;
+    for (&n, &s) in len.iter().zip(strides).rev() {
+        if n == 1 {
+            continue;
+        }
+        if s != expect {
+            return None;
+        }
+        expect = expect.checked_mul(n)?;
+    }
+    Some(expect)
+}
+
 /// Most contiguous runs listed for one strided box before its whole span is counted instead.
 const MAX_RUNS_PER_BOX: u64 = 4096;
 

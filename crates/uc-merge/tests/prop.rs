@@ -194,6 +194,41 @@ proptest! {
     }
 
     #[test]
+    fn contiguous_runs_gather_what_the_plan_executes(
+        shape in prop::collection::vec(1u64..6, 1..4),
+        seed in 1u64..u64::MAX,
+    ) {
+        let mut r = Rng(seed);
+        let la = random_layout(&mut r, &shape);
+        let a = with_padding(&mut r, meta("t", &shape, la));
+        prop_assume!(a.validate().is_ok());
+        let full = iota(&shape);
+        let bufs = scatter(&a, &full).unwrap();
+        let src = uc_merge::pieces(&a).unwrap();
+        let mut dst = Vec::new();
+        uc_merge::layout_pieces(&shape, &Layout::single(), &mut dst);
+        let pl = uc_merge::plan("t", &shape, &src, &dst, ReplicaPolicy::First).unwrap();
+        let n: u64 = shape.iter().product();
+        if let Some(runs) = pl.contiguous_runs(0, 0, n) {
+            let es = a.dtype.size() as u64;
+            let mut got = Vec::new();
+            for run in &runs {
+                let b = &bufs[&(run.rank, run.buffer)];
+                prop_assert_eq!(run.dst * es, got.len() as u64);
+                got.extend_from_slice(&b[(run.src * es) as usize..((run.src + run.len) * es) as usize]);
+            }
+            prop_assert_eq!(&got, &full);
+        }
+        // a flat (ZeRO) layout without replicas always qualifies
+        let flat = meta("t", &shape, flat_layout(&mut r, n));
+        if flat.validate().is_ok() {
+            let src = uc_merge::pieces(&flat).unwrap();
+            let pl = uc_merge::plan("t", &shape, &src, &dst, ReplicaPolicy::First).unwrap();
+            prop_assert!(pl.contiguous_runs(0, 0, n).is_some(), "{:?}", flat.layout);
+        }
+    }
+
+    #[test]
     fn flat_ranges_round_trip(shape in prop::collection::vec(1u64..6, 0..5), a in 0u64..2000, b in 0u64..2000) {
         let n: u64 = shape.iter().product();
         let (a, b) = (a.min(b) % (n + 1), a.max(b) % (n + 1));

@@ -91,11 +91,13 @@ pub fn convert(
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let total = outs.len();
-    pool.install(|| {
+    let write_tensors = || {
         outs.par_iter().try_for_each(|meta| -> Result<()> {
-            let data = src.read(meta)?;
+            let data = src.bytes(meta)?;
             if let Some(w) = &native {
-                w.write_tensor(&meta.name, &meta.role, &data)?;
+                w.write_tensor_with(&meta.name, &meta.role, |sink| {
+                    data.runs().try_for_each(|r| sink.write_all(r))
+                })?;
             }
             if let (Some(root), Some(o)) = (&ds_root, &origin) {
                 o.write_tensor(&root.join("zero"), meta, &data)?;
@@ -105,10 +107,15 @@ pub fn convert(
             progress(n as usize, total, b);
             Ok(())
         })
-    })?;
-    if let (Some(root), Some(o)) = (&ds_root, &origin) {
-        o.write_common(&src, &outs, root)?;
-    }
+    };
+    // The model states and optimizer_state.pt do not depend on the tensors: written alongside them.
+    let write_common = || match (&ds_root, &origin) {
+        (Some(root), Some(o)) => o.write_common(&src, &outs, root),
+        _ => Ok(()),
+    };
+    let (tensors, common) = pool.install(|| rayon::join(write_tensors, write_common));
+    tensors?;
+    common?;
     let out = match (native, udir) {
         (Some(w), _) => {
             let mut state = src.state();
@@ -164,7 +171,7 @@ fn convert_to_dcp(
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         progress(n as usize, total, b);
     };
-    let read = |m: &uc_schema::TensorMeta| src.read(m);
+    let read = |m: &uc_schema::TensorMeta| src.bytes(m);
     let out = if opts.format == Format::TorchDist {
         let extra = match src {
             Source::Dcp(c) => c.extra_states()?,

@@ -10,6 +10,7 @@
 //! - [`export`]: trained weights as Hugging Face safetensors.
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
 //! - [`source`]: any input checkpoint behind one interface (tensors out, merged bytes on demand).
+//! - [`TensorBytes`]: a tensor's bytes as borrowed input runs or one merged buffer.
 //! - [`universal`]: DeepSpeed's universal layout from any source (what `load_universal` opens).
 
 pub mod atomic;
@@ -21,6 +22,8 @@ pub mod error;
 pub mod export;
 pub mod native;
 pub mod source;
+mod tensor_bytes;
 mod training_state;
 pub mod universal;
 pub use error::{Result, StoreError};
+pub use tensor_bytes::TensorBytes;

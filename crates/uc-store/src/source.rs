@@ -5,6 +5,7 @@ use crate::dcp::{DcpCheckpoint, DcpOptions};
 use crate::deepspeed::{Assume, DsCheckpoint};
 use crate::error::Result;
 use crate::native::{NativeCheckpoint, MANIFEST_FILE};
+use crate::tensor_bytes::TensorBytes;
 use std::collections::BTreeMap;
 use std::path::Path;
 use uc_schema::{Layout, TensorMeta, Topology, Value};
@@ -79,10 +80,15 @@ impl Source {
 
     /// Full row-major bytes of one output tensor.
     pub fn read(&self, meta: &TensorMeta) -> Result<Vec<u8>> {
+        Ok(self.bytes(meta)?.into_vec())
+    }
+
+    /// Full row-major bytes of one output tensor, borrowed from the input where it lies contiguously.
+    pub fn bytes(&self, meta: &TensorMeta) -> Result<TensorBytes<'_>> {
         match self {
-            Source::DeepSpeed(c) => c.read(meta),
-            Source::Native(c) => Ok(c.tensor(&meta.name, &meta.role)?.to_vec()),
-            Source::Dcp(c) => c.read(meta),
+            Source::DeepSpeed(c) => c.bytes(meta),
+            Source::Native(c) => Ok(TensorBytes::Runs(vec![c.tensor(&meta.name, &meta.role)?])),
+            Source::Dcp(c) => c.bytes(meta),
         }
     }
 

@@ -12,6 +12,7 @@ pub use files::{write_universal_state, write_universal_step, UniversalDir, Unive
 use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
 use crate::source::Source;
+use crate::tensor_bytes::TensorBytes;
 use crate::training_state::{groups_without_params, scalar_f32};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,12 @@ impl<'a> Origin<'a> {
     }
 
     /// Writes one output tensor's `zero/<name>/<state>.pt` (nothing for tensors that have none).
-    pub fn write_tensor(&self, zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<()> {
+    pub fn write_tensor(
+        &self,
+        zero: &Path,
+        meta: &TensorMeta,
+        data: &TensorBytes<'_>,
+    ) -> Result<()> {
         match self {
             Origin::DeepSpeed(ck) => write_from_deepspeed(ck, zero, meta, data),
             Origin::Other { masters, .. } => write_from_other(masters, zero, meta, data),
@@ -115,19 +121,23 @@ fn write_from_deepspeed(
     ck: &DsCheckpoint,
     zero: &Path,
     meta: &TensorMeta,
-    data: &[u8],
+    data: &TensorBytes<'_>,
 ) -> Result<()> {
     let trained = ck.param(&meta.name).is_some();
     if meta.role == Role::Step {
         if ck.stage == 3 {
             return Ok(()); // DeepSpeed writes no step.pt for ZeRO-3
         }
-        write_universal_step(zero, &meta.name, scalar_f32(zero, meta, data)?)?;
+        write_universal_step(
+            zero,
+            &meta.name,
+            scalar_f32(zero, meta, &data.contiguous())?,
+        )?;
         return Ok(());
     }
     if !trained {
         // DeepSpeed writes `fp32.pt` for module tensors the optimizer does not hold, as float32.
-        let f32s = to_f32(zero, meta, data)?;
+        let f32s = to_f32(zero, meta, &data.contiguous())?;
         let t = PtTensor::from_bytes(DType::F32, meta.shape.clone(), &f32s);
         write_universal_state(zero, &meta.name, "fp32", UniversalKind::ParamOnly, t)?;
         return Ok(());
@@ -142,7 +152,8 @@ fn write_from_deepspeed(
         Role::Fp32Master => "fp32",
         r => r.key(),
     };
-    let t = PtTensor::from_bytes(meta.dtype, shape, data)
+    let t = data
+        .pt_tensor(meta.dtype, shape)
         .with_requires_grad(meta.role == Role::Fp32Master);
     write_universal_state(zero, &meta.name, state, kind, t)?;
     Ok(())
@@ -154,31 +165,33 @@ fn write_from_other(
     masters: &HashSet<String>,
     zero: &Path,
     meta: &TensorMeta,
-    data: &[u8],
+    data: &TensorBytes<'_>,
 ) -> Result<()> {
     let kind = UniversalKind::CatDim(0);
     match &meta.role {
         Role::Buffer => Ok(()), // untrained: the model states' `module` holds it
         Role::Param if masters.contains(&meta.name) => Ok(()),
         Role::Step => {
-            write_universal_step(zero, &meta.name, scalar_f32(zero, meta, data)?)?;
+            let v = scalar_f32(zero, meta, &data.contiguous())?;
+            write_universal_step(zero, &meta.name, v)?;
             Ok(())
         }
         Role::Fp32Master | Role::Param => {
-            let owned;
+            let converted;
             let bytes = if meta.dtype == DType::F32 {
                 data
             } else {
-                owned = to_f32(zero, meta, data)?;
-                &owned
+                converted = TensorBytes::Owned(to_f32(zero, meta, &data.contiguous())?);
+                &converted
             };
-            let t = PtTensor::from_bytes(DType::F32, meta.shape.clone(), bytes)
+            let t = bytes
+                .pt_tensor(DType::F32, meta.shape.clone())
                 .with_requires_grad(true);
             write_universal_state(zero, &meta.name, "fp32", kind, t)?;
             Ok(())
         }
         r => {
-            let t = PtTensor::from_bytes(meta.dtype, meta.shape.clone(), data);
+            let t = data.pt_tensor(meta.dtype, meta.shape.clone());
             write_universal_state(zero, &meta.name, r.key(), kind, t)?;
             Ok(())
         }

@@ -171,7 +171,10 @@ fn safetensors_files_follow_the_spec() {
             s.key
         );
     }
-    assert_eq!(m.files[0].checksum, parts_checksum(&raw, &m, &m.files[0].file));
+    assert_eq!(
+        m.files[0].checksum,
+        parts_checksum(&raw, &m, &m.files[0].file)
+    );
 }
 
 /// The README's checksum scheme, computed independently of the writer: the file cut at every tensor

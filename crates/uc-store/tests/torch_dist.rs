@@ -133,7 +133,7 @@ fn write(outs: &[TensorMeta], out: &Path) -> Result<PathBuf, StoreError> {
     write_torch_dist(
         out,
         outs,
-        &|m| Ok(vec![0u8; m.nbytes() as usize]),
+        &|m| Ok(uc_store::TensorBytes::Owned(vec![0u8; m.nbytes() as usize])),
         &Default::default(),
         &TorchDistOptions::default(),
         &|_| {},

@@ -126,7 +126,7 @@ fn model_only_checkpoint_is_refused_for_deepspeed() {
     write_dcp(
         &src,
         &[meta],
-        &|_| Ok(data.clone()),
+        &|_| Ok(uc_store::TensorBytes::Owned(data.clone())),
         &Default::default(),
         &DcpWriteOptions::default(),
         &|_| {},

@@ -6,6 +6,7 @@ use super::megatron::{self, MKey};
 use super::names::{self, KeyKind, KeyStyle};
 use crate::atomic::safe_rel_path;
 use crate::error::{io_err, Result, StoreError};
+use crate::tensor_bytes::TensorBytes;
 use memmap2::Mmap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -564,6 +565,12 @@ impl DcpCheckpoint {
 
     /// Merges one output tensor (as listed by [`DcpCheckpoint::outputs`]) into full row-major bytes.
     pub fn read(&self, meta: &TensorMeta) -> Result<Vec<u8>> {
+        Ok(self.bytes(meta)?.into_vec())
+    }
+
+    /// One output tensor's bytes, borrowed from the `.distcp` mappings when its chunks hold it as
+    /// contiguous runs (a whole chunk, row blocks), else merged into a buffer.
+    pub fn bytes(&self, meta: &TensorMeta) -> Result<TensorBytes<'_>> {
         let i = self
             .by_name
             .get(&(meta.name.clone(), meta.role.clone()))
@@ -576,13 +583,18 @@ impl DcpCheckpoint {
                 ),
             })?;
         match &self.outputs[*i].src {
-            Src::Const(b) => Ok(b.clone()),
-            Src::Item { key, region } => self.read_region(key, region),
+            Src::Const(b) => Ok(TensorBytes::Owned(b.clone())),
+            Src::Item { key, region } => self.region_bytes(key, region),
         }
     }
 
     /// Reads `region` of tensor item `key` from the chunks that hold it (only those are opened).
     pub fn read_region(&self, key: &str, region: &Region) -> Result<Vec<u8>> {
+        Ok(self.region_bytes(key, region)?.into_vec())
+    }
+
+    /// [`DcpCheckpoint::read_region`] as borrowed runs where the chunks allow (see [`Self::bytes`]).
+    fn region_bytes(&self, key: &str, region: &Region) -> Result<TensorBytes<'_>> {
         let md = md_path(&self.dir);
         let item: &TensorItem = self
             .metadata
@@ -627,6 +639,11 @@ impl DcpCheckpoint {
             }
             archives.insert(c, pt);
         }
+        if let Some(runs) = pl.contiguous_runs(0, 0, region.numel()) {
+            if let Some(v) = self.borrowed_runs(key, item, &archives, &runs) {
+                return Ok(TensorBytes::Runs(v));
+            }
+        }
         let mut bytes = BTreeMap::new();
         for (c, pt) in &archives {
             if let Some(t) = pt.root().as_tensor() {
@@ -636,7 +653,38 @@ impl DcpCheckpoint {
         let mut out = vec![0u8; (region.numel() as usize).saturating_mul(item.dtype.size())];
         let get = |r: u32, _b: u32| bytes.get(&r).map(|b| &**b);
         execute_target(&pl, 0, 0, &mut out, item.dtype, item.dtype, &get).map_err(merge)?;
-        Ok(out)
+        Ok(TensorBytes::Owned(out))
+    }
+
+    /// The runs of a plan as slices of the mapped `.distcp` files (`None` when a chunk is not a
+    /// contiguous tensor of a mapped file, or a run falls outside it).
+    fn borrowed_runs(
+        &self,
+        key: &str,
+        item: &TensorItem,
+        archives: &BTreeMap<u32, PtFile>,
+        runs: &[uc_merge::Run],
+    ) -> Option<Vec<&[u8]>> {
+        let es = item.dtype.size() as u64;
+        runs.iter()
+            .map(|r| {
+                let pt = archives.get(&r.rank)?;
+                let t = pt.root().as_tensor()?;
+                let range = pt.tensor_file_range(key, t).ok()?;
+                let chunk = &item.chunks[r.rank as usize];
+                let info = self
+                    .metadata
+                    .storage
+                    .get(&(key.to_string(), Some(chunk.offsets.clone())))?;
+                let map = self.files.get(&info.file)?.map.as_ref()?;
+                let s = range.start.checked_add(r.src.checked_mul(es)?)?;
+                let e = s.checked_add(r.len.checked_mul(es)?)?;
+                if e > range.end {
+                    return None;
+                }
+                map.get(usize::try_from(s).ok()?..usize::try_from(e).ok()?)
+            })
+            .collect()
     }
 }
 

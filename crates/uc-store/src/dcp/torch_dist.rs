@@ -197,7 +197,7 @@ pub fn write_torch_dist(
 ) -> Result<PathBuf> {
     let mut plan = plan_tensors(outs, output)?;
     let step = match outs.iter().find(|m| m.role == Role::Step) {
-        Some(m) => Some(scalar_f32(output, m, &read(m)?)?),
+        Some(m) => Some(scalar_f32(output, m, &read(m)?.contiguous())?),
         None => state.get("step").and_then(|v| match v {
             Value::Float(f) => Some(*f as f32),
             Value::Int(i) => Some(*i as f32),

@@ -9,6 +9,7 @@
 
 use crate::atomic::AtomicDir;
 use crate::error::{io_err, Result, StoreError};
+use crate::tensor_bytes::TensorBytes;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -17,10 +18,10 @@ use std::path::{Path, PathBuf};
 use uc_schema::{DType, Role, TensorMeta, Value};
 use uc_torch::dcp_metadata::to_pickle;
 use uc_torch::dcp_metadata::{Chunk, Item, Metadata, PathSeg, StorageInfo, StorageKey, TensorItem};
-use uc_torch::{write_pt_to, PtTensor, PtValue};
+use uc_torch::{write_pt_to, PtValue};
 
-/// Reads the full row-major bytes of one output tensor.
-pub type ReadFn<'a> = &'a (dyn Fn(&TensorMeta) -> Result<Vec<u8>> + Sync);
+/// Reads the full row-major bytes of one output tensor (borrowed from the input where it can).
+pub type ReadFn<'a> = &'a (dyn Fn(&TensorMeta) -> Result<TensorBytes<'a>> + Sync);
 
 /// Options of [`write_dcp`].
 #[derive(Debug, Clone, Default)]
@@ -335,7 +336,7 @@ pub fn write_plan(
                         ),
                     });
                 }
-                let t = PtTensor::from_bytes(c.meta.dtype, c.shape.clone(), &data);
+                let t = data.pt_tensor(c.meta.dtype, c.shape.clone());
                 let info = f.append(PtValue::Tensor(t))?;
                 infos.push(((c.key.clone(), Some(c.offsets.clone())), info));
                 progress(data.len() as u64);

@@ -7,6 +7,7 @@
 
 use super::files::DsFiles;
 use crate::error::{Result, StoreError};
+use crate::tensor_bytes::TensorBytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use uc_merge::{execute_target, pieces, plan, Piece, ReplicaPolicy};
@@ -1047,10 +1048,23 @@ impl DsCheckpoint {
     /// [`DsCheckpoint::read`], telling `trace` every byte range of tensor data it reads (file,
     /// absolute range; ranges may repeat across calls). Pickles read at open are not included.
     pub fn read_traced(&self, out: &TensorMeta, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
+        Ok(self.bytes_traced(out, trace)?.into_vec())
+    }
+
+    /// One output tensor's bytes, borrowed from the input files where they lie contiguously there
+    /// (ZeRO partitions of the same dtype), else merged into a buffer.
+    pub fn bytes(&self, out: &TensorMeta) -> Result<TensorBytes<'_>> {
+        self.bytes_traced(out, &mut |_, _| {})
+    }
+
+    /// [`DsCheckpoint::bytes`] with the trace of [`DsCheckpoint::read_traced`].
+    pub fn bytes_traced(&self, out: &TensorMeta, trace: ReadTrace<'_>) -> Result<TensorBytes<'_>> {
         if let Some(p) = self.param(&out.name) {
             return match &out.role {
                 Role::Fp32Master => self.merge_param(p, None, trace),
-                r if p.scalars.iter().any(|s| s == r.key()) => self.read_scalar(p, r.key(), trace),
+                r if p.scalars.iter().any(|s| s == r.key()) => {
+                    Ok(TensorBytes::Owned(self.read_scalar(p, r.key(), trace)?))
+                }
                 r => self.merge_param(p, Some(r.key()), trace),
             };
         }
@@ -1101,7 +1115,12 @@ impl DsCheckpoint {
         )
     }
 
-    fn merge_param(&self, p: &DsParam, key: Option<&str>, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
+    fn merge_param(
+        &self,
+        p: &DsParam,
+        key: Option<&str>,
+        trace: ReadTrace<'_>,
+    ) -> Result<TensorBytes<'_>> {
         let mut views = BTreeMap::new();
         for (r, (m, d)) in p.sources.iter().enumerate() {
             let (f, c) = self.partition(*m, *d, p.group, key)?;
@@ -1123,7 +1142,7 @@ impl DsCheckpoint {
         view: impl Fn(u32) -> Option<(&'a PtFile, String, &'a TensorRef)>,
         to: DType,
         trace: ReadTrace<'_>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<TensorBytes<'a>> {
         let path = self.files.dir.clone();
         let merge_err = |e: uc_merge::MergeError| StoreError::BadTensor {
             path: path.clone(),
@@ -1162,10 +1181,23 @@ impl DsCheckpoint {
             }
         }
         let from = from.unwrap_or(to);
+        if from == to {
+            if let Some(runs) = pl.contiguous_runs(0, 0, meta.numel()) {
+                let es = to.size() as u64;
+                let slice = |r: &uc_merge::Run| {
+                    let b = bytes.get(&r.rank)?;
+                    let (s, e) = (r.src.checked_mul(es)?, (r.src + r.len).checked_mul(es)?);
+                    b.get(usize::try_from(s).ok()?..usize::try_from(e).ok()?)
+                };
+                if let Some(v) = runs.iter().map(slice).collect::<Option<Vec<&[u8]>>>() {
+                    return Ok(TensorBytes::Runs(v));
+                }
+            }
+        }
         let mut out = vec![0u8; meta.numel() as usize * to.size()];
         let get = |r: u32, _b: u32| bytes.get(&r).copied();
         execute_target(&pl, 0, 0, &mut out, to, from, &get).map_err(merge_err)?;
-        Ok(out)
+        Ok(TensorBytes::Owned(out))
     }
 
     fn read_scalar(&self, p: &DsParam, key: &str, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
