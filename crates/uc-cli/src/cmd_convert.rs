@@ -2,6 +2,7 @@
 
 use crate::input::InputArgs;
 use crate::progress::{human, timed};
+use crate::workers::WorkerArgs;
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub struct Args {
     /// `--format dcp|torch_dist`: number of `.distcp` files (default: one per thread).
     #[arg(long = "dcp-files", value_name = "N")]
     dcp_files: Option<usize>,
+    #[command(flatten)]
+    workers: WorkerArgs,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -57,24 +60,73 @@ pub fn run(a: Args) -> Result<(), CliError> {
         threads: a.input_args.threads,
         native: Default::default(),
         dcp_files: a.dcp_files,
+        worker: a.workers.worker()?,
+        fresh: a.workers.fresh(),
     };
-    let (report, secs) = timed("convert", |progress| {
+    let w = opts.worker;
+    let what = if w.world > 1 {
+        format!("convert (worker {}/{})", w.rank, w.world)
+    } else {
+        "convert".to_string()
+    };
+    let (report, secs) = timed(&what, |progress| {
         convert(&a.input, &a.output, &opts, progress)
     });
     let report = report?;
     if a.json {
         let j = serde_json::json!({
             "output": report.output,
+            "published": report.published,
             "tensors": report.tensors,
             "bytes": report.bytes,
+            "rank": w.rank,
+            "world_size": w.world,
+            "share_tensors": report.share_tensors,
+            "share_bytes": report.share_bytes,
+            "bytes_read": report.bytes_read,
+            "bytes_written": report.bytes,
+            "reused_tensors": report.reused_tensors,
+            "reused_bytes": report.reused_bytes,
+            "missing_tensors": report.missing_tensors,
             "seconds": secs,
         });
         say!("{j}");
-    } else {
+        return Ok(());
+    }
+    if report.reused_tensors > 0 {
+        say!(
+            "resumed: {} tensors ({}) of an earlier run verified and kept",
+            report.reused_tensors,
+            human(report.reused_bytes)
+        );
+    }
+    if report.published {
         say!(
             "converted {} tensors ({}) into {} in {secs:.2} s",
             report.tensors,
             human(report.bytes),
+            report.output.display()
+        );
+    } else if report.missing_tensors > 0 {
+        say!(
+            "worker {}/{}: share of {} tensors ({}) done in {secs:.2} s; {} tensors of other shares are \
+             not finished (a worker still to start, or one that was killed: run it again) — {} appears \
+             when they are",
+            w.rank,
+            w.world,
+            report.share_tensors,
+            human(report.share_bytes),
+            report.missing_tensors,
+            report.output.display()
+        );
+    } else {
+        say!(
+            "worker {}/{}: wrote its share of {} tensors ({}) in {secs:.2} s; the last worker to finish \
+             publishes {}",
+            w.rank,
+            w.world,
+            report.share_tensors,
+            human(report.share_bytes),
             report.output.display()
         );
     }

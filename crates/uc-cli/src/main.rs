@@ -16,6 +16,7 @@ mod cmd_verify;
 mod cmd_view;
 mod input;
 mod progress;
+mod workers;
 
 use clap::{Parser, Subcommand};
 use input::InputArgs;
@@ -96,6 +97,12 @@ fn main() -> ExitCode {
             json,
         } => cmd_verify::run(&checkpoint, &input.open_options(), json),
     };
+    for p in uc_store::atomic::take_removed() {
+        eprintln!(
+            "note: removed {}, left by a killed run (its writer is gone)",
+            p.display()
+        );
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -7,10 +7,12 @@
 
 use crate::durable::sync_tree;
 use crate::error::{io_err, Result, StoreError};
-use std::ffi::OsString;
+use crate::staging::{parent_of, try_lock};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 use uc_schema::SchemaError;
 
 /// Name of the marker file written last into every finished output directory.
@@ -25,6 +27,11 @@ pub struct AtomicDir {
     target: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    /// Exclusive flock(2) on the temporary folder while it is written: tells a later run that the
+    /// folder is a live writer's, not a killed one's.
+    _lock: Option<fs::File>,
+    /// False for a staging folder that must survive an error to be resumed.
+    remove_on_drop: bool,
 }
 
 impl AtomicDir {
@@ -33,22 +40,13 @@ impl AtomicDir {
     /// The parent directory must exist; it is not created, so a failure leaves nothing behind.
     pub fn create(target: impl AsRef<Path>) -> Result<AtomicDir> {
         let target = target.as_ref().to_path_buf();
-        refuse_existing(&target)?;
         let name = target.file_name().ok_or_else(|| StoreError::Format {
             path: target.clone(),
             why: "output path has no final name component".into(),
         })?;
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let meta = fs::metadata(&parent).map_err(io_err(&parent))?;
-        if !meta.is_dir() {
-            return Err(StoreError::Format {
-                path: parent,
-                why: "parent of the output is not a directory".into(),
-            });
-        }
+        let parent = parent_of(&target)?;
+        clear_stale_siblings(&target, None)?;
+        refuse_existing(&target)?;
         let pid = std::process::id();
         for attempt in 0..TMP_ATTEMPTS {
             let mut tmp_name = OsString::from(".");
@@ -60,11 +58,17 @@ impl AtomicDir {
             let tmp = parent.join(tmp_name);
             match fs::create_dir(&tmp) {
                 Ok(()) => {
+                    let lock = fs::File::open(&tmp).ok();
+                    if let Some(l) = &lock {
+                        let _ = try_lock(l, libc::LOCK_EX);
+                    }
                     return Ok(AtomicDir {
                         target,
                         tmp,
                         committed: false,
-                    })
+                        _lock: lock,
+                        remove_on_drop: true,
+                    });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
                 Err(e) => {
@@ -79,6 +83,18 @@ impl AtomicDir {
             path: target,
             why: "no free temporary directory name beside the output".into(),
         })
+    }
+
+    /// An existing staging folder `tmp` that becomes `target` on commit and is kept on error (so a
+    /// rerun can resume it).
+    pub fn resumable(tmp: PathBuf, target: PathBuf) -> AtomicDir {
+        AtomicDir {
+            target,
+            tmp,
+            committed: false,
+            _lock: None,
+            remove_on_drop: false,
+        }
     }
 
     /// The temporary directory to write into.
@@ -110,7 +126,8 @@ impl AtomicDir {
         let complete = self.tmp.join(COMPLETE);
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .open(&complete)
             .map_err(io_err(&complete))?;
         f.write_all(marker).map_err(io_err(&complete))?;
@@ -142,10 +159,61 @@ impl AtomicDir {
 impl Drop for AtomicDir {
     /// Removes the temporary directory of an output that was never committed.
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && self.remove_on_drop {
             let _ = fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// Folders of killed runs removed while starting outputs, for the CLI to report (nothing here prints).
+static REMOVED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Takes the list of stale folders removed since the last call.
+pub fn take_removed() -> Vec<PathBuf> {
+    std::mem::take(&mut *REMOVED.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Looks at the hidden siblings of `target` that unicheck writes (`.<name>.tmp-*` of a single-process
+/// output, `.<name>.uc-*` of a staged job) except `keep`: one whose writer is dead (no lock held) is
+/// removed and listed in [`take_removed`]; one a live process holds refuses with
+/// [`StoreError::LiveWriters`].
+pub(crate) fn clear_stale_siblings(target: &Path, keep: Option<&OsStr>) -> Result<()> {
+    let Some(name) = target.file_name() else {
+        return Ok(());
+    };
+    let parent = parent_of(target)?;
+    let (mut tmp_pre, mut job_pre) = (OsString::from("."), OsString::from("."));
+    tmp_pre.push(name);
+    tmp_pre.push(".tmp-");
+    job_pre.push(name);
+    job_pre.push(".uc-");
+    let (tmp_pre, job_pre) = (tmp_pre.as_encoded_bytes(), job_pre.as_encoded_bytes());
+    for e in fs::read_dir(&parent).map_err(io_err(&parent))? {
+        let e = e.map_err(io_err(&parent))?;
+        let n = e.file_name();
+        if Some(n.as_os_str()) == keep {
+            continue;
+        }
+        let b = n.as_encoded_bytes();
+        let lock_path = if b.starts_with(tmp_pre) {
+            e.path()
+        } else if b.starts_with(job_pre) {
+            e.path().join("lock")
+        } else {
+            continue;
+        };
+        let p = e.path();
+        let live = match fs::File::open(&lock_path) {
+            Ok(f) => !try_lock(&f, libc::LOCK_EX).unwrap_or(false),
+            Err(_) => false,
+        };
+        if live {
+            return Err(StoreError::LiveWriters { path: p });
+        }
+        crate::staging::remove_any(&p)?;
+        REMOVED.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+    }
+    Ok(())
 }
 
 /// Fails with [`StoreError::OutputExists`] when anything (file, directory, link) is at `path`.

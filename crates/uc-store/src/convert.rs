@@ -3,15 +3,20 @@
 //! checkpoint, streaming tensor by
 //! tensor over a rayon pool, written atomically.
 
+use crate::atomic::AtomicDir;
 use crate::dcp::{write_dcp, write_torch_dist, DcpWriteOptions, TorchDistOptions};
-use crate::error::{io_err, Result};
+use crate::durable::sync_tree;
+use crate::error::{io_err, Result, StoreError};
 use crate::native::{NativeOptions, NativeWriter};
 use crate::source::{thread_pool, OpenOptions, Source};
+use crate::staging::{check_space, share, Staging, Worker};
 use crate::universal::Origin;
 use crate::universal::UniversalDir;
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use uc_schema::TensorMeta;
 
 /// Which universal layout(s) to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,15 +46,33 @@ pub struct ConvertOptions {
     pub native: NativeOptions,
     /// `.distcp` files of a DCP output (default: one per thread).
     pub dcp_files: Option<usize>,
+    /// This process's place among cooperating workers (native output only when more than one).
+    pub worker: Worker,
+    /// Discard the work an earlier run of the same job left in its staging folder.
+    pub fresh: bool,
 }
 
-/// What a conversion did.
-#[derive(Debug, Clone)]
+/// What a conversion (or one worker's share of it) did.
+#[derive(Debug, Clone, Default)]
 pub struct ConvertReport {
     pub output: PathBuf,
+    /// Tensors in the whole output.
     pub tensors: usize,
-    /// Bytes of tensor data produced (logical tensors, once per tensor).
+    /// Bytes of tensor data this process produced (logical tensors, once per tensor).
     pub bytes: u64,
+    /// Tensors of this worker's share, and their bytes.
+    pub share_tensors: usize,
+    pub share_bytes: u64,
+    /// Tensor bytes this process took from the input.
+    pub bytes_read: u64,
+    /// Tensors (and bytes) of the share found finished by an earlier run and verified, not redone.
+    pub reused_tensors: usize,
+    pub reused_bytes: u64,
+    /// True when this process published the output (false: another worker will, or has).
+    pub published: bool,
+    /// Tensors of other workers' shares not finished when this worker was the last one alive (a worker
+    /// not started yet, or killed: running it again finishes the job).
+    pub missing_tensors: usize,
 }
 
 pub use crate::source::Progress;
@@ -64,10 +87,32 @@ pub fn convert(
 ) -> Result<ConvertReport> {
     let src = Source::open(input, &opts.input)?;
     let pool = thread_pool(opts.threads, output)?;
-    if matches!(opts.format, Format::Dcp | Format::TorchDist) {
-        return pool.install(|| convert_to_dcp(&src, output, opts, progress));
+    if opts.format == Format::Native {
+        return pool.install(|| convert_staged(&src, input, output, opts, progress));
+    }
+    if opts.worker.world > 1 {
+        return Err(StoreError::Format {
+            path: output.to_path_buf(),
+            why:
+                "several workers (--world-size > 1) write --format native only; convert to native \
+                  first, then from it to the other format"
+                    .into(),
+        });
     }
     let outs = src.outputs();
+    let per_format = match opts.format {
+        Format::Both => 2,
+        _ => 1,
+    };
+    let tensor_bytes: u64 = outs.iter().map(|m| m.nbytes()).sum();
+    // Tensor data plus a page for each file's header and pickle.
+    let needed = tensor_bytes
+        .saturating_mul(per_format)
+        .saturating_add(outs.len() as u64 * 8192);
+    check_space(&crate::staging::parent_of(output)?, needed)?;
+    if matches!(opts.format, Format::Dcp | Format::TorchDist) {
+        return pool.install(|| convert_to_dcp(&src, &outs, output, opts, progress));
+    }
     let origin = match opts.format {
         Format::DeepSpeed | Format::Both => Some(Origin::of(&src, &outs, input)?),
         Format::Native | Format::Dcp | Format::TorchDist => None,
@@ -118,25 +163,156 @@ pub fn convert(
     common?;
     let out = match (native, udir) {
         (Some(w), _) => {
-            let mut state = src.state();
-            if let Source::DeepSpeed(c) = &src {
-                let aliases = crate::export::deepspeed_aliases(c, &outs)?;
-                if !aliases.is_empty() {
-                    let names = aliases.into_iter().map(uc_schema::Value::Str).collect();
-                    state.insert(crate::export::ALIASES.into(), uc_schema::Value::List(names));
-                }
-            }
-            w.finish(src.topology(), state)?;
+            w.finish(src.topology(), native_state(&src, &outs)?)?;
             output.to_path_buf()
         }
         (None, Some(u)) => u.commit()?,
         (None, None) => output.to_path_buf(),
     };
+    let bytes = bytes.into_inner();
     Ok(ConvertReport {
         output: out,
         tensors: total,
-        bytes: bytes.into_inner(),
+        bytes,
+        share_tensors: total,
+        share_bytes: bytes,
+        bytes_read: bytes,
+        published: true,
+        ..Default::default()
     })
+}
+
+/// The staging key of a native conversion: the input, the output, the options and the planned
+/// tensors (so a rerun of the same command resumes the same folder and no other job shares it).
+fn job_key(input: &Path, output: &Path, opts: &ConvertOptions, outs: &[TensorMeta]) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut h = blake3::Hasher::new();
+    let text = format!(
+        "uc {}\ninput {:?}\noutput {:?}\nformat {:?}\nnative {:?}\nopen {:?}\n",
+        env!("CARGO_PKG_VERSION"),
+        input.canonicalize().unwrap_or_else(|_| abs(input)),
+        abs(output),
+        opts.format,
+        opts.native,
+        opts.input,
+    );
+    h.update(text.as_bytes());
+    for m in outs {
+        h.update(format!("{} {} {:?} {:?}\n", m.name, m.role.key(), m.dtype, m.shape).as_bytes());
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
+/// A native conversion through a staging folder shared by every worker of the job and by reruns:
+/// this worker writes its share (reusing verified parts of earlier runs), and the last worker alive
+/// checks that every tensor is recorded and publishes.
+fn convert_staged(
+    src: &Source,
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: Progress,
+) -> Result<ConvertReport> {
+    let outs = src.outputs();
+    let key = job_key(input, output, opts, &outs);
+    // Checked before anything is created: tensor data plus a few hundred bytes a tensor for headers
+    // and the manifest, less what an earlier run of this job already wrote.
+    let planned = outs
+        .iter()
+        .map(|m| m.nbytes().saturating_add(512))
+        .fold(0u64, u64::saturating_add);
+    let parent = crate::staging::parent_of(output)?;
+    check_space(
+        &parent,
+        planned.saturating_sub(Staging::allocated(output, &key)),
+    )?;
+    let staging = Staging::open(output, &key, opts.fresh)?;
+    let dir = AtomicDir::resumable(staging.out(), output.to_path_buf());
+    let w = NativeWriter::resume(dir, &outs, &opts.native)?;
+    let sizes: Vec<u64> = (0..outs.len()).map(|u| w.unit_len(u)).collect();
+    let mine = share(&sizes, opts.worker);
+    let records = staging.records()?;
+    let share_bytes: u64 = mine.iter().map(|&u| sizes[u]).sum();
+    let (done, bytes, read) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let (reused, reused_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+    mine.par_iter().try_for_each(|&u| -> Result<()> {
+        let meta = &outs[u];
+        let earlier = records.get(&u).map(|r| r.0);
+        match earlier {
+            Some(d) if w.verify_unit(u, &d)? => {
+                w.adopt_unit(u, d)?;
+                staging.record(u, &d)?;
+                reused.fetch_add(1, Ordering::Relaxed);
+                reused_bytes.fetch_add(sizes[u], Ordering::Relaxed);
+            }
+            _ => {
+                let data = src.bytes(meta)?;
+                read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                let d = w.write_tensor_with(&meta.name, &meta.role, |sink| {
+                    data.runs().try_for_each(|r| sink.write_all(r))
+                })?;
+                staging.record(u, &d)?;
+            }
+        }
+        let b = bytes.fetch_add(sizes[u], Ordering::Relaxed) + sizes[u];
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        progress(n as usize, mine.len(), b);
+        Ok(())
+    })?;
+    sync_tree(&staging.out())?;
+    staging.share_done()?;
+    let mut report = ConvertReport {
+        output: output.to_path_buf(),
+        tensors: outs.len(),
+        bytes: bytes.into_inner() - reused_bytes.load(Ordering::Relaxed),
+        share_tensors: mine.len(),
+        share_bytes,
+        bytes_read: read.into_inner(),
+        reused_tensors: reused.into_inner() as usize,
+        reused_bytes: reused_bytes.into_inner(),
+        published: false,
+        missing_tensors: 0,
+    };
+    if !staging.try_last()? {
+        return Ok(report);
+    }
+    // The last worker alive: every tensor must have a record this run wrote or verified; tensors of
+    // shares whose worker has not run (or died) leave the output unpublished until a rerun does them.
+    let records = staging.records()?;
+    let missing = AtomicU64::new(0);
+    (0..outs.len())
+        .into_par_iter()
+        .try_for_each(|u| -> Result<()> {
+            match records.get(&u) {
+                Some(&(d, true)) => w.adopt_unit(u, d),
+                Some(&(d, false)) if w.verify_unit(u, &d)? => w.adopt_unit(u, d),
+                _ => {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+            }
+        })?;
+    report.missing_tensors = missing.into_inner() as usize;
+    if report.missing_tensors > 0 {
+        return Ok(report);
+    }
+    w.finish(src.topology(), native_state(src, &outs)?)?;
+    staging.finish()?;
+    report.published = true;
+    Ok(report)
+}
+
+/// The training state a native output records: the source's, plus DeepSpeed's module aliases.
+fn native_state(src: &Source, outs: &[TensorMeta]) -> Result<BTreeMap<String, uc_schema::Value>> {
+    let mut state = src.state();
+    if let Source::DeepSpeed(c) = src {
+        let aliases = crate::export::deepspeed_aliases(c, outs)?;
+        if !aliases.is_empty() {
+            let names = aliases.into_iter().map(uc_schema::Value::Str).collect();
+            state.insert(crate::export::ALIASES.into(), uc_schema::Value::List(names));
+        }
+    }
+    Ok(state)
 }
 
 /// Parameter names of each DeepSpeed optimizer group (DCP's `params` of a param group).
@@ -158,11 +334,11 @@ fn deepspeed_groups(src: &Source) -> Option<Vec<Vec<String>>> {
 /// or as a Megatron `torch_dist` one (module extra states of a Megatron input carried over).
 fn convert_to_dcp(
     src: &Source,
+    outs: &[TensorMeta],
     output: &Path,
     opts: &ConvertOptions,
     progress: Progress,
 ) -> Result<ConvertReport> {
-    let outs = src.outputs();
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let total = outs.len();
@@ -181,17 +357,23 @@ fn convert_to_dcp(
             files: opts.dcp_files,
             extra,
         };
-        write_torch_dist(output, &outs, &read, &src.state(), &topts, &tick)?
+        write_torch_dist(output, outs, &read, &src.state(), &topts, &tick)?
     } else {
         let wopts = DcpWriteOptions {
             files: opts.dcp_files,
             groups: deepspeed_groups(src),
         };
-        write_dcp(output, &outs, &read, &src.state(), &wopts, &tick)?
+        write_dcp(output, outs, &read, &src.state(), &wopts, &tick)?
     };
+    let bytes = bytes.into_inner();
     Ok(ConvertReport {
         output: out,
         tensors: total,
-        bytes: bytes.into_inner(),
+        bytes,
+        share_tensors: total,
+        share_bytes: bytes,
+        bytes_read: bytes,
+        published: true,
+        ..Default::default()
     })
 }

@@ -37,6 +37,14 @@ pub enum StoreError {
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: {why}")]
     Format { path: PathBuf, why: String },
+    #[error("{path}: live workers of another conversion are writing this output (a process holds its lock); refusing — wait for them or stop them")]
+    LiveWriters { path: PathBuf },
+    #[error("{path}: not enough free space: the output needs {needed} bytes, the file system has {available} free")]
+    DiskFull {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
     #[error("{path}: output already exists; refusing to overwrite")]
     OutputExists { path: PathBuf },
     #[error("{path}: checksum mismatch for `{file}`: expected {expected}, found {found}")]

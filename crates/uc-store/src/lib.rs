@@ -9,6 +9,7 @@
 //! - [`error`]: [`StoreError`], naming the file and tensor.
 //! - [`export`]: trained weights as Hugging Face safetensors.
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
+//! - [`staging`]: the shared staging folder of cooperating workers and resumed runs.
 //! - [`source`]: any input checkpoint behind one interface (tensors out, merged bytes on demand).
 //! - [`TensorBytes`]: a tensor's bytes as borrowed input runs or one merged buffer.
 //! - [`universal`]: DeepSpeed's universal layout from any source (what `load_universal` opens).
@@ -22,6 +23,7 @@ pub mod error;
 pub mod export;
 pub mod native;
 pub mod source;
+pub mod staging;
 mod tensor_bytes;
 mod training_state;
 pub mod universal;

@@ -69,14 +69,17 @@ fn write_model(dir: &Path, opts: &NativeOptions) -> uc_schema::Manifest {
         let b = bytes_of(i, m);
         match i % 3 {
             0 => w.write_tensor(&m.name, &m.role, &b).unwrap(),
-            1 => w
-                .write_tensor_with(&m.name, &m.role, |sink| {
-                    for ch in b.chunks(5) {
-                        sink.write_all(ch)?;
-                    }
-                    Ok(())
-                })
-                .unwrap(),
+            1 => {
+                let d = w
+                    .write_tensor_with(&m.name, &m.role, |sink| {
+                        for ch in b.chunks(5) {
+                            sink.write_all(ch)?;
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+                assert_eq!(d, blake3::hash(&b), "the digest of the bytes written");
+            }
             _ => {
                 let half = b.len() / 2;
                 w.write_part(&m.name, &m.role, half as u64, &b[half..])

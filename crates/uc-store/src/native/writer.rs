@@ -66,6 +66,318 @@ impl NativeWriter {
         opts: &NativeOptions,
     ) -> Result<NativeWriter> {
         let dir = dir.as_ref();
+        let plan = Plan::new(dir, metas, opts)?;
+        NativeWriter::open_in(AtomicDir::create(dir)?, metas, plan)
+    }
+
+    /// Like [`NativeWriter::create`], but into an existing (possibly half-written) folder `out`, such
+    /// as a staging folder shared by several workers: files are created when missing and sized, bytes
+    /// already there are kept. The plan is the same for the same metas and options.
+    pub fn resume(
+        out: AtomicDir,
+        metas: &[TensorMeta],
+        opts: &NativeOptions,
+    ) -> Result<NativeWriter> {
+        let plan = Plan::new(out.target(), metas, opts)?;
+        NativeWriter::open_in(out, metas, plan)
+    }
+
+    fn open_in(out: AtomicDir, metas: &[TensorMeta], plan: Plan) -> Result<NativeWriter> {
+        let Plan {
+            slots,
+            headers,
+            index,
+        } = plan;
+        let tdir = out.subdir(TENSORS_DIR)?;
+        let mut files = Vec::with_capacity(headers.len());
+        for (fi, (header, len)) in headers.into_iter().enumerate() {
+            let name = format!("{fi:05}.safetensors");
+            let path = tdir.join(&name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            if file.metadata().map_err(io_err(&path))?.len() != len {
+                file.set_len(len).map_err(io_err(&path))?;
+            }
+            write_all_at(&file, &header, 0).map_err(io_err(&path))?;
+            files.push(OutFile {
+                rel: format!("{TENSORS_DIR}/{name}"),
+                path,
+                file,
+                len,
+                header: (header.len() as u64, blake3::hash(&header)),
+            });
+        }
+        Ok(NativeWriter {
+            out,
+            metas: metas.to_vec(),
+            slots,
+            files,
+            index,
+        })
+    }
+
+    /// Byte size of planned tensor `unit` (index into the metas given at creation).
+    pub fn unit_len(&self, unit: usize) -> u64 {
+        self.slots.get(unit).map_or(0, |s| s.end - s.start)
+    }
+
+    /// True when the bytes of tensor `unit` on disk hash to `digest` (a record of an earlier run).
+    pub fn verify_unit(&self, unit: usize, digest: &blake3::Hash) -> Result<bool> {
+        let s = self.unit_slot(unit)?;
+        let f = &self.files[s.file];
+        Ok(hash_range(&f.file, s.start, s.end).map_err(io_err(&f.path))? == *digest)
+    }
+
+    /// Marks tensor `unit` as written with `digest` (written by another worker or an earlier run and
+    /// verified), so [`NativeWriter::finish`] counts it.
+    pub fn adopt_unit(&self, unit: usize, digest: blake3::Hash) -> Result<()> {
+        let s = self.unit_slot(unit)?;
+        s.written.store(s.end - s.start, Ordering::Relaxed);
+        *s.digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
+        Ok(())
+    }
+
+    fn unit_slot(&self, unit: usize) -> Result<&Slot> {
+        self.slots.get(unit).ok_or_else(|| StoreError::Format {
+            path: self.target().to_path_buf(),
+            why: format!("no tensor number {unit} in the plan"),
+        })
+    }
+
+    /// The temporary folder being written (for extra files that must appear with the checkpoint).
+    pub fn dir(&self) -> &Path {
+        self.out.path()
+    }
+
+    /// Where the checkpoint appears after [`NativeWriter::finish`].
+    pub fn target(&self) -> &Path {
+        self.out.target()
+    }
+
+    /// Where a planned tensor's bytes go (file relative to the checkpoint root, key, absolute byte range).
+    pub fn storage(&self, name: &str, role: &Role) -> Option<StorageRef> {
+        let s = &self.slots[*self.index.get(&(name.to_string(), role.clone()))?];
+        Some(StorageRef {
+            file: self.files[s.file].rel.clone(),
+            key: s.key.clone(),
+            start: s.start,
+            end: s.end,
+        })
+    }
+
+    fn slot(&self, name: &str, role: &Role) -> Result<(&Slot, &OutFile)> {
+        let i = self
+            .index
+            .get(&(name.to_string(), role.clone()))
+            .ok_or_else(|| {
+                bad(
+                    self.target(),
+                    name,
+                    format!("role `{}` is not in the checkpoint plan", role.key()),
+                )
+            })?;
+        let s = &self.slots[*i];
+        Ok((s, &self.files[s.file]))
+    }
+
+    /// Writes a whole tensor; `bytes` must be its exact (contiguous, little-endian) size.
+    pub fn write_tensor(&self, name: &str, role: &Role, bytes: &[u8]) -> Result<()> {
+        let (s, _) = self.slot(name, role)?;
+        if bytes.len() as u64 != s.end - s.start {
+            return Err(bad(
+                self.target(),
+                name,
+                format!("{} bytes given, {} expected", bytes.len(), s.end - s.start),
+            ));
+        }
+        self.write_tensor_with(name, role, |sink| sink.write_all(bytes))
+            .map(|_| ())
+    }
+
+    /// Writes `bytes` at byte `offset` of a tensor. Parts of one tensor must not overlap; together they
+    /// must cover it before [`NativeWriter::finish`], which hashes such a tensor by reading it back
+    /// (whole tensors are hashed as they are written).
+    pub fn write_part(&self, name: &str, role: &Role, offset: u64, bytes: &[u8]) -> Result<()> {
+        let (s, f) = self.slot(name, role)?;
+        let len = s.end - s.start;
+        let end = offset.checked_add(bytes.len() as u64).filter(|&e| e <= len);
+        if end.is_none() {
+            return Err(bad(
+                self.target(),
+                name,
+                format!(
+                    "part at {offset} of {} bytes overruns {len} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        write_all_at(&f.file, bytes, s.start + offset).map_err(io_err(&f.path))?;
+        s.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Streams a whole tensor through `fill`, which must write exactly its size into the sink; returns
+    /// the BLAKE3 of its bytes.
+    pub fn write_tensor_with(
+        &self,
+        name: &str,
+        role: &Role,
+        fill: impl FnOnce(&mut TensorSink<'_>) -> Result<()>,
+    ) -> Result<blake3::Hash> {
+        let (s, f) = self.slot(name, role)?;
+        let mut sink = TensorSink {
+            file: &f.file,
+            path: &f.path,
+            tensor: name,
+            start: s.start,
+            len: s.end - s.start,
+            pos: 0,
+            synced: 0,
+            buf: Vec::new(),
+            hasher: blake3::Hasher::new(),
+        };
+        fill(&mut sink)?;
+        sink.flush_buf()?;
+        if sink.pos != sink.len {
+            return Err(bad(
+                self.target(),
+                name,
+                format!("{} of {} bytes written", sink.pos, sink.len),
+            ));
+        }
+        if sink.len >= SINK_BUFFER as u64 {
+            start_writeback(sink.file, sink.start + sink.synced, sink.len - sink.synced);
+        }
+        s.written.fetch_add(sink.len, Ordering::Relaxed);
+        let digest = sink.hasher.finalize();
+        *s.digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
+        Ok(digest)
+    }
+
+    /// Checks every tensor was written, checksums the files from the digests taken while writing, writes
+    /// `uc.json`, syncs the folder once, writes `COMPLETE` and renames the checkpoint into place.
+    /// Returns the manifest written.
+    pub fn finish(self, source: Topology, state: BTreeMap<String, Value>) -> Result<Manifest> {
+        let target = self.out.target().to_path_buf();
+        for (m, s) in self.metas.iter().zip(&self.slots) {
+            let w = s.written.load(Ordering::Relaxed);
+            let len = s.end - s.start;
+            if w < len {
+                return Err(StoreError::Unwritten {
+                    path: target,
+                    tensor: format!("{}/{}", m.name, m.role.key()),
+                });
+            }
+            if w > len {
+                return Err(bad(
+                    &target,
+                    &m.name,
+                    format!("{w} bytes written into {len}: overlapping parts"),
+                ));
+            }
+        }
+        let sums: Vec<Result<FileSum>> = (0..self.files.len())
+            .into_par_iter()
+            .map(|fi| self.file_sum(fi))
+            .collect();
+        let files = sums.into_iter().collect::<Result<Vec<_>>>()?;
+        let tensors = self
+            .metas
+            .iter()
+            .zip(&self.slots)
+            .map(|(m, s)| Entry {
+                meta: m.clone(),
+                storage: Some(StorageRef {
+                    file: self.files[s.file].rel.clone(),
+                    key: s.key.clone(),
+                    start: s.start,
+                    end: s.end,
+                }),
+            })
+            .collect();
+        let manifest = Manifest {
+            version: uc_schema::MANIFEST_VERSION,
+            source,
+            tensors,
+            files,
+            state,
+        };
+        manifest.validate().map_err(|source| StoreError::Schema {
+            path: target.clone(),
+            source,
+        })?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Format {
+            path: target.clone(),
+            why: format!("cannot encode uc.json: {e}"),
+        })?;
+        let mpath = self.out.join(MANIFEST_FILE)?;
+        let mut mf = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&mpath)
+            .map_err(io_err(&mpath))?;
+        mf.write_all(&json).map_err(io_err(&mpath))?;
+        drop(mf);
+        let marker = format!("{}\n", sha256_bytes(&json));
+        drop(self.files);
+        self.out.commit(marker.as_bytes())?;
+        Ok(manifest)
+    }
+}
+
+impl NativeWriter {
+    /// The checksum of file `fi` from its header's and tensors' digests; a tensor written in parts
+    /// (or any other part) is hashed by reading it back.
+    fn file_sum(&self, fi: usize) -> Result<FileSum> {
+        let f = &self.files[fi];
+        let mine: HashMap<(u64, u64), &Slot> = self
+            .slots
+            .iter()
+            .filter(|s| s.file == fi && s.end > s.start)
+            .map(|s| ((s.start, s.end), s))
+            .collect();
+        let c = cuts(f.len, mine.keys().copied());
+        let mut parts = Vec::with_capacity(c.len());
+        for w in c.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let known = match mine.get(&(a, b)) {
+                Some(s) => *s.digest.lock().unwrap_or_else(|p| p.into_inner()),
+                None if (a, b) == (0, f.header.0) => Some(f.header.1),
+                None => None,
+            };
+            let d = match known {
+                Some(d) => d,
+                None => hash_range(&f.file, a, b).map_err(io_err(&f.path))?,
+            };
+            parts.push((b - a, d));
+        }
+        Ok(FileSum {
+            file: f.rel.clone(),
+            bytes: f.len,
+            checksum: combine(parts),
+        })
+    }
+}
+
+/// Every file and offset of a native checkpoint, computed from the metas alone (so every worker of a
+/// job computes the same one).
+struct Plan {
+    slots: Vec<Slot>,
+    /// Header bytes and total length of each file.
+    headers: Vec<(Vec<u8>, u64)>,
+    index: HashMap<(String, Role), usize>,
+}
+
+impl Plan {
+    /// Validates `metas` and lays out every file; fails on an unsafe name, an invalid meta or a
+    /// duplicate tensor.
+    fn new(dir: &Path, metas: &[TensorMeta], opts: &NativeOptions) -> Result<Plan> {
         let schema = |source| StoreError::Schema {
             path: dir.to_path_buf(),
             source,
@@ -128,246 +440,10 @@ impl NativeWriter {
                 why: "file plan lost a tensor".into(),
             });
         }
-
-        let out = AtomicDir::create(dir)?;
-        let tdir = out.subdir(TENSORS_DIR)?;
-        let mut files = Vec::with_capacity(headers.len());
-        for (fi, (header, len)) in headers.into_iter().enumerate() {
-            let name = format!("{fi:05}.safetensors");
-            let path = tdir.join(&name);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            file.set_len(len).map_err(io_err(&path))?;
-            write_all_at(&file, &header, 0).map_err(io_err(&path))?;
-            files.push(OutFile {
-                rel: format!("{TENSORS_DIR}/{name}"),
-                path,
-                file,
-                len,
-                header: (header.len() as u64, blake3::hash(&header)),
-            });
-        }
-        Ok(NativeWriter {
-            out,
-            metas: metas.to_vec(),
+        Ok(Plan {
             slots,
-            files,
+            headers,
             index,
-        })
-    }
-
-    /// The temporary folder being written (for extra files that must appear with the checkpoint).
-    pub fn dir(&self) -> &Path {
-        self.out.path()
-    }
-
-    /// Where the checkpoint appears after [`NativeWriter::finish`].
-    pub fn target(&self) -> &Path {
-        self.out.target()
-    }
-
-    /// Where a planned tensor's bytes go (file relative to the checkpoint root, key, absolute byte range).
-    pub fn storage(&self, name: &str, role: &Role) -> Option<StorageRef> {
-        let s = &self.slots[*self.index.get(&(name.to_string(), role.clone()))?];
-        Some(StorageRef {
-            file: self.files[s.file].rel.clone(),
-            key: s.key.clone(),
-            start: s.start,
-            end: s.end,
-        })
-    }
-
-    fn slot(&self, name: &str, role: &Role) -> Result<(&Slot, &OutFile)> {
-        let i = self
-            .index
-            .get(&(name.to_string(), role.clone()))
-            .ok_or_else(|| {
-                bad(
-                    self.target(),
-                    name,
-                    format!("role `{}` is not in the checkpoint plan", role.key()),
-                )
-            })?;
-        let s = &self.slots[*i];
-        Ok((s, &self.files[s.file]))
-    }
-
-    /// Writes a whole tensor; `bytes` must be its exact (contiguous, little-endian) size.
-    pub fn write_tensor(&self, name: &str, role: &Role, bytes: &[u8]) -> Result<()> {
-        let (s, _) = self.slot(name, role)?;
-        if bytes.len() as u64 != s.end - s.start {
-            return Err(bad(
-                self.target(),
-                name,
-                format!("{} bytes given, {} expected", bytes.len(), s.end - s.start),
-            ));
-        }
-        self.write_tensor_with(name, role, |sink| sink.write_all(bytes))
-    }
-
-    /// Writes `bytes` at byte `offset` of a tensor. Parts of one tensor must not overlap; together they
-    /// must cover it before [`NativeWriter::finish`], which hashes such a tensor by reading it back
-    /// (whole tensors are hashed as they are written).
-    pub fn write_part(&self, name: &str, role: &Role, offset: u64, bytes: &[u8]) -> Result<()> {
-        let (s, f) = self.slot(name, role)?;
-        let len = s.end - s.start;
-        let end = offset.checked_add(bytes.len() as u64).filter(|&e| e <= len);
-        if end.is_none() {
-            return Err(bad(
-                self.target(),
-                name,
-                format!(
-                    "part at {offset} of {} bytes overruns {len} bytes",
-                    bytes.len()
-                ),
-            ));
-        }
-        write_all_at(&f.file, bytes, s.start + offset).map_err(io_err(&f.path))?;
-        s.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Streams a whole tensor through `fill`, which must write exactly its size into the sink.
-    pub fn write_tensor_with(
-        &self,
-        name: &str,
-        role: &Role,
-        fill: impl FnOnce(&mut TensorSink<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let (s, f) = self.slot(name, role)?;
-        let mut sink = TensorSink {
-            file: &f.file,
-            path: &f.path,
-            tensor: name,
-            start: s.start,
-            len: s.end - s.start,
-            pos: 0,
-            synced: 0,
-            buf: Vec::new(),
-            hasher: blake3::Hasher::new(),
-        };
-        fill(&mut sink)?;
-        sink.flush_buf()?;
-        if sink.pos != sink.len {
-            return Err(bad(
-                self.target(),
-                name,
-                format!("{} of {} bytes written", sink.pos, sink.len),
-            ));
-        }
-        if sink.len >= SINK_BUFFER as u64 {
-            start_writeback(sink.file, sink.start + sink.synced, sink.len - sink.synced);
-        }
-        s.written.fetch_add(sink.len, Ordering::Relaxed);
-        *s.digest.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.hasher.finalize());
-        Ok(())
-    }
-
-    /// Checks every tensor was written, checksums the files from the digests taken while writing, writes
-    /// `uc.json`, syncs the folder once, writes `COMPLETE` and renames the checkpoint into place.
-    /// Returns the manifest written.
-    pub fn finish(self, source: Topology, state: BTreeMap<String, Value>) -> Result<Manifest> {
-        let target = self.out.target().to_path_buf();
-        for (m, s) in self.metas.iter().zip(&self.slots) {
-            let w = s.written.load(Ordering::Relaxed);
-            let len = s.end - s.start;
-            if w < len {
-                return Err(StoreError::Unwritten {
-                    path: target,
-                    tensor: format!("{}/{}", m.name, m.role.key()),
-                });
-            }
-            if w > len {
-                return Err(bad(
-                    &target,
-                    &m.name,
-                    format!("{w} bytes written into {len}: overlapping parts"),
-                ));
-            }
-        }
-        let sums: Vec<Result<FileSum>> = (0..self.files.len())
-            .into_par_iter()
-            .map(|fi| self.file_sum(fi))
-            .collect();
-        let files = sums.into_iter().collect::<Result<Vec<_>>>()?;
-        let tensors = self
-            .metas
-            .iter()
-            .zip(&self.slots)
-            .map(|(m, s)| Entry {
-                meta: m.clone(),
-                storage: Some(StorageRef {
-                    file: self.files[s.file].rel.clone(),
-                    key: s.key.clone(),
-                    start: s.start,
-                    end: s.end,
-                }),
-            })
-            .collect();
-        let manifest = Manifest {
-            version: uc_schema::MANIFEST_VERSION,
-            source,
-            tensors,
-            files,
-            state,
-        };
-        manifest.validate().map_err(|source| StoreError::Schema {
-            path: target.clone(),
-            source,
-        })?;
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::Format {
-            path: target.clone(),
-            why: format!("cannot encode uc.json: {e}"),
-        })?;
-        let mpath = self.out.join(MANIFEST_FILE)?;
-        let mut mf = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&mpath)
-            .map_err(io_err(&mpath))?;
-        mf.write_all(&json).map_err(io_err(&mpath))?;
-        drop(mf);
-        let marker = format!("{}\n", sha256_bytes(&json));
-        drop(self.files);
-        self.out.commit(marker.as_bytes())?;
-        Ok(manifest)
-    }
-}
-
-impl NativeWriter {
-    /// The checksum of file `fi` from its header's and tensors' digests; a tensor written in parts
-    /// (or any other part) is hashed by reading it back.
-    fn file_sum(&self, fi: usize) -> Result<FileSum> {
-        let f = &self.files[fi];
-        let mine: HashMap<(u64, u64), &Slot> = self
-            .slots
-            .iter()
-            .filter(|s| s.file == fi && s.end > s.start)
-            .map(|s| ((s.start, s.end), s))
-            .collect();
-        let c = cuts(f.len, mine.keys().copied());
-        let mut parts = Vec::with_capacity(c.len());
-        for w in c.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            let known = match mine.get(&(a, b)) {
-                Some(s) => *s.digest.lock().unwrap_or_else(|p| p.into_inner()),
-                None if (a, b) == (0, f.header.0) => Some(f.header.1),
-                None => None,
-            };
-            let d = match known {
-                Some(d) => d,
-                None => hash_range(&f.file, a, b).map_err(io_err(&f.path))?,
-            };
-            parts.push((b - a, d));
-        }
-        Ok(FileSum {
-            file: f.rel.clone(),
-            bytes: f.len,
-            checksum: combine(parts),
         })
     }
 }

@@ -1,0 +1,414 @@
+//! The shared staging folder of a conversion that several cooperating workers (or several runs after a
+//! kill) write together, coordinated through the file system only.
+//!
+//! ```text
+//! <parent>/.<name>.uc-<key>/   one per job: key = hash of input, output, format and options
+//!   lock                       every live worker holds a shared flock(2) on it
+//!   epoch                      bumped by a worker that starts while no other worker is alive
+//!   records/<rank>-<pid>.log   one line per finished unit: `<epoch> <unit> <BLAKE3 hex>`
+//!   out/                       the tree that is renamed to <parent>/<name> when every unit is done
+//! ```
+//!
+//! A record of the current epoch was written (or re-verified) by a live worker of this run; records of
+//! older epochs are re-hashed against the bytes on disk before they count, so a rerun after a kill, a
+//! reboot or a full disk reuses every finished part that is really there and redoes the rest. The last
+//! worker to finish (the one that can take the lock exclusively) publishes: every unit must have a
+//! current record; then `COMPLETE`, one rename, and the staging folder is removed.
+
+use crate::error::{io_err, Result, StoreError};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+/// One worker of a job: its rank and the number of workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker { rank: 0, world: 1 }
+    }
+}
+
+impl Worker {
+    /// Checks `rank < world` and `world ≥ 1`.
+    pub fn new(rank: usize, world: usize) -> Result<Worker> {
+        if world == 0 || rank >= world {
+            return Err(StoreError::Format {
+                path: PathBuf::from("--rank/--world-size"),
+                why: format!("rank {rank} is not in 0..{world}"),
+            });
+        }
+        Ok(Worker { rank, world })
+    }
+}
+
+/// The units (by index) of worker `w`: units sorted by bytes (largest first) go one by one to the
+/// worker with the fewest bytes so far, so shares are balanced by bytes and the same on every worker.
+pub fn share(bytes: &[u64], w: Worker) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..bytes.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(bytes[i]), i));
+    let mut load = vec![0u64; w.world];
+    let mut mine = Vec::new();
+    for i in order {
+        let (r, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(r, &b)| (b, r))
+            .unwrap_or((0, &0));
+        load[r] = load[r].saturating_add(bytes[i]);
+        if r == w.rank {
+            mine.push(i);
+        }
+    }
+    mine.sort_unstable();
+    mine
+}
+
+/// A worker's handle on a job's staging folder (holds the shared lock while it lives).
+#[derive(Debug)]
+pub struct Staging {
+    root: PathBuf,
+    target: PathBuf,
+    lock: File,
+    log: File,
+    epoch: u64,
+}
+
+/// The staging folder's name for output `target` and job `key`.
+fn staging_name(target: &Path, key: &str) -> Result<OsString> {
+    let name = target.file_name().ok_or_else(|| StoreError::Format {
+        path: target.to_path_buf(),
+        why: "output path has no final name component".into(),
+    })?;
+    let mut s = OsString::from(".");
+    s.push(name);
+    s.push(format!(".uc-{key}"));
+    Ok(s)
+}
+
+/// The parent folder of an output path (`.` for a bare name); it must exist.
+pub(crate) fn parent_of(target: &Path) -> Result<PathBuf> {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = fs::metadata(&parent).map_err(io_err(&parent))?;
+    if !meta.is_dir() {
+        return Err(StoreError::Format {
+            path: parent,
+            why: "parent of the output is not a directory".into(),
+        });
+    }
+    Ok(parent)
+}
+
+impl Staging {
+    /// Joins (or starts) job `key` writing `target`. Refuses when live workers of another job write the
+    /// same output; removes dead ones' folders; with `fresh`, discards this job's earlier work (only
+    /// when no other worker of it is alive).
+    pub fn open(target: &Path, key: &str, fresh: bool) -> Result<Staging> {
+        let parent = parent_of(target)?;
+        let mine = staging_name(target, key)?;
+        let exists = fs::symlink_metadata(target).is_ok();
+        crate::atomic::clear_stale_siblings(target, (!exists).then_some(mine.as_os_str()))?;
+        crate::atomic::refuse_existing(target)?;
+        let root = parent.join(&mine);
+        crate::atomic::create_dir_if_missing(&root)?;
+        let lpath = root.join("lock");
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lpath)
+            .map_err(io_err(&lpath))?;
+        let alone = try_lock(&lock, libc::LOCK_EX).map_err(io_err(&lpath))?;
+        if alone {
+            if fresh {
+                for sub in ["records", "out", "epoch"] {
+                    remove_any(&root.join(sub))?;
+                }
+            }
+            let e = read_epoch(&root)? + 1;
+            let tmp = root.join("epoch.tmp");
+            fs::write(&tmp, format!("{e}\n")).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, root.join("epoch")).map_err(io_err(root.join("epoch")))?;
+        }
+        // Shared from here on: the epoch cannot change while any worker holds the lock.
+        lock_blocking(&lock, libc::LOCK_SH).map_err(io_err(&lpath))?;
+        let epoch = read_epoch(&root)?;
+        let records = root.join("records");
+        crate::atomic::create_dir_if_missing(&records)?;
+        crate::atomic::create_dir_if_missing(&root.join("out"))?;
+        let lname = records.join(format!(
+            "{}-{}-{}.log",
+            host_tag(),
+            std::process::id(),
+            epoch
+        ));
+        let log = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&lname)
+            .map_err(io_err(&lname))?;
+        Ok(Staging {
+            root,
+            target: target.to_path_buf(),
+            lock,
+            log,
+            epoch,
+        })
+    }
+
+    /// Bytes already on disk in the staging folder of job `key` for `target` (0 when there is none):
+    /// what a resumed run need not allocate again.
+    pub fn allocated(target: &Path, key: &str) -> u64 {
+        let (Ok(parent), Ok(name)) = (parent_of(target), staging_name(target, key)) else {
+            return 0;
+        };
+        let mut total = 0u64;
+        let mut dirs = vec![parent.join(name).join("out")];
+        while let Some(d) = dirs.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                match e.metadata() {
+                    Ok(m) if m.is_dir() => dirs.push(e.path()),
+                    Ok(m) => total = total.saturating_add(allocated(&m)),
+                    Err(_) => {}
+                }
+            }
+        }
+        total
+    }
+
+    /// The folder that becomes the output.
+    pub fn out(&self) -> PathBuf {
+        self.root.join("out")
+    }
+
+    /// Where the output appears.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// The staging folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Records that `unit` is finished with `digest` (one appended line; a torn line is ignored on read).
+    pub fn record(&self, unit: usize, digest: &blake3::Hash) -> Result<()> {
+        let line = format!("{} {unit} {}\n", self.epoch, digest.to_hex());
+        (&self.log)
+            .write_all(line.as_bytes())
+            .map_err(io_err(self.root.join("records")))
+    }
+
+    /// Marks this worker's share as done and durable (its records count as current from now on).
+    pub fn share_done(&self) -> Result<()> {
+        let line = format!("{} done\n", self.epoch);
+        (&self.log)
+            .write_all(line.as_bytes())
+            .map_err(io_err(self.root.join("records")))
+    }
+
+    /// Every unit's latest record: (digest, current). A record is current when it was written in this
+    /// epoch by a worker that then finished its share (so its bytes were synced); any other record must
+    /// be re-hashed before it counts.
+    pub fn records(&self) -> Result<HashMap<usize, (blake3::Hash, bool)>> {
+        let dir = self.root.join("records");
+        let mut all: HashMap<usize, (blake3::Hash, bool)> = HashMap::new();
+        for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let p = e.map_err(io_err(&dir))?.path();
+            let text = match fs::read(&p) {
+                Ok(t) => t,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Io { path: p, source: e }),
+            };
+            let text = String::from_utf8_lossy(&text);
+            let done = format!("{} done", self.epoch);
+            let finished = text.lines().any(|l| l == done);
+            for line in text.lines() {
+                let mut it = line.split(' ');
+                let (Some(ep), Some(u), Some(h), None) =
+                    (it.next(), it.next(), it.next(), it.next())
+                else {
+                    continue;
+                };
+                let (Ok(ep), Ok(u), Ok(h)) = (
+                    ep.parse::<u64>(),
+                    u.parse::<usize>(),
+                    blake3::Hash::from_hex(h),
+                ) else {
+                    continue;
+                };
+                let current = ep == self.epoch && finished;
+                let slot = all.entry(u).or_insert((h, current));
+                if current || !slot.1 {
+                    *slot = (h, current || slot.1);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Tries to become the only live worker of the job (the one that publishes). Gives up its shared
+    /// lock first; returns false when another worker is still alive (it will be the one).
+    pub fn try_last(&self) -> Result<bool> {
+        let lpath = self.root.join("lock");
+        // SAFETY: flock on an open descriptor.
+        unsafe { libc::flock(fd(&self.lock), libc::LOCK_UN) };
+        try_lock(&self.lock, libc::LOCK_EX).map_err(io_err(&lpath))
+    }
+
+    /// Removes the staging folder once its `out/` was committed to the target.
+    pub fn finish(self) -> Result<()> {
+        let root = self.root.clone();
+        drop(self);
+        remove_any(&root)
+    }
+}
+
+/// Bytes a file occupies on disk (a sparse file's holes excluded).
+pub(crate) fn allocated(m: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    m.blocks().saturating_mul(512).min(m.len())
+}
+
+/// This machine's name for record file names (workers on several hosts share the folder).
+fn host_tag() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer outlives the call and its length is passed.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name: String = String::from_utf8_lossy(&buf[..n])
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    if ok && !name.is_empty() {
+        name
+    } else {
+        "host".into()
+    }
+}
+
+fn read_epoch(root: &Path) -> Result<u64> {
+    let p = root.join("epoch");
+    match fs::read_to_string(&p) {
+        Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::Io { path: p, source: e }),
+    }
+}
+
+/// Removes a file or a folder tree; a missing one is fine.
+pub(crate) fn remove_any(p: &Path) -> Result<()> {
+    let r = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    match r {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(StoreError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn fd(f: &File) -> i32 {
+    use std::os::fd::AsRawFd;
+    f.as_raw_fd()
+}
+
+/// Non-blocking flock: Ok(false) when another process holds a conflicting lock.
+pub(crate) fn try_lock(f: &File, how: i32) -> std::io::Result<bool> {
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(fd(f), how | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+fn lock_blocking(f: &File, how: i32) -> std::io::Result<()> {
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(fd(f), how) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Fails with [`StoreError::DiskFull`] when the file system holding `dir` has fewer than `needed`
+/// bytes free for an unprivileged writer.
+pub(crate) fn check_space(dir: &Path, needed: u64) -> Result<()> {
+    let available = free_bytes(dir)?;
+    if needed > available {
+        return Err(StoreError::DiskFull {
+            path: dir.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// Free bytes of the file system holding `dir` (`statvfs`: available blocks × fragment size).
+fn free_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| StoreError::Format {
+        path: dir.to_path_buf(),
+        why: "path holds a NUL byte".into(),
+    })?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(StoreError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_every_unit_once_and_balance_bytes() {
+        let bytes: Vec<u64> = (0..50u64).map(|i| (i * 7919) % 1000 + 1).collect();
+        for world in 1..6 {
+            let mut seen = vec![0; bytes.len()];
+            let mut loads = Vec::new();
+            for rank in 0..world {
+                let s = share(&bytes, Worker { rank, world });
+                loads.push(s.iter().map(|&i| bytes[i]).sum::<u64>());
+                for i in s {
+                    seen[i] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1));
+            let (lo, hi) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+            assert!(hi - lo <= 1000, "{loads:?}");
+        }
+    }
+}
