@@ -2,7 +2,7 @@
 
 use crate::input::InputArgs;
 use crate::progress::{human, timed};
-use crate::workers::WorkerArgs;
+use crate::workers::{label, unpublished, WorkerArgs};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
@@ -64,11 +64,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         fresh: a.workers.fresh(),
     };
     let w = opts.worker;
-    let what = if w.world > 1 {
-        format!("convert (worker {}/{})", w.rank, w.world)
-    } else {
-        "convert".to_string()
-    };
+    let what = label("convert", w);
     let (report, secs) = timed(&what, |progress| {
         convert(&a.input, &a.output, &opts, progress)
     });
@@ -107,28 +103,13 @@ pub fn run(a: Args) -> Result<(), CliError> {
             human(report.bytes),
             report.output.display()
         );
-    } else if report.missing_tensors > 0 {
-        say!(
-            "worker {}/{}: share of {} tensors ({}) done in {secs:.2} s; {} tensors of other shares are \
-             not finished (a worker still to start, or one that was killed: run it again) — {} appears \
-             when they are",
-            w.rank,
-            w.world,
-            report.share_tensors,
-            human(report.share_bytes),
-            report.missing_tensors,
-            report.output.display()
-        );
     } else {
-        say!(
-            "worker {}/{}: wrote its share of {} tensors ({}) in {secs:.2} s; the last worker to finish \
-             publishes {}",
-            w.rank,
-            w.world,
+        let (n, b, m) = (
             report.share_tensors,
-            human(report.share_bytes),
-            report.output.display()
+            report.share_bytes,
+            report.missing_tensors,
         );
+        say!("{}", unpublished(w, n, b, m, secs, &report.output));
     }
     Ok(())
 }

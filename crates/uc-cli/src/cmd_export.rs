@@ -2,6 +2,7 @@
 
 use crate::input::InputArgs;
 use crate::progress::{human, timed};
+use crate::workers::{label, unpublished, WorkerArgs};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct Args {
     rename: Vec<(Regex, String)>,
     #[command(flatten)]
     input_args: InputArgs,
+    #[command(flatten)]
+    workers: WorkerArgs,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -75,14 +78,19 @@ pub fn run(a: Args) -> Result<(), CliError> {
         rename: a.rename,
         input: a.input_args.open_options(),
         threads: a.input_args.threads,
+        worker: a.workers.worker()?,
+        fresh: a.workers.fresh(),
     };
-    let (report, secs) = timed("export", |progress| {
+    let w = opts.worker;
+    let (report, secs) = timed(&label("export", w), |progress| {
         export(&a.checkpoint, &a.out_dir, &opts, progress)
     });
     let report = report?;
-    let ratio = report
-        .bytes_read
-        .map(|r| r as f64 / report.source_bytes.max(1) as f64);
+    // Read ÷ the checkpoint bytes of the tensors this worker exported (a resumed run reads less).
+    let exported = report.share_source_bytes.saturating_sub(
+        report.share_source_bytes * report.share.reused_bytes / report.share.bytes.max(1),
+    );
+    let ratio = report.bytes_read.map(|r| r as f64 / exported.max(1) as f64);
     if a.json {
         let j = serde_json::json!({
             "output": report.output,
@@ -92,9 +100,24 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "source_bytes": report.source_bytes,
             "bytes_read": report.bytes_read,
             "read_ratio": ratio,
+            "published": report.published,
+            "rank": w.rank,
+            "world_size": w.world,
+            "share_tensors": report.share.units,
+            "share_bytes": report.share.bytes,
+            "reused_tensors": report.share.reused,
+            "reused_bytes": report.share.reused_bytes,
+            "missing_tensors": report.missing_tensors,
             "seconds": secs,
         });
         say!("{j}");
+    } else if !report.published {
+        let (n, b, m) = (
+            report.share.units,
+            report.share.bytes,
+            report.missing_tensors,
+        );
+        say!("{}", unpublished(w, n, b, m, secs, &report.output));
     } else {
         say!(
             "exported {} tensors ({}) into {} ({}) in {secs:.2} s",
@@ -107,7 +130,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             say!(
                 "read {} of tensor data: {x:.3} × the {} the exported weights take in the checkpoint",
                 human(r),
-                human(report.source_bytes)
+                human(exported)
             );
         }
     }

@@ -64,6 +64,44 @@ impl WorkerArgs {
     }
 }
 
+/// What a worker that did not publish says: its share, and who publishes.
+pub fn unpublished(
+    w: Worker,
+    tensors: usize,
+    bytes: u64,
+    missing: usize,
+    secs: f64,
+    out: &std::path::Path,
+) -> String {
+    let head = format!(
+        "worker {}/{}: share of {tensors} tensors ({}) done in {secs:.2} s",
+        w.rank,
+        w.world,
+        crate::progress::human(bytes)
+    );
+    if missing > 0 {
+        format!(
+            "{head}; {missing} tensors of other shares are not finished (a worker still to start, or one \
+             that was killed: run it again) — {} appears when they are",
+            out.display()
+        )
+    } else {
+        format!(
+            "{head}; the last worker to finish publishes {}",
+            out.display()
+        )
+    }
+}
+
+/// The worker's label for the progress bar.
+pub fn label(what: &str, w: Worker) -> String {
+    if w.world > 1 {
+        format!("{what} (worker {}/{})", w.rank, w.world)
+    } else {
+        what.to_string()
+    }
+}
+
 fn check(rank: usize, world: usize, from: &str) -> Result<Worker, CliError> {
     Worker::new(rank, world)
         .map_err(|_| CliError::Failed(format!("{from}: rank {rank} is not in 0..{world}")))

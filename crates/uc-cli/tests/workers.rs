@@ -194,19 +194,19 @@ fn launcher_variables_pick_rank_and_size_and_late_workers_finish_the_job() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("rank 2 is not in 0..2"));
 }
 
-/// Runs `args`, SIGKILLs it after `after`; returns whether it had already exited by itself.
-fn kill_after(args: &[&str], after: Duration) -> bool {
+/// Runs `args`, SIGKILLs it after `after`; returns whether it had already exited by itself, and when.
+fn kill_after(args: &[&str], after: Duration) -> (bool, Duration) {
     let mut c = spawn(uc_cmd(args));
     let t = Instant::now();
     while t.elapsed() < after {
         if c.try_wait().unwrap().is_some() {
-            return true;
+            return (true, t.elapsed());
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let _ = c.kill();
     c.wait().unwrap();
-    false
+    (false, t.elapsed())
 }
 
 /// A tiny deterministic generator for kill moments.
@@ -234,26 +234,29 @@ fn killed_single_process_and_killed_worker_resume_to_the_same_bytes() {
     std::fs::remove_dir_all(tmp.path().join("timed")).unwrap();
 
     // One process killed at 8 random moments: never an output that fails verify; the 9th run finishes.
+    // A run that ends before its moment comes shortens the span the next moments are drawn from (its
+    // finished output is checked and removed, so the next run starts over).
     let out = tmp.path().join("out");
-    let mut seed = 11;
-    let mut interrupted = 0;
-    for _ in 0..8 {
-        let at = full.mul_f64(0.02 + 0.8 * lcg(&mut seed));
-        interrupted += !kill_after(&["convert", s(&input), s(&out)], at) as usize;
+    let (mut seed, mut span, mut kills) = (11, full, 0);
+    for _ in 0..60 {
+        let at = span.mul_f64(0.02 + 0.9 * lcg(&mut seed));
+        let (finished, took) = kill_after(&["convert", s(&input), s(&out)], at);
         if out.exists() {
-            assert!(
-                verify_ok(&out),
-                "a killed run left an output that fails verify"
-            );
-            break;
+            assert!(verify_ok(&out), "a run left an output that fails verify");
+            assert_same_tree(&single, &out);
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+        if finished {
+            span = took;
+        } else {
+            kills += 1;
+            if kills == 8 {
+                break;
+            }
         }
     }
-    eprintln!("full run {full:?}; {interrupted} of the runs killed before they ended");
-    assert!(interrupted > 0, "no kill landed inside a run ({full:?})");
-    if !out.exists() {
-        let o = run(uc_cmd(&["convert", s(&input), s(&out), "--json"]));
-        ok(&o);
-    }
+    assert_eq!(kills, 8, "kills that landed inside a run");
+    ok(&run(uc_cmd(&["convert", s(&input), s(&out)])));
     assert_same_tree(&single, &out);
     assert_eq!(
         beside(tmp.path(), &["input", "single", "out"]),
@@ -277,7 +280,7 @@ fn killed_single_process_and_killed_worker_resume_to_the_same_bytes() {
     let a1 = args("1");
     let survivor = spawn(uc_cmd(&a0.iter().map(String::as_str).collect::<Vec<_>>()));
     let a1s: Vec<&str> = a1.iter().map(String::as_str).collect();
-    let finished = kill_after(&a1s, full.mul_f64(0.3));
+    let (finished, _) = kill_after(&a1s, full.mul_f64(0.3));
     let o = survivor.wait_with_output().unwrap();
     ok(&o);
     if !finished {
@@ -464,4 +467,69 @@ fn a_full_disk_is_refused_before_writing_and_a_rerun_after_freeing_space_complet
     ok(&run(uc_cmd(&["convert", s(&input), s(&out)])));
     assert!(verify_ok(&out));
     assert_eq!(beside(&mnt, &["out"]), Vec::<String>::new());
+}
+
+#[test]
+fn export_by_workers_and_after_a_kill_equals_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    synthetic_input(&input, 32, 1 << 18); // 32 × 1 MiB
+    let single = tmp.path().join("single");
+    let shard = ["--max-shard-size", "5MB"];
+    let export = |out: &Path, extra: &[&str]| {
+        let mut a = vec!["export", s(&input), s(out)];
+        a.extend_from_slice(&shard);
+        a.extend_from_slice(extra);
+        uc_cmd(
+            &a.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    };
+    ok(&run(export(&single, &[])));
+    assert!(single.join("model.safetensors.index.json").is_file());
+    // Two workers into a folder that already holds config.json: the files join it, index last.
+    let w2 = tmp.path().join("w2");
+    std::fs::create_dir(&w2).unwrap();
+    std::fs::write(w2.join("config.json"), b"{}").unwrap();
+    let children: Vec<Child> = ["0", "1"]
+        .iter()
+        .map(|r| spawn(export(&w2, &["--world-size", "2", "--rank", r, "--json"])))
+        .collect();
+    let mut published = 0;
+    for c in children {
+        let j: serde_json::Value =
+            serde_json::from_str(ok(&c.wait_with_output().unwrap()).trim()).unwrap();
+        published += j["published"].as_bool().unwrap() as usize;
+    }
+    assert_eq!(published, 1);
+    std::fs::remove_file(w2.join("config.json")).unwrap();
+    assert_same_tree(&single, &w2);
+    // A single export killed mid-way, then rerun: the same files, nothing stale beside them.
+    let k = tmp.path().join("k");
+    let mut killed = false;
+    for ms in [5u64, 10, 20, 40, 80] {
+        let mut c = spawn(export(&k, &[]));
+        std::thread::sleep(Duration::from_millis(ms));
+        killed |= c.try_wait().unwrap().is_none();
+        let _ = c.kill();
+        c.wait().unwrap();
+        if k.exists() {
+            break;
+        }
+    }
+    if !k.exists() {
+        let j: serde_json::Value =
+            serde_json::from_str(ok(&run(export(&k, &["--json"]))).trim()).unwrap();
+        assert_eq!(j["published"], true);
+    }
+    eprintln!("export killed mid-way: {killed}");
+    assert_same_tree(&single, &k);
+    assert_eq!(
+        beside(tmp.path(), &["input", "single", "w2", "k"]),
+        Vec::<String>::new()
+    );
 }

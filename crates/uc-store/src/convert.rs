@@ -5,11 +5,10 @@
 
 use crate::atomic::AtomicDir;
 use crate::dcp::{write_dcp, write_torch_dist, DcpWriteOptions, TorchDistOptions};
-use crate::durable::sync_tree;
 use crate::error::{io_err, Result, StoreError};
 use crate::native::{NativeOptions, NativeWriter};
 use crate::source::{thread_pool, OpenOptions, Source};
-use crate::staging::{check_space, share, Staging, Worker};
+use crate::staging::{check_space, JobEnd, Staging, Units, Worker};
 use crate::universal::Origin;
 use crate::universal::UniversalDir;
 use rayon::prelude::*;
@@ -226,80 +225,70 @@ fn convert_staged(
         &parent,
         planned.saturating_sub(Staging::allocated(output, &key)),
     )?;
-    let staging = Staging::open(output, &key, opts.fresh)?;
+    let staging = Staging::open(output, &key, opts.fresh, false, opts.worker.world == 1)?;
     let dir = AtomicDir::resumable(staging.out(), output.to_path_buf());
     let w = NativeWriter::resume(dir, &outs, &opts.native)?;
     let sizes: Vec<u64> = (0..outs.len()).map(|u| w.unit_len(u)).collect();
-    let mine = share(&sizes, opts.worker);
-    let records = staging.records()?;
-    let share_bytes: u64 = mine.iter().map(|&u| sizes[u]).sum();
-    let (done, bytes, read) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
-    let (reused, reused_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
-    mine.par_iter().try_for_each(|&u| -> Result<()> {
-        let meta = &outs[u];
-        let earlier = records.get(&u).map(|r| r.0);
-        match earlier {
-            Some(d) if w.verify_unit(u, &d)? => {
-                w.adopt_unit(u, d)?;
-                staging.record(u, &d)?;
-                reused.fetch_add(1, Ordering::Relaxed);
-                reused_bytes.fetch_add(sizes[u], Ordering::Relaxed);
-            }
-            _ => {
-                let data = src.bytes(meta)?;
-                read.fetch_add(data.len() as u64, Ordering::Relaxed);
-                let d = w.write_tensor_with(&meta.name, &meta.role, |sink| {
-                    data.runs().try_for_each(|r| sink.write_all(r))
-                })?;
-                staging.record(u, &d)?;
-            }
-        }
-        let b = bytes.fetch_add(sizes[u], Ordering::Relaxed) + sizes[u];
-        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        progress(n as usize, mine.len(), b);
-        Ok(())
-    })?;
-    sync_tree(&staging.out())?;
-    staging.share_done()?;
+    let units = NativeUnits {
+        src,
+        outs: &outs,
+        w: &w,
+        read: AtomicU64::new(0),
+    };
+    let share = staging.run_share(&sizes, opts.worker, &units, progress)?;
     let mut report = ConvertReport {
         output: output.to_path_buf(),
         tensors: outs.len(),
-        bytes: bytes.into_inner() - reused_bytes.load(Ordering::Relaxed),
-        share_tensors: mine.len(),
-        share_bytes,
-        bytes_read: read.into_inner(),
-        reused_tensors: reused.into_inner() as usize,
-        reused_bytes: reused_bytes.into_inner(),
+        bytes: share.bytes - share.reused_bytes,
+        share_tensors: share.units,
+        share_bytes: share.bytes,
+        bytes_read: units.read.load(Ordering::Relaxed),
+        reused_tensors: share.reused,
+        reused_bytes: share.reused_bytes,
         published: false,
         missing_tensors: 0,
     };
-    if !staging.try_last()? {
-        return Ok(report);
+    match staging.finish_job(outs.len(), &units)? {
+        JobEnd::Others => staging.keep(),
+        JobEnd::Missing(m) => {
+            staging.keep();
+            report.missing_tensors = m
+        }
+        JobEnd::Complete => {
+            w.finish(src.topology(), native_state(src, &outs)?)?;
+            staging.finish()?;
+            report.published = true;
+        }
     }
-    // The last worker alive: every tensor must have a record this run wrote or verified; tensors of
-    // shares whose worker has not run (or died) leave the output unpublished until a rerun does them.
-    let records = staging.records()?;
-    let missing = AtomicU64::new(0);
-    (0..outs.len())
-        .into_par_iter()
-        .try_for_each(|u| -> Result<()> {
-            match records.get(&u) {
-                Some(&(d, true)) => w.adopt_unit(u, d),
-                Some(&(d, false)) if w.verify_unit(u, &d)? => w.adopt_unit(u, d),
-                _ => {
-                    missing.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-            }
-        })?;
-    report.missing_tensors = missing.into_inner() as usize;
-    if report.missing_tensors > 0 {
-        return Ok(report);
-    }
-    w.finish(src.topology(), native_state(src, &outs)?)?;
-    staging.finish()?;
-    report.published = true;
     Ok(report)
+}
+
+/// The tensors of a native output as staged units.
+struct NativeUnits<'a> {
+    src: &'a Source,
+    outs: &'a [TensorMeta],
+    w: &'a NativeWriter,
+    /// Tensor bytes taken from the input.
+    read: AtomicU64,
+}
+
+impl Units for NativeUnits<'_> {
+    fn verify(&self, u: usize, digest: &blake3::Hash) -> Result<bool> {
+        self.w.verify_unit(u, digest)
+    }
+
+    fn write(&self, u: usize) -> Result<blake3::Hash> {
+        let meta = &self.outs[u];
+        let data = self.src.bytes(meta)?;
+        self.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.w.write_tensor_with(&meta.name, &meta.role, |sink| {
+            data.runs().try_for_each(|r| sink.write_all(r))
+        })
+    }
+
+    fn adopt(&self, u: usize, digest: blake3::Hash) -> Result<()> {
+        self.w.adopt_unit(u, digest)
+    }
 }
 
 /// The training state a native output records: the source's, plus DeepSpeed's module aliases.

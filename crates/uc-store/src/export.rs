@@ -16,8 +16,9 @@
 //!   offset; reads only the byte ranges holding the weights (for ZeRO, the fp32 partitions inside the
 //!   optimizer files, never the moments) and reports how many bytes that was.
 //! - Atomic (see [`output`]): the output folder must not exist (then it appears whole at the end), or
-//!   be a folder without Hugging Face weights in it (then the files appear at the end, index last). On
-//!   any error nothing is left behind.
+//!   be a folder without Hugging Face weights in it (then the files appear at the end, index last).
+//! - Staged (see [`crate::staging`]): cooperating workers each write a share, balanced by bytes; a
+//!   killed run leaves its finished tensors, which a rerun verifies and keeps.
 
 mod aliases;
 mod output;
@@ -28,18 +29,18 @@ pub use regex::Regex;
 pub use select::weight_name;
 pub use shard::{parse_size, shard_name, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME};
 
+use crate::atomic::safe_join;
 use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
-use crate::native::write_all_at;
+use crate::native::{hash_range, write_all_at};
 use crate::source::{thread_pool, OpenOptions, Progress, Source};
-use output::Output;
-use rayon::prelude::*;
+use crate::staging::{check_space, JobEnd, ShareReport, Staging, Units, Worker};
 use select::Item;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use uc_schema::{DType, TensorMeta, Value};
 
@@ -61,6 +62,10 @@ pub struct ExportOptions {
     pub input: OpenOptions,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
+    /// This process's place among cooperating workers.
+    pub worker: Worker,
+    /// Discard the work an earlier run of the same job left in its staging folder.
+    pub fresh: bool,
 }
 
 impl Default for ExportOptions {
@@ -72,6 +77,8 @@ impl Default for ExportOptions {
             rename: Vec::new(),
             input: OpenOptions::default(),
             threads: None,
+            worker: Worker::default(),
+            fresh: false,
         }
     }
 }
@@ -90,6 +97,14 @@ pub struct ExportReport {
     /// Bytes of tensor data read from the input files (each byte once; file headers and pickles not
     /// included); `None` when the input format does not report its reads.
     pub bytes_read: Option<u64>,
+    /// This worker's share, and what of it an earlier run had finished (verified, kept).
+    pub share: ShareReport,
+    /// Bytes the tensors of this worker's share take in the checkpoint.
+    pub share_source_bytes: u64,
+    /// True when this process published the output (false: another worker will, or has).
+    pub published: bool,
+    /// Tensors of other workers' shares not finished when this worker was the last one alive.
+    pub missing_tensors: usize,
 }
 
 /// Exports the weights of the checkpoint at `input` (any format [`Source`] reads) into `output`.
@@ -156,50 +171,147 @@ pub fn export_source(
         .then(|| shard::index_json(&items, &plan, output))
         .transpose()?;
     let pool = thread_pool(opts.threads, output)?;
-
-    let mut out = Output::create(output)?;
+    let existing = output::existing_target(output)?;
+    let key = job_key(input, output, opts, &items);
+    let planned = plan
+        .shards
+        .iter()
+        .map(|s| s.len)
+        .chain(index.as_ref().map(|j| j.len() as u64))
+        .fold(0u64, u64::saturating_add);
+    check_space(
+        &crate::staging::parent_of(output)?,
+        planned.saturating_sub(Staging::allocated(output, &key)),
+    )?;
+    let staging = Staging::open(output, &key, opts.fresh, existing, opts.worker.world == 1)?;
+    let out_dir = staging.out();
     let mut files = Vec::with_capacity(plan.shards.len());
     for s in &plan.shards {
-        let (f, path) = out.file(&s.name)?;
-        f.set_len(s.len).map_err(io_err(&path))?;
+        let path = safe_join(&out_dir, &s.name)?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if f.metadata().map_err(io_err(&path))?.len() != s.len {
+            f.set_len(s.len).map_err(io_err(&path))?;
+        }
         write_all_at(&f, &s.header, 0).map_err(io_err(&path))?;
         files.push((f, path));
     }
-    let (done, written) = (AtomicU64::new(0), AtomicU64::new(0));
-    pool.install(|| {
-        items
-            .par_iter()
-            .zip(&plan.slots)
-            .try_for_each(|(item, &(fi, at))| -> Result<()> {
-                let data = read(src, &item.src, &meter)?;
-                let (f, path) = &files[fi];
-                write_tensor(f, path, at, item, &data)?;
-                let b = written.fetch_add(item.bytes, Ordering::Relaxed) + item.bytes;
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                progress(n as usize, items.len(), b);
-                Ok(())
-            })
-    })?;
-    drop(files);
+    let units = ExportUnits {
+        src,
+        items: &items,
+        slots: &plan.slots,
+        files: &files,
+        meter: &meter,
+    };
+    let sizes: Vec<u64> = items.iter().map(|i| i.bytes).collect();
+    let share = pool.install(|| staging.run_share(&sizes, opts.worker, &units, progress))?;
     let mut names: Vec<String> = plan.shards.iter().map(|s| s.name.clone()).collect();
-    if let Some(json) = index {
-        let (f, path) = out.file(INDEX_NAME)?;
-        write_all_at(&f, &json, 0).map_err(io_err(&path))?;
-        names.push(INDEX_NAME.to_string());
-    }
-    let dir = out.finish()?;
-    Ok(ExportReport {
-        output: dir,
-        files: names,
+    let mut report = ExportReport {
+        output: output.to_path_buf(),
+        files: names.clone(),
         tensors: items.len(),
         total_size: items.iter().map(|i| i.bytes).sum(),
         source_bytes: items.iter().map(|i| i.src.nbytes()).sum(),
-        bytes_read: meter.total(),
-    })
+        bytes_read: None,
+        share,
+        share_source_bytes: crate::staging::share(&sizes, opts.worker)
+            .iter()
+            .map(|&u| items[u].src.nbytes())
+            .sum(),
+        published: false,
+        missing_tensors: 0,
+    };
+    match pool.install(|| staging.finish_job(items.len(), &units))? {
+        JobEnd::Others => staging.keep(),
+        JobEnd::Missing(m) => {
+            staging.keep();
+            report.missing_tensors = m
+        }
+        JobEnd::Complete => {
+            drop(files);
+            if let Some(json) = index {
+                let path = safe_join(&out_dir, INDEX_NAME)?;
+                std::fs::write(&path, &json).map_err(io_err(&path))?;
+                names.push(INDEX_NAME.to_string());
+            }
+            report.output = output::publish(&out_dir, output, existing, &names)?;
+            report.files = names;
+            staging.finish()?;
+            report.published = true;
+        }
+    }
+    report.bytes_read = meter.total();
+    Ok(report)
 }
 
-/// Writes one tensor's bytes (`item.src.dtype`) at `at`, converted to `item.dtype` chunk by chunk.
-fn write_tensor(f: &File, path: &Path, at: u64, item: &Item, data: &[u8]) -> Result<()> {
+/// The staging key of an export: input, output, options and the planned tensors.
+fn job_key(input: &Path, output: &Path, opts: &ExportOptions, items: &[Item]) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let rename: Vec<(String, &String)> = opts
+        .rename
+        .iter()
+        .map(|(r, t)| (r.as_str().to_string(), t))
+        .collect();
+    let mut h = blake3::Hasher::new();
+    h.update(
+        format!(
+            "uc {} export\ninput {:?}\noutput {:?}\n{:?} {} {:?} {:?} {:?}\n",
+            env!("CARGO_PKG_VERSION"),
+            input.canonicalize().unwrap_or_else(|_| abs(input)),
+            abs(output),
+            opts.dtype,
+            opts.max_shard_size,
+            opts.only.as_ref().map(|r| r.as_str()),
+            rename,
+            opts.input,
+        )
+        .as_bytes(),
+    );
+    for i in items {
+        h.update(format!("{} {:?} {}\n", i.name, i.dtype, i.bytes).as_bytes());
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
+/// The tensors of an export as staged units.
+struct ExportUnits<'a> {
+    src: &'a Source,
+    items: &'a [Item],
+    /// (file, absolute offset) of each item.
+    slots: &'a [(usize, u64)],
+    files: &'a [(File, PathBuf)],
+    meter: &'a Meter,
+}
+
+impl Units for ExportUnits<'_> {
+    fn verify(&self, u: usize, digest: &blake3::Hash) -> Result<bool> {
+        let (fi, at) = self.slots[u];
+        let (f, path) = &self.files[fi];
+        let d = hash_range(f, at, at + self.items[u].bytes).map_err(io_err(path))?;
+        Ok(d == *digest)
+    }
+
+    fn write(&self, u: usize) -> Result<blake3::Hash> {
+        let item = &self.items[u];
+        let data = read(self.src, &item.src, self.meter)?;
+        let (fi, at) = self.slots[u];
+        let (f, path) = &self.files[fi];
+        write_tensor(f, path, at, item, &data)
+    }
+
+    fn adopt(&self, _: usize, _: blake3::Hash) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes one tensor's bytes (`item.src.dtype`) at `at`, converted to `item.dtype` chunk by chunk;
+/// returns the BLAKE3 of the bytes written.
+fn write_tensor(f: &File, path: &Path, at: u64, item: &Item, data: &[u8]) -> Result<blake3::Hash> {
     let from = item.src.dtype;
     let bad = |why: String| StoreError::BadTensor {
         path: path.to_path_buf(),
@@ -217,16 +329,19 @@ fn write_tensor(f: &File, path: &Path, at: u64, item: &Item, data: &[u8]) -> Res
         )));
     }
     if from == item.dtype {
-        return write_all_at(f, data, at).map_err(io_err(path));
+        write_all_at(f, data, at).map_err(io_err(path))?;
+        return Ok(blake3::hash(data));
     }
+    let mut h = blake3::Hasher::new();
     let to = item.dtype.size();
     let mut buf = vec![0u8; CONVERT_CHUNK.min(n) * to];
     for (i, chunk) in data.chunks(CONVERT_CHUNK * from.size()).enumerate() {
         let dst = &mut buf[..chunk.len() / from.size() * to];
         uc_merge::convert::convert(chunk, from, dst, item.dtype).map_err(|e| bad(e.to_string()))?;
+        h.update(dst);
         write_all_at(f, dst, at + (i * CONVERT_CHUNK * to) as u64).map_err(io_err(path))?;
     }
-    Ok(())
+    Ok(h.finalize())
 }
 
 /// The byte ranges of input files that reads touched.

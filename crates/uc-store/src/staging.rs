@@ -16,11 +16,14 @@
 //! current record; then `COMPLETE`, one rename, and the staging folder is removed.
 
 use crate::error::{io_err, Result, StoreError};
+use crate::source::Progress;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// One worker of a job: its rank and the number of workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,37 @@ pub fn share(bytes: &[u64], w: Worker) -> Vec<usize> {
     mine
 }
 
+/// What one worker did with its share of a job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShareReport {
+    /// Units of the share, and their bytes.
+    pub units: usize,
+    pub bytes: u64,
+    /// Units (and bytes) an earlier run had finished: verified and kept, not redone.
+    pub reused: usize,
+    pub reused_bytes: u64,
+}
+
+/// How a job checks and produces its units (tensors).
+pub(crate) trait Units: Sync {
+    /// Whether unit `u`'s bytes on disk hash to `digest`.
+    fn verify(&self, u: usize, digest: &blake3::Hash) -> Result<bool>;
+    /// Produces unit `u`; returns the BLAKE3 of the bytes written.
+    fn write(&self, u: usize) -> Result<blake3::Hash>;
+    /// Takes unit `u` as finished with `digest` (written here, by another worker, or earlier).
+    fn adopt(&self, u: usize, digest: blake3::Hash) -> Result<()>;
+}
+
+/// The outcome of a worker's [`Staging::finish_job`].
+pub(crate) enum JobEnd {
+    /// Another worker is still alive and will finish the job.
+    Others,
+    /// This worker was the last alive, but units of other shares are missing (count).
+    Missing(usize),
+    /// Every unit is adopted: the caller publishes.
+    Complete,
+}
+
 /// A worker's handle on a job's staging folder (holds the shared lock while it lives).
 #[derive(Debug)]
 pub struct Staging {
@@ -78,6 +112,9 @@ pub struct Staging {
     lock: File,
     log: File,
     epoch: u64,
+    /// Remove the folder when dropped before [`Staging::keep`] (a single worker's run that failed
+    /// with an error leaves nothing behind; a killed one never gets here and is resumed).
+    discard: std::sync::atomic::AtomicBool,
 }
 
 /// The staging folder's name for output `target` and job `key`.
@@ -109,15 +146,24 @@ pub(crate) fn parent_of(target: &Path) -> Result<PathBuf> {
 }
 
 impl Staging {
-    /// Joins (or starts) job `key` writing `target`. Refuses when live workers of another job write the
+    /// Joins (or starts) job `key` writing `target` (which must not exist, unless `into_existing`:
+    /// then its files are added to that folder). Refuses when live workers of another job write the
     /// same output; removes dead ones' folders; with `fresh`, discards this job's earlier work (only
     /// when no other worker of it is alive).
-    pub fn open(target: &Path, key: &str, fresh: bool) -> Result<Staging> {
+    pub fn open(
+        target: &Path,
+        key: &str,
+        fresh: bool,
+        into_existing: bool,
+        discard_on_error: bool,
+    ) -> Result<Staging> {
         let parent = parent_of(target)?;
         let mine = staging_name(target, key)?;
-        let exists = fs::symlink_metadata(target).is_ok();
+        let exists = !into_existing && fs::symlink_metadata(target).is_ok();
         crate::atomic::clear_stale_siblings(target, (!exists).then_some(mine.as_os_str()))?;
-        crate::atomic::refuse_existing(target)?;
+        if !into_existing {
+            crate::atomic::refuse_existing(target)?;
+        }
         let root = parent.join(&mine);
         crate::atomic::create_dir_if_missing(&root)?;
         let lpath = root.join("lock");
@@ -163,6 +209,7 @@ impl Staging {
             lock,
             log,
             epoch,
+            discard: discard_on_error.into(),
         })
     }
 
@@ -258,6 +305,70 @@ impl Staging {
         Ok(all)
     }
 
+    /// Does this worker's share of units sized `sizes`: a unit recorded by an earlier run is kept when
+    /// its bytes still hash to the record, else (re)written; each is recorded as it finishes. Then the
+    /// staged tree is made durable and the share marked done.
+    pub(crate) fn run_share(
+        &self,
+        sizes: &[u64],
+        worker: Worker,
+        units: &dyn Units,
+        progress: Progress,
+    ) -> Result<ShareReport> {
+        let mine = share(sizes, worker);
+        let records = self.records()?;
+        let (done, bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
+        let (reused, reused_bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
+        mine.par_iter().try_for_each(|&u| -> Result<()> {
+            let d = match records.get(&u) {
+                Some(&(d, _)) if units.verify(u, &d)? => {
+                    units.adopt(u, d)?;
+                    reused.fetch_add(1, Ordering::Relaxed);
+                    reused_bytes.fetch_add(sizes[u], Ordering::Relaxed);
+                    d
+                }
+                _ => units.write(u)?,
+            };
+            self.record(u, &d)?;
+            let b = bytes.fetch_add(sizes[u], Ordering::Relaxed) + sizes[u];
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(n, mine.len(), b);
+            Ok(())
+        })?;
+        crate::durable::sync_tree(&self.out())?;
+        self.share_done()?;
+        Ok(ShareReport {
+            units: mine.len(),
+            bytes: mine.iter().map(|&u| sizes[u]).sum(),
+            reused: reused.into_inner(),
+            reused_bytes: reused_bytes.into_inner(),
+        })
+    }
+
+    /// After its share: the last worker alive adopts every unit of the job (re-hashing records this
+    /// run did not confirm); tells whether the caller must publish.
+    pub(crate) fn finish_job(&self, n: usize, units: &dyn Units) -> Result<JobEnd> {
+        if !self.try_last()? {
+            return Ok(JobEnd::Others);
+        }
+        let records = self.records()?;
+        let missing = AtomicUsize::new(0);
+        (0..n).into_par_iter().try_for_each(|u| -> Result<()> {
+            match records.get(&u) {
+                Some(&(d, true)) => units.adopt(u, d),
+                Some(&(d, false)) if units.verify(u, &d)? => units.adopt(u, d),
+                _ => {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+            }
+        })?;
+        Ok(match missing.into_inner() {
+            0 => JobEnd::Complete,
+            m => JobEnd::Missing(m),
+        })
+    }
+
     /// Tries to become the only live worker of the job (the one that publishes). Gives up its shared
     /// lock first; returns false when another worker is still alive (it will be the one).
     pub fn try_last(&self) -> Result<bool> {
@@ -267,11 +378,26 @@ impl Staging {
         try_lock(&self.lock, libc::LOCK_EX).map_err(io_err(&lpath))
     }
 
+    /// Keeps the folder when this handle is dropped (the run ended without an error).
+    pub fn keep(&self) {
+        self.discard.store(false, Ordering::Relaxed);
+    }
+
     /// Removes the staging folder once its `out/` was committed to the target.
     pub fn finish(self) -> Result<()> {
+        self.keep();
         let root = self.root.clone();
         drop(self);
         remove_any(&root)
+    }
+}
+
+impl Drop for Staging {
+    /// Removes the folder of a failed run when asked to and no other worker is alive.
+    fn drop(&mut self) {
+        if self.discard.load(Ordering::Relaxed) && self.try_last().unwrap_or(false) {
+            let _ = remove_any(&self.root);
+        }
     }
 }
 

@@ -449,7 +449,7 @@ impl Plan {
 }
 
 /// BLAKE3 of bytes `a..b` of `f`, read back in chunks.
-fn hash_range(f: &File, a: u64, b: u64) -> std::io::Result<blake3::Hash> {
+pub(crate) fn hash_range(f: &File, a: u64, b: u64) -> std::io::Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; SINK_BUFFER.min((b - a) as usize)];
     let mut at = a;
