@@ -19,6 +19,7 @@ pub mod fold;
 pub mod html;
 pub mod input;
 pub mod model;
+pub mod page;
 pub mod relayout;
 pub mod svg;
 pub mod topo;
