@@ -10,6 +10,8 @@
 
 use crate::CliError;
 use clap::Args as ClapArgs;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use uc_schema::{Entry, Layout, Manifest, TensorMeta};
 use uc_store::dcp::layout::{self, DcpLayout};
@@ -133,16 +135,48 @@ fn build(pkg: &Path) -> Result<Build, CliError> {
     })
 }
 
-/// The page: the interactive viewer with `build` inlined, or every diagram pre-rendered as SVG.
-fn page(build: Option<&Build>, meta: &str, name: &str, src: &Path) -> Result<Vec<u8>, CliError> {
-    if let Some(b) = build {
-        return Ok(uc_wasm::html::standalone(&b.wasm, &b.glue, meta, name).into_bytes());
+/// Writes the page to `out`: the interactive viewer with `build` inlined, or every diagram
+/// pre-rendered as SVG. Errors name `src` (metadata the viewer refuses) or `file` (a failed write).
+fn page(
+    out: &mut impl Write,
+    build: Option<&Build>,
+    meta: &str,
+    name: &str,
+    src: &Path,
+    file: &Path,
+) -> Result<(), CliError> {
+    let io = |e: std::io::Error| CliError::Failed(format!("{}: {e}", file.display()));
+    match build {
+        Some(b) => out
+            .write_all(uc_wasm::html::standalone(&b.wasm, &b.glue, meta, name).as_bytes())
+            .map_err(io),
+        None => {
+            let viewer = uc_wasm::Viewer::new(meta)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", src.display())))?;
+            uc_wasm::page::write(out, &viewer, name).map_err(io)
+        }
     }
-    let failed = |e: &dyn std::fmt::Display| CliError::Failed(format!("{}: {e}", src.display()));
-    let viewer = uc_wasm::Viewer::new(meta).map_err(|e| failed(&e))?;
-    let mut out = Vec::new();
-    uc_wasm::page::write(&mut out, &viewer, name).map_err(|e| failed(&e))?;
-    Ok(out)
+}
+
+/// Writes the page to `tmp` (removed on failure), then renames it to `out`.
+fn write_page(
+    tmp: &Path,
+    out: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let io = |p: &Path, e: std::io::Error| CliError::Failed(format!("{}: {e}", p.display()));
+    let result = File::create(tmp)
+        .map_err(|e| io(tmp, e))
+        .and_then(|f| {
+            let mut w = BufWriter::new(f);
+            fill(&mut w)?;
+            w.flush().map_err(|e| io(tmp, e))
+        })
+        .and_then(|()| std::fs::rename(tmp, out).map_err(|e| io(out, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
@@ -164,12 +198,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
         .checkpoint
         .file_name()
         .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
-    let html = page(build.as_ref(), &meta.to_string(), &name, &a.checkpoint)?;
     let tmp = a.out.with_extension("html.tmp");
-    std::fs::write(&tmp, html).map_err(|e| CliError::Failed(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &a.out).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CliError::Failed(format!("{}: {e}", a.out.display()))
+    write_page(&tmp, &a.out, |w| {
+        page(
+            w,
+            build.as_ref(),
+            &meta.to_string(),
+            &name,
+            &a.checkpoint,
+            &tmp,
+        )
     })?;
     let kind = match build {
         Some(_) => "interactive viewer",

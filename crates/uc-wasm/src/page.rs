@@ -120,7 +120,7 @@ fn aside(
         };
         let shape: Vec<String> = it.shape.iter().map(u64::to_string).collect();
         let role = match it.role.key() {
-            k if k == "param" => String::new(),
+            "param" => String::new(),
             k => format!("{k} "),
         };
         writeln!(
@@ -135,21 +135,16 @@ fn aside(
     out.write_all(b"</ul>\n</aside>\n")
 }
 
-/// One tensor: a heading, its diagram (or why it cannot be drawn) and its DCP chunks.
+/// One tensor: a heading, its diagram (its title line names dtype, shape and layout) or why it
+/// cannot be drawn, and its DCP chunks.
 fn tensor(out: &mut impl Write, viewer: &Viewer, i: usize) -> io::Result<()> {
     let Some(it) = viewer.doc.items.get(i) else {
         return Ok(());
     };
-    let layout = it
-        .source
-        .as_ref()
-        .map_or_else(|_| "invalid".into(), |m| m.layout.kind());
     write!(
         out,
         "<section class=\"tensor\" id=\"t{i}\" data-name=\"{n}\" data-role=\"{r}\">\n\
-         <h2>{n} <small>{r} · {} · {}</small></h2>\n",
-        esc(&it.cut.label()),
-        esc(&layout),
+         <h2>{n} <small>{r}</small></h2>\n",
         n = esc(&it.name),
         r = esc(it.role.key())
     )?;
