@@ -4,7 +4,8 @@
 # Installs what it needs when missing: the wasm32 target, wasm-bindgen-cli at exactly the version of
 # the wasm-bindgen crate in Cargo.lock (~4 min to build), Debian's chromium (apt-get), and web/'s npm
 # packages (playwright-core, pinned in web/package-lock.json; it never downloads a browser).
-# Output: target/web-test/ (expected plan, self-contained page, screenshots). Exits non-zero on failure.
+# Output: target/web-test/ (expected plan, self-contained page, the pages `uc view` writes without a
+# viewer build, screenshots). Exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +68,22 @@ mkdir -p "$OUT"
 cargo run -q -p uc-wasm --example expected_plan -- web/examples/gqa_tp2_deepspeed.json >"$OUT/expected.json"
 cargo run -q -p uc-wasm --example standalone -- web/pkg/uc_wasm_bg.wasm web/pkg/uc_wasm.js \
   web/examples/gqa_tp2_deepspeed.json "$OUT/standalone.html"
+
+step "uc view without a viewer build, run from an empty directory"
+# The pre-rendered page must need no web/pkg: uc runs in a fresh temp dir with no --pkg / UC_WEB_PKG.
+cargo build -q -p uc-cli
+uc="$(cd "$TARGET_DIR/debug" && pwd)/uc"
+repo=$PWD
+away=$(mktemp -d)
+trap 'rm -rf "$away"' EXIT
+(cd "$away" && env -u UC_WEB_PKG "$uc" view "$repo/examples/checkpoints/tp2_dp2_zero2_bf16")
+mv "$away/uc-view.html" "$OUT/view_static.html"
+rm -f "$OUT/view_static_dcp.html"
+dcp="$repo/../shared/fixtures/dcp/fsdp2_tp_2x2/checkpoint"
+if [ -d "$dcp" ]; then
+  (cd "$away" && env -u UC_WEB_PKG "$uc" view "$dcp" --out dcp.html)
+  mv "$away/dcp.html" "$OUT/view_static_dcp.html"
+fi
 
 step "browser test (headless chromium)"
 t=$SECONDS

@@ -1,10 +1,11 @@
 // Headless-Chromium test of the viewer page: serves web/ on 127.0.0.1, loads the GQA example at
 // TP=2 → TP=3 and checks the SVG against uc-merge's plan (expected.json from the expected_plan
-// example), plus the tensor filter, drag and drop, typed errors, a DCP checkpoint's chunks and the
-// self-contained page.
+// example), plus the tensor filter, drag and drop, typed errors, a DCP checkpoint's chunks, the
+// self-contained page, and the pages `uc view` writes without a viewer build (diagrams pre-rendered).
 //
-// node web/test/browser-test.mjs [OUT_DIR]   (OUT_DIR holds expected.json and standalone.html;
-// screenshots are written there; default target/web-test)
+// node web/test/browser-test.mjs [OUT_DIR]   (OUT_DIR holds expected.json, standalone.html and
+// view_static.html (+ view_static_dcp.html when the shared fixtures exist); screenshots are written
+// there; default target/web-test)
 
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -307,6 +308,75 @@ await test('DCP checkpoint (uc view of fsdp2_tp_2x2): chunks drawn by writer ran
   const empty = await page.$$eval('#chunks tr.empty', (rs) => rs.map((r) => r.dataset.box));
   eq(empty, ['1:0'], 'the empty chunk is listed');
   eq((await scrape())[0].pieces.length, 1, 'and not drawn');
+});
+
+// Every diagram of a pre-rendered page (uc view without --pkg): tensor, size, pieces drawn.
+const staticDiagrams = () => page.$$eval('#diagram section.tensor', (ss) => ss.map((s) => {
+  const svg = s.querySelector('svg');
+  const r = svg ? svg.getBoundingClientRect() : { width: 0, height: 0 };
+  const pieces = svg ? [...svg.querySelectorAll('g[data-kind="piece"] rect')] : [];
+  const boxes = pieces.map((p) => p.getBoundingClientRect()).filter((b) => b.width > 0 && b.height > 0);
+  return {
+    name: s.dataset.name, tensor: svg && svg.dataset.tensor, w: r.width, h: r.height,
+    pieces: pieces.length, shown: boxes.length, ranks: [...new Set(pieces.map((p) => p.parentNode.dataset.rank))],
+    subs: svg ? [...svg.querySelectorAll('g[data-kind="subparam"]')].map((g) => g.dataset.sub) : [],
+    err: s.querySelector('.err')?.textContent || '',
+  };
+}));
+
+// Loads a page uc view wrote without --pkg; returns what it drew. Any request but the page fails it.
+async function openStatic(file) {
+  const requests = [];
+  const onRequest = (r) => requests.push(r.url());
+  page.on('request', onRequest);
+  await page.goto('file://' + file);
+  await page.waitForLoadState('load');
+  page.off('request', onRequest);
+  eq(requests, ['file://' + file], 'the page loads nothing else');
+  eq(await page.evaluate(() => document.body.dataset.state), 'static', 'state');
+  const n = +(await page.evaluate(() => document.body.dataset.tensors));
+  const drawn = await staticDiagrams();
+  eq(drawn.length, n, 'one section per tensor');
+  const listed = await page.$$eval('#tensors li', (l) => l.map((x) => x.dataset.name));
+  eq(listed, drawn.map((d) => d.name), 'the list names every drawn tensor');
+  for (const d of drawn) {
+    eq(d.err, '', `${d.name} drawn without error`);
+    eq(d.tensor, d.name, `${d.name} has its svg`);
+    assert(d.w > 100 && d.h > 50, `${d.name}: svg ${d.w}×${d.h}`);
+    assert(d.pieces > 0 && d.shown > 0, `${d.name}: ${d.shown}/${d.pieces} pieces with a size`);
+  }
+  return drawn;
+}
+
+await test('uc view without a viewer build, run from another directory: every tensor\'s diagram renders', async () => {
+  const file = path.join(out, 'view_static.html');
+  const drawn = await openStatic(file);
+  eq(drawn.length, 27, 'tensors of tp2_dp2_zero2_bf16');
+  const qkv = drawn.find((d) => d.name === 'blocks.0.qkv.weight');
+  assert(qkv, 'qkv drawn');
+  eq(qkv.subs, ['q', 'k', 'v'], 'Q/K/V sub-params');
+  eq([...new Set(drawn.flatMap((d) => d.ranks))].sort(), ['0', '1', '2', '3'], 'tp 2 × dp 2 ranks');
+  await page.screenshot({ path: path.join(out, 'view_static.png') });
+  await page.locator('section.tensor[data-name="blocks.0.qkv.weight"]').screenshot({ path: path.join(out, 'view_static_qkv.png') });
+  assert(fs.statSync(path.join(out, 'view_static.png')).size > 10000, 'screenshot written');
+  await page.fill('#filter', 'qkv');
+  const shown = await page.$$eval('#diagram section.tensor:not([hidden])', (ss) => ss.map((s) => s.dataset.name));
+  eq(shown.sort(), ['blocks.0.qkv.bias', 'blocks.0.qkv.weight', 'blocks.1.qkv.bias', 'blocks.1.qkv.weight'], 'filter');
+});
+
+await test('uc view without a viewer build of a DCP checkpoint: chunks by writer rank and their table', async () => {
+  const file = path.join(out, 'view_static_dcp.html');
+  if (!fs.existsSync(file)) {
+    console.log('     (skipped: no ../shared/fixtures/dcp/fsdp2_tp_2x2)');
+    return;
+  }
+  const drawn = await openStatic(file);
+  const qkv = drawn.find((d) => d.name === 'blocks.0.qkv.weight');
+  eq(qkv.ranks.sort(), ['0', '1', '2', '3'], 'qkv written by 4 ranks');
+  const rows = await page.$$eval('#diagram section.tensor', (ss) => ss.find((s) => s.dataset.name === 'blocks.0.qkv.weight')
+    .querySelectorAll('table.chunks tr[data-box]').length);
+  eq(rows, 4, 'qkv chunk table');
+  await page.screenshot({ path: path.join(out, 'view_static_dcp.png') });
 });
 
 await test('no page errors and no request left the machine', async () => {

@@ -1,7 +1,17 @@
 //! `uc view`: one self-contained HTML file that draws a checkpoint's partitioning from its metadata.
+//!
+//! By default every tensor's diagram is pre-rendered here as inline SVG by uc-wasm's drawing code
+//! run natively (`uc_wasm::page`): the page needs no wasm, so `uc view` works from any directory
+//! right after `cargo build` / `cargo install`, with nothing else built or installed. Building the
+//! wasm viewer into the binary instead (a build script running a nested wasm32 cargo build and
+//! wasm-bindgen) would make every `cargo build` slower and depend on the wasm32 target being
+//! installed. `--pkg` (or `UC_WEB_PKG`) names a wasm-bindgen build of uc-wasm and writes the full
+//! interactive viewer instead (any target topology, the reads of each rank).
 
 use crate::CliError;
 use clap::Args as ClapArgs;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use uc_schema::{Entry, Layout, Manifest, TensorMeta};
 use uc_store::dcp::layout::{self, DcpLayout};
@@ -16,10 +26,11 @@ pub struct Args {
     /// HTML file to write (must not exist).
     #[arg(long, default_value = "uc-view.html")]
     out: PathBuf,
-    /// The built viewer: wasm-bindgen `--target web` output with `uc_wasm_bg.wasm` and `uc_wasm.js`
-    /// (`bash scripts/web-test.sh` builds it into `web/pkg`).
-    #[arg(long, env = "UC_WEB_PKG", default_value = "web/pkg")]
-    pkg: PathBuf,
+    /// Write the interactive viewer from this wasm-bindgen `--target web` build (`uc_wasm_bg.wasm`,
+    /// `uc_wasm.js`; `bash scripts/web-test.sh` builds it into `web/pkg`). Without it the page holds
+    /// every tensor's diagram pre-rendered as SVG and needs no wasm.
+    #[arg(long, env = "UC_WEB_PKG")]
+    pkg: Option<PathBuf>,
     /// DeepSpeed tag to read.
     #[arg(long)]
     tag: Option<String>,
@@ -104,18 +115,76 @@ fn metas(src: &Source) -> Vec<TensorMeta> {
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| {
         CliError::Failed(format!(
-            "{}: {e}; the viewer is not built — run `bash scripts/web-test.sh` (builds web/pkg) or pass --pkg",
+            "{}: {e}; the interactive viewer is not built there — run `bash scripts/web-test.sh` (builds web/pkg), or leave out --pkg / UC_WEB_PKG for the pre-rendered page",
             path.display()
         ))
     })
+}
+
+/// A wasm-bindgen build of the viewer: `uc_wasm_bg.wasm` and the `uc_wasm.js` glue.
+struct Build {
+    wasm: Vec<u8>,
+    glue: String,
+}
+
+/// Reads the build in `pkg`.
+fn build(pkg: &Path) -> Result<Build, CliError> {
+    Ok(Build {
+        wasm: read(&pkg.join("uc_wasm_bg.wasm"))?,
+        glue: String::from_utf8_lossy(&read(&pkg.join("uc_wasm.js"))?).into_owned(),
+    })
+}
+
+/// Writes the page to `out`: the interactive viewer with `build` inlined, or every diagram
+/// pre-rendered as SVG. Errors name `src` (metadata the viewer refuses) or `file` (a failed write).
+fn page(
+    out: &mut impl Write,
+    build: Option<&Build>,
+    meta: &str,
+    name: &str,
+    src: &Path,
+    file: &Path,
+) -> Result<(), CliError> {
+    let io = |e: std::io::Error| CliError::Failed(format!("{}: {e}", file.display()));
+    match build {
+        Some(b) => out
+            .write_all(uc_wasm::html::standalone(&b.wasm, &b.glue, meta, name).as_bytes())
+            .map_err(io),
+        None => {
+            let viewer = uc_wasm::Viewer::new(meta)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", src.display())))?;
+            uc_wasm::page::write(out, &viewer, name).map_err(io)
+        }
+    }
+}
+
+/// Writes the page to `tmp` (removed on failure), then renames it to `out`.
+fn write_page(
+    tmp: &Path,
+    out: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let io = |p: &Path, e: std::io::Error| CliError::Failed(format!("{}: {e}", p.display()));
+    let result = File::create(tmp)
+        .map_err(|e| io(tmp, e))
+        .and_then(|f| {
+            let mut w = BufWriter::new(f);
+            fill(&mut w)?;
+            w.flush().map_err(|e| io(tmp, e))
+        })
+        .and_then(|()| std::fs::rename(tmp, out).map_err(|e| io(out, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
 }
 
 pub fn run(a: Args) -> Result<(), CliError> {
     if a.out.exists() {
         return Err(uc_store::StoreError::OutputExists { path: a.out }.into());
     }
-    let wasm = read(&a.pkg.join("uc_wasm_bg.wasm"))?;
-    let glue = String::from_utf8_lossy(&read(&a.pkg.join("uc_wasm.js"))?).into_owned();
+    // A missing build is reported before the checkpoint is read.
+    let build = a.pkg.as_deref().map(build).transpose()?;
     let src = Source::open(
         &a.checkpoint,
         &OpenOptions {
@@ -123,20 +192,27 @@ pub fn run(a: Args) -> Result<(), CliError> {
             ..Default::default()
         },
     )?;
-    let meta = metadata(&src)?.to_string();
+    let meta = metadata(&src)?;
+    let count = meta["tensors"].as_array().map_or(0, Vec::len);
     let name = a
         .checkpoint
         .file_name()
         .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
-    let html = uc_wasm::html::standalone(&wasm, &glue, &meta, &name);
     let tmp = a.out.with_extension("html.tmp");
-    std::fs::write(&tmp, html).map_err(|e| CliError::Failed(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &a.out)
-        .map_err(|e| CliError::Failed(format!("{}: {e}", a.out.display())))?;
-    say!(
-        "wrote {} ({} tensors)",
-        a.out.display(),
-        src.outputs().len()
-    );
+    write_page(&tmp, &a.out, |w| {
+        page(
+            w,
+            build.as_ref(),
+            &meta.to_string(),
+            &name,
+            &a.checkpoint,
+            &tmp,
+        )
+    })?;
+    let kind = match build {
+        Some(_) => "interactive viewer",
+        None => "diagrams pre-rendered as SVG",
+    };
+    say!("wrote {} ({count} tensors, {kind})", a.out.display());
     Ok(())
 }

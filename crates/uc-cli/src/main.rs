@@ -71,8 +71,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write one self-contained HTML file (viewer, wasm and metadata inlined; works offline) that
-    /// draws how every tensor of a checkpoint is cut over ranks and what a new topology would read.
+    /// Write one self-contained HTML file (works offline) that draws how every tensor of a
+    /// checkpoint is cut over ranks: every diagram pre-rendered as SVG (no wasm needed), or with
+    /// --pkg the interactive viewer (wasm inlined) that also shows what a new topology would read.
     View(cmd_view::Args),
     /// Train a small transformer with really sharded tensor-parallel ranks (Burn, CPU) at TP=2, save it
     /// sharded, convert it, resume at TP=1 and TP=4, and write the three loss curves.

@@ -6,7 +6,8 @@
 //!   [model description](model); [`relayout::layouts`] lays its tensors out on any [`Topo`].
 //! - [`view`]: the SVG diagrams and JSON summaries; [`fold`], [`draw`], [`svg`]: how they are drawn.
 //! - [`Viewer`]: what the page holds; [`bindings`]: its wasm-bindgen API.
-//! - [`html::standalone`]: one self-contained HTML file (for `uc view`).
+//! - [`page::write`]: the page `uc view` writes by default, every diagram pre-rendered as SVG (no
+//!   wasm); [`html::standalone`]: the interactive viewer in one file (`uc view --pkg`).
 
 pub mod bindings;
 pub mod cut;
@@ -19,6 +20,7 @@ pub mod fold;
 pub mod html;
 pub mod input;
 pub mod model;
+pub mod page;
 pub mod relayout;
 pub mod svg;
 pub mod topo;

@@ -140,8 +140,9 @@ impl Svg {
     }
 }
 
-/// Styles and the hatch pattern every diagram shares (inline, so a lone SVG file looks the same).
-const STYLE: &str = concat!(
+/// Styles and the hatch pattern every diagram shares (inline, so a lone SVG file looks the same;
+/// a page of many diagrams may hold them once).
+pub const STYLE: &str = concat!(
     "<defs><pattern id=\"uc-hatch\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" ",
     "patternTransform=\"rotate(45)\"><rect width=\"6\" height=\"6\" fill=\"#f4f4f4\"/>",
     "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#888\" stroke-width=\"2\"/></pattern>",
