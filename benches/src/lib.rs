@@ -68,58 +68,166 @@ pub struct ConvertCase<'a> {
     pub marker: &'a str,
     /// Output formats to time.
     pub formats: &'a [uc_store::convert::Format],
+    /// How to make the checkpoint when it is absent: a script under `scripts/bench/` and its arguments
+    /// after the output folder (needs a torch + DeepSpeed venv in `VENV`, default `/tmp/torchvenv`).
+    pub make: Option<(&'a str, &'a [&'a str])>,
 }
 
-/// Converts the case's checkpoint once per format (printing GB/s and peak heap, which needs the
-/// [`peak::Counting`] allocator installed), then lets criterion time each format. Skips with a
-/// message when the checkpoint is absent.
+/// Flushes dirty pages to disk, so a timed step does not pay for the writes of the one before.
+pub fn sync() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+/// Makes `case`'s checkpoint with its generator; false when it cannot be made here.
+fn make_checkpoint(case: &ConvertCase, input: &std::path::Path) -> bool {
+    let Some((script, args)) = case.make else {
+        return false;
+    };
+    let venv = std::env::var("VENV").unwrap_or_else(|_| "/tmp/torchvenv".into());
+    if !std::path::Path::new(&venv).join("bin/torchrun").is_file() {
+        return false;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts/bench")
+        .join(script);
+    // The DCP generator writes into OUT/checkpoint.
+    let out = if input.ends_with("checkpoint") {
+        input.parent().unwrap_or(input)
+    } else {
+        input
+    };
+    eprintln!(
+        "{}: making {} with {}",
+        case.name,
+        out.display(),
+        script.display()
+    );
+    std::process::Command::new("bash")
+        .arg(&script)
+        .arg(out)
+        .args(args)
+        .env("VENV", &venv)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+        && input.join(case.marker).is_file()
+}
+
+/// Every file under `dir` (the checkpoint's tag folder for DeepSpeed, the folder itself otherwise).
+fn files_of(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The median of a few durations.
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Converts the case's checkpoint once per format (printing GB/s, the ratio to copying the same
+/// input files, and the peak heap against the largest tensor; needs the [`peak::Counting`] allocator
+/// installed), then lets criterion time each format. Every timed run starts after `sync` from a warm
+/// page cache. Makes the checkpoint when absent and it can; else skips with a message.
 pub fn convert_bench(c: &mut criterion::Criterion, case: &ConvertCase) {
     use uc_store::convert::{convert, ConvertOptions};
     let input =
         std::path::PathBuf::from(std::env::var(case.env).unwrap_or_else(|_| case.default.into()));
-    if !input.join(case.marker).is_file() {
+    if !input.join(case.marker).is_file() && !make_checkpoint(case, &input) {
         eprintln!(
-            "{} bench skipped: no checkpoint at {} (see scripts/bench/README.md)",
+            "{} bench skipped: no checkpoint at {} and none could be made (see scripts/bench/README.md)",
             case.name,
             input.display()
         );
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let run = |format: uc_store::convert::Format, n: usize| {
-        let out = tmp.path().join(format!("out-{format:?}-{n}"));
+    let src = uc_store::source::Source::open(&input, &Default::default()).expect("open input");
+    let largest = src.outputs().iter().map(|m| m.nbytes()).max().unwrap_or(0);
+    let data_dir = match std::fs::read_to_string(input.join("latest")) {
+        Ok(tag) => input.join(tag.trim()),
+        Err(_) => input.clone(),
+    };
+    let files = files_of(&data_dir);
+    drop(src);
+    let tmp = tempfile::tempdir_in(input.parent().unwrap_or(&input)).expect("tempdir");
+    // The floor: the same input files copied through the page cache (what `cp -r` does).
+    let copy = || {
+        let out = tmp.path().join("cp");
+        std::fs::create_dir(&out).expect("cp dir");
+        for (i, f) in files.iter().enumerate() {
+            std::fs::copy(f, out.join(i.to_string())).expect("copy");
+        }
+        out
+    };
+    let timed = |work: &dyn Fn() -> std::path::PathBuf| {
+        sync();
+        let t = Instant::now();
+        let out = work();
+        let d = t.elapsed();
+        std::fs::remove_dir_all(&out).expect("cleanup");
+        d
+    };
+    let _ = timed(&copy); // warms the page cache
+    let cp = median((0..3).map(|_| timed(&copy)).collect());
+    let run = |format: uc_store::convert::Format| {
+        let out = tmp.path().join(format!("out-{format:?}"));
         let opts = ConvertOptions {
             format,
             ..Default::default()
         };
         let r = convert(&input, &out, &opts, &|_, _, _| {}).expect("convert");
-        std::fs::remove_dir_all(&out).expect("cleanup");
-        r.bytes
+        (out, r.bytes)
     };
     let mut bytes = 0;
     for &format in case.formats {
         peak::reset();
-        let t = Instant::now();
-        bytes = run(format, 0);
-        let secs = t.elapsed().as_secs_f64();
+        let b = std::cell::Cell::new(0);
+        let d = median(
+            (0..3)
+                .map(|_| {
+                    timed(&|| {
+                        let (o, n) = run(format);
+                        b.set(n);
+                        o
+                    })
+                })
+                .collect(),
+        );
+        bytes = b.get();
         eprintln!(
-            "{} -> {format:?}: {:.1} MB of tensors in {secs:.2} s = {:.2} GB/s; peak heap {:.1} MB",
+            "{} -> {format:?}: {:.1} MB of tensors, median {:.3} s = {:.2} GB/s; copying the {:.1} MB of input \
+             files: {:.3} s → {:.2}× cp; peak heap {:.1} MB (largest tensor {:.1} MB)",
             case.name,
             bytes as f64 / 1e6,
-            bytes as f64 / secs / 1e9,
-            peak::peak() as f64 / 1e6
+            d.as_secs_f64(),
+            gbps(bytes as usize, d),
+            files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>() as f64 / 1e6,
+            cp.as_secs_f64(),
+            d.as_secs_f64() / cp.as_secs_f64(),
+            peak::peak() as f64 / 1e6,
+            largest as f64 / 1e6,
         );
     }
     let mut g = c.benchmark_group(case.name);
     g.sample_size(10)
         .throughput(criterion::Throughput::Bytes(bytes));
-    let mut i = 1;
+    g.bench_function(format!("{} -> cp", case.name), |b| {
+        b.iter_custom(|n| (0..n).map(|_| timed(&copy)).sum())
+    });
     for &format in case.formats {
         g.bench_function(format!("{} -> {format:?}", case.name), |b| {
-            b.iter(|| {
-                i += 1;
-                run(format, i)
-            })
+            b.iter_custom(|n| (0..n).map(|_| timed(&|| run(format).0)).sum())
         });
     }
     g.finish();

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The README's performance table in one run: unicheck against `cp -r` of the same files (the floor),
+# DeepSpeed's `ds_to_universal` and `zero_to_fp32`, and torch's `dcp_to_torch_save`, on three real
+# checkpoints, each step after `sync` from a warm page cache, median of REPEAT (default 3) runs.
+#
+# Usage: [VENV=/tmp/torchvenv] [REPEAT=3] [ROOT=/tmp/uc-bench] bash scripts/bench/speed.sh
+# Checkpoints (made with VENV when absent; every byte written by real DeepSpeed / torch on CPU):
+#   ROOT/big      ZeRO-2 fp32, dp 2, 8 layers × hidden 1024, vocab 16000: ~125 M params, ~2 GB, 374 tensors
+#   ROOT/many     ZeRO-2 fp32, dp 2, 1,500 blocks of LayerNorm(32) + Linear(32, 32): 6,001 tensors, ~30 MB
+#   ROOT/dcp_big  FSDP2 dp 2 + AdamW, 96 layers × hidden 1024: ~126 M params, ~1.5 GB
+# Writes a markdown table to stdout and ROOT/speed.md; logs in ROOT/logs/speed_*.log.
+# Needs GNU time; VENV with torch==2.15.0 deepspeed==0.19.8 safetensors numpy ninja huggingface_hub.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+VENV=${VENV:-/tmp/torchvenv}
+ROOT=${ROOT:-/tmp/uc-bench}
+REPEAT=${REPEAT:-3}
+LOGS=$ROOT/logs; mkdir -p "$LOGS"
+export PATH=$VENV/bin:$PATH DS_ACCELERATOR=cpu DS_BUILD_OPS=0 PYTHONWARNINGS=ignore
+(cd "$REPO" && cargo build -q --release -p uc-cli)
+UC=${UC:-${CARGO_TARGET_DIR:-$REPO/target}/release/uc}
+OUT=$ROOT/speed-out
+
+[[ -f $ROOT/big/latest ]] || bash "$HERE/make_zero2_checkpoint.sh" "$ROOT/big" --hidden 1024 --layers 8 --vocab 16000
+[[ -f $ROOT/many/latest ]] || PORT=29573 bash "$HERE/make_zero2_checkpoint.sh" "$ROOT/many" --many-blocks 1500
+[[ -f $ROOT/dcp_big/checkpoint/.metadata ]] || PORT=29575 bash "$HERE/make_dcp_checkpoint.sh" "$ROOT/dcp_big" --layers 96
+
+# t LABEL CMD...: REPEAT runs of CMD (OUT removed and `sync` before each); prints "LABEL median_s maxrss_mib".
+t() {
+  local label=$1; shift
+  local times=() rss=0 i s e log=$LOGS/speed_${label// /_}.log
+  : > "$log"
+  for i in $(seq "$REPEAT"); do
+    rm -rf "$OUT"; sync
+    s=$(date +%s.%N)
+    /usr/bin/time -f "maxrss_kb %M" -a -o "$log" "$@" >> "$log" 2>&1 || { echo "FAILED: $label (see $log)" >&2; exit 1; }
+    e=$(date +%s.%N)
+    times+=("$(echo "$e - $s" | bc)")
+  done
+  rss=$(awk '/maxrss_kb/ { if ($2 > m) m = $2 } END { printf "%.0f", m / 1024 }' "$log")
+  printf '%s %s %s\n' "$label" "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p")" "$rss"
+}
+
+warm() { find "$@" -type f -exec cat {} + > /dev/null; }
+
+results=$(
+  B=$ROOT/big; TAG=$(cat "$B/latest"); warm "$B/$TAG"
+  t "big: cp -r" cp -r "$B/$TAG" "$OUT"
+  t "big: uc convert native" "$UC" convert "$B" "$OUT"
+  t "big: uc convert deepspeed" "$UC" convert "$B" "$OUT" --format deepspeed
+  t "big: ds_to_universal" python -m deepspeed.checkpoint.ds_to_universal --input_folder "$B/$TAG" \
+      --output_folder "$OUT" --inject_missing_state
+  t "big: uc export" "$UC" export "$B" "$OUT"
+  t "big: zero_to_fp32" python "$B/zero_to_fp32.py" "$B" "$OUT" --safe_serialization
+  M=$ROOT/many; TAG=$(cat "$M/latest"); warm "$M/$TAG"
+  t "many: cp -r" cp -r "$M/$TAG" "$OUT"
+  t "many: uc convert native" "$UC" convert "$M" "$OUT"
+  t "many: uc convert deepspeed" "$UC" convert "$M" "$OUT" --format deepspeed
+  t "many: ds_to_universal" python -m deepspeed.checkpoint.ds_to_universal --input_folder "$M/$TAG" \
+      --output_folder "$OUT" --inject_missing_state
+  D=$ROOT/dcp_big/checkpoint; warm "$D"
+  t "dcp: cp -r" cp -r "$D" "$OUT"
+  t "dcp: uc convert native" "$UC" convert "$D" "$OUT"
+  t "dcp: uc convert dcp" "$UC" convert "$D" "$OUT" --format dcp
+  t "dcp: dcp_to_torch_save" python -c \
+    "import sys; from torch.distributed.checkpoint.format_utils import dcp_to_torch_save as f; f(sys.argv[1], sys.argv[2])" \
+    "$D" "$OUT"
+)
+rm -rf "$OUT"
+{
+  echo "| step | median s (of $REPEAT) | peak RSS MiB |"
+  echo "|---|---|---|"
+  while read -r line; do
+    rss=${line##* }; rest=${line% *}; sec=${rest##* }; label=${rest% *}
+    echo "| $label | $sec | $rss |"
+  done <<< "$results"
+} | tee "$ROOT/speed.md"
+echo "(peak RSS counts mapped input pages, which the kernel can drop; heap: cargo bench -p uc-benches --bench big)"
