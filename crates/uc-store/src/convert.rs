@@ -76,6 +76,22 @@ pub struct ConvertReport {
 
 pub use crate::source::Progress;
 
+impl ConvertReport {
+    /// The report of a conversion one process did whole and published.
+    fn whole(output: PathBuf, tensors: usize, bytes: u64) -> ConvertReport {
+        ConvertReport {
+            output,
+            tensors,
+            bytes,
+            share_tensors: tensors,
+            share_bytes: bytes,
+            bytes_read: bytes,
+            published: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// Converts the checkpoint at `input` (any format [`Source`] reads) into `output`, which must not
 /// exist. On any error nothing is left at `output`.
 pub fn convert(
@@ -168,17 +184,7 @@ pub fn convert(
         (None, Some(u)) => u.commit()?,
         (None, None) => output.to_path_buf(),
     };
-    let bytes = bytes.into_inner();
-    Ok(ConvertReport {
-        output: out,
-        tensors: total,
-        bytes,
-        share_tensors: total,
-        share_bytes: bytes,
-        bytes_read: bytes,
-        published: true,
-        ..Default::default()
-    })
+    Ok(ConvertReport::whole(out, total, bytes.into_inner()))
 }
 
 /// The staging key of a native conversion: the input, the output, the options and the planned
@@ -354,15 +360,5 @@ fn convert_to_dcp(
         };
         write_dcp(output, outs, &read, &src.state(), &wopts, &tick)?
     };
-    let bytes = bytes.into_inner();
-    Ok(ConvertReport {
-        output: out,
-        tensors: total,
-        bytes,
-        share_tensors: total,
-        share_bytes: bytes,
-        bytes_read: bytes,
-        published: true,
-        ..Default::default()
-    })
+    Ok(ConvertReport::whole(out, total, bytes.into_inner()))
 }

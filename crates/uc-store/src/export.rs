@@ -32,7 +32,7 @@ pub use shard::{parse_size, shard_name, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIG
 use crate::atomic::safe_join;
 use crate::deepspeed::DsCheckpoint;
 use crate::error::{io_err, Result, StoreError};
-use crate::native::{hash_range, write_all_at};
+use crate::native::{hash_range, open_planned, write_all_at};
 use crate::source::{thread_pool, OpenOptions, Progress, Source};
 use crate::staging::{check_space, JobEnd, ShareReport, Staging, Units, Worker};
 use select::Item;
@@ -188,17 +188,7 @@ pub fn export_source(
     let mut files = Vec::with_capacity(plan.shards.len());
     for s in &plan.shards {
         let path = safe_join(&out_dir, &s.name)?;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        if f.metadata().map_err(io_err(&path))?.len() != s.len {
-            f.set_len(s.len).map_err(io_err(&path))?;
-        }
-        write_all_at(&f, &s.header, 0).map_err(io_err(&path))?;
+        let f = open_planned(&path, s.len, &s.header)?;
         files.push((f, path));
     }
     let units = ExportUnits {

@@ -23,7 +23,7 @@ mod writer;
 pub use checksum::{PARTS_PREFIX, SHA256_PREFIX};
 
 pub use reader::NativeCheckpoint;
-pub(crate) use writer::{hash_range, layout_safetensors, write_all_at, StEntry};
+pub(crate) use writer::{hash_range, layout_safetensors, open_planned, write_all_at, StEntry};
 pub use writer::{NativeWriter, TensorSink};
 
 use std::collections::HashMap;

@@ -93,17 +93,7 @@ impl NativeWriter {
         for (fi, (header, len)) in headers.into_iter().enumerate() {
             let name = format!("{fi:05}.safetensors");
             let path = tdir.join(&name);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            if file.metadata().map_err(io_err(&path))?.len() != len {
-                file.set_len(len).map_err(io_err(&path))?;
-            }
-            write_all_at(&file, &header, 0).map_err(io_err(&path))?;
+            let file = open_planned(&path, len, &header)?;
             files.push(OutFile {
                 rel: format!("{TENSORS_DIR}/{name}"),
                 path,
@@ -661,6 +651,23 @@ fn bad(path: &Path, tensor: &str, why: String) -> StoreError {
         tensor: tensor.to_string(),
         why,
     }
+}
+
+/// Opens (creating when missing) a planned output file of `len` bytes that starts with `header`;
+/// bytes already written there by another worker or an earlier run are kept.
+pub(crate) fn open_planned(path: &Path, len: u64, header: &[u8]) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err(path))?;
+    if f.metadata().map_err(io_err(path))?.len() != len {
+        f.set_len(len).map_err(io_err(path))?;
+    }
+    write_all_at(&f, header, 0).map_err(io_err(path))?;
+    Ok(f)
 }
 
 /// Positioned write of the whole buffer (does not move any file cursor; safe from many threads).
