@@ -110,6 +110,8 @@ fn universal_kind(ck: &DsCheckpoint, name: &str) -> UniversalKind {
     }
     match (&ck.uci, ck.tp > 1) {
         (Some(u), true) if u.is_vocabulary(name) => UniversalKind::Vocab,
+        // rebuilt from its affine map: no category key, whatever its patterns say
+        (Some(_), true) if ck.has_affine_map(name) => UniversalKind::ParamOnly,
         (Some(u), true) if u.is_row_parallel(name) => UniversalKind::CatDim(1),
         (Some(_), true) => UniversalKind::ParamOnly,
         _ => UniversalKind::CatDim(0),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use uc_merge::{execute_target, pieces, plan, Piece, ReplicaPolicy};
 use uc_schema::deepspeed::{autoep_layers_in, AutoEpLayer, UniversalCheckpointInfo};
 use uc_schema::ExpertStorage;
-use uc_schema::{DType, Layout, Role, TensorMeta, Topology, Value};
+use uc_schema::{DType, Layout, PatternSet, Role, TensorMeta, Topology, Value};
 use uc_torch::pickle::{Allowlist, Cursor, PyValue, TensorRef};
 use uc_torch::plain::{to_json, to_value};
 use uc_torch::PtFile;
@@ -96,6 +96,8 @@ pub struct DsCheckpoint {
     pub(crate) pp: u32,
     pub(crate) dp: u32,
     pub(crate) uci: Option<UniversalCheckpointInfo>,
+    /// The parameter patterns AutoTP's `affine_map` describes (empty without one).
+    affine: PatternSet,
     /// AutoEP layers (`ds_autoep_layers`, or the legacy `autoep_layers`).
     pub(crate) autoep: Vec<AutoEpLayer>,
     pub(crate) params: Vec<DsParam>,
@@ -207,6 +209,12 @@ impl DsCheckpoint {
         self.uci.as_ref()
     }
 
+    /// True when AutoTP's `affine_map` describes `name` (DeepSpeed's converter then rebuilds it from
+    /// the map and tags its universal files with no `cat_dim`).
+    pub fn has_affine_map(&self, name: &str) -> bool {
+        self.affine.matches(name)
+    }
+
     /// AutoEP layers (`ds_autoep_layers`, or the legacy `autoep_layers`).
     pub fn autoep(&self) -> &[AutoEpLayer] {
         &self.autoep
@@ -304,6 +312,11 @@ impl DsCheckpoint {
             }
             (None, true) => None,
         };
+        let affine = match uci.as_ref().and_then(|u| u.affine_map.as_ref()) {
+            Some(map) => PatternSet::new(map.params.keys().cloned().collect())
+                .map_err(schema_err(first.path()))?,
+            None => PatternSet::empty(),
+        };
         let autoep = autoep_layers_in(&to_json(root.value()))
             .map_err(schema_err(first.path()))?
             .unwrap_or_default();
@@ -339,6 +352,7 @@ impl DsCheckpoint {
             pp,
             dp: dp.max(1),
             uci,
+            affine,
             params: Vec::new(),
             extras: Vec::new(),
             state: BTreeMap::new(),

@@ -42,6 +42,46 @@ pub fn universal_param(path: &Path) -> (uc_schema::DType, Vec<u64>, Vec<u8>) {
     (t.dtype, t.shape.clone(), bytes)
 }
 
+/// The keys of a DeepSpeed universal `.pt` file's dict, in order, each with its value when it is not
+/// a tensor (`cat_dim`, `vocab_tensor`, …); `None` for a bare tensor.
+pub fn universal_keys(path: &Path) -> Option<Vec<(String, Option<String>)>> {
+    use uc_torch::{Allowlist, PyValue};
+    let f = uc_torch::PtFile::open(path, &Allowlist::deepspeed())
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    match f.root() {
+        PyValue::Dict(d) => Some(
+            d.iter()
+                .map(|(k, v)| {
+                    let k = k
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{path:?}: non-string key"));
+                    let v = (!matches!(v, PyValue::Tensor(_))).then(|| format!("{v:?}"));
+                    (k.to_string(), v)
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Every file under `dir`, as paths relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).expect("under root").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 /// Copies the folder `src` to `dst` (created), recursively, files made writable.
 pub fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).expect("create copy dir");
