@@ -142,6 +142,31 @@ fn schema_err(path: &Path) -> impl FnOnce(uc_schema::SchemaError) -> StoreError 
     }
 }
 
+/// [`StoreError::BadValue`] for the value at `c`.
+fn bad_value(c: &Cursor, expected: &'static str) -> StoreError {
+    let v = c.value();
+    let int = v.as_int().or_else(|| match v {
+        PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
+        _ => None,
+    });
+    let value = int.map_or_else(|| format!("a {}", v.type_name()), |i| i.to_string());
+    StoreError::BadValue {
+        path: c.path().to_path_buf(),
+        key: c.trail().to_string(),
+        value,
+        expected,
+    }
+}
+
+/// A count at `c` (a parallel degree, a partition count): an int in 1..2³², never clamped.
+fn positive_u32(c: &Cursor, expected: &'static str) -> Result<u32> {
+    c.value()
+        .as_int()
+        .and_then(|i| u32::try_from(i).ok())
+        .filter(|&i| i >= 1)
+        .ok_or_else(|| bad_value(c, expected))
+}
+
 fn as_u64(c: &Cursor, what: &str) -> Result<u64> {
     c.value()
         .as_int()
@@ -258,13 +283,17 @@ impl DsCheckpoint {
             .next()
             .ok_or_else(|| fmt_err(&files.dir, "no model states"))?;
         let root = first.cursor();
-        let get_u32 =
-            |c: Option<Cursor>| c.and_then(|c| c.value().as_int()).map(|i| i.max(1) as u32);
         let dims = root.get("checkpoint_parallel_dimensions");
-        let mp = model.len() as u32;
-        let tp = get_u32(dims.as_ref().and_then(|d| d.get("tp_degree"))).unwrap_or(mp);
-        let pp = get_u32(dims.as_ref().and_then(|d| d.get("pp_degree"))).unwrap_or(1);
-        if tp * pp != mp {
+        let degree = |key: &str| -> Result<Option<u32>> {
+            match dims.as_ref().and_then(|d| d.get(key)) {
+                Some(c) if !c.value().is_none() => Ok(Some(positive_u32(&c, "a degree ≥ 1")?)),
+                _ => Ok(None),
+            }
+        };
+        let mp = u32::try_from(model.len()).unwrap_or(u32::MAX);
+        let tp = degree("tp_degree")?.unwrap_or(mp);
+        let pp = degree("pp_degree")?.unwrap_or(1);
+        if tp.checked_mul(pp) != Some(mp) {
             return Err(fmt_err(
                 &files.dir,
                 format!(
@@ -402,17 +431,19 @@ impl DsCheckpoint {
             return Ok(self.stage.max(if self.optim.is_empty() { 0 } else { 1 }));
         }
         let o = self.optim_root(0, 0)?;
-        Ok(
-            match o.get("zero_stage").and_then(|c| {
-                c.value().as_int().or_else(|| match c.value() {
+        Ok(match o.get("zero_stage") {
+            Some(c) => {
+                // an int, or `ZeroStageEnum(n)` read as an object with argument n
+                let n = c.value().as_int().or_else(|| match c.value() {
                     PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
                     _ => None,
-                })
-            }) {
-                Some(s) => s.clamp(0, 3) as u8,
-                None => 1, // the BF16 optimizer is ZeRO-1 and writes no zero_stage
-            },
-        )
+                });
+                n.and_then(|n| u8::try_from(n).ok())
+                    .filter(|n| *n <= 3)
+                    .ok_or_else(|| bad_value(&c, "a ZeRO stage 0–3"))?
+            }
+            None => 1, // the BF16 optimizer is ZeRO-1 and writes no zero_stage
+        })
     }
 
     fn collect_state(&mut self) {
@@ -481,33 +512,24 @@ impl DsCheckpoint {
     /// How group `g` of rank-file (m, 0) is partitioned: (partition count, is an expert group).
     fn group_partitioning(&self, m: u32, g: usize) -> Result<(u32, bool)> {
         let o = self.optim_root(m, 0)?;
-        let as_u32 = |c: Cursor| c.value().as_int().map(|i| i.max(1) as u32);
+        let count = |c: Option<Cursor>| -> Result<u32> {
+            c.map_or(Ok(self.dp), |c| positive_u32(&c, "a partition count ≥ 1"))
+        };
         if self.stage == 3 {
             if let Some(pg) = o
                 .get("ds_zero_partition_groups")
                 .and_then(|c| c.index(g).ok())
             {
-                let count = pg
-                    .get("partition_count")
-                    .and_then(as_u32)
-                    .unwrap_or(self.dp);
                 let moe = pg.get("families").is_some_and(|f| {
                     f.value()
                         .as_seq()
                         .is_some_and(|v| v.iter().any(|x| x.as_str() == Some("autoep_expert")))
                 });
-                return Ok((count, moe));
+                return Ok((count(pg.get("partition_count"))?, moe));
             }
-            return Ok((
-                o.get("partition_count").and_then(as_u32).unwrap_or(self.dp),
-                false,
-            ));
+            return Ok((count(o.get("partition_count"))?, false));
         }
-        let count = o
-            .get("partition_count")
-            .and_then(|c| c.index(g).ok())
-            .and_then(as_u32)
-            .unwrap_or(self.dp);
+        let count = count(o.get("partition_count").and_then(|c| c.index(g).ok()))?;
         let moe = o
             .get("base_optimizer_state")
             .and_then(|b| b.get("param_groups"))
