@@ -6,6 +6,7 @@
 //! (TP rule or replicated); ZeRO partitions each holder's local tensor over the dp ranks inside it.
 
 use super::files::DsFiles;
+use super::native_moe::{group_ep, NativeMoe};
 use crate::error::{Result, StoreError};
 use crate::tensor_bytes::TensorBytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -100,6 +101,8 @@ pub struct DsCheckpoint {
     affine: PatternSet,
     /// AutoEP layers (`ds_autoep_layers`, or the legacy `autoep_layers`).
     pub(crate) autoep: Vec<AutoEpLayer>,
+    /// Native DeepSpeed MoE files (per-expert files without AutoEP metadata).
+    moe: Option<NativeMoe>,
     pub(crate) params: Vec<DsParam>,
     pub(crate) extras: Vec<DsExtra>,
     /// Training state: steps, samples, param-group hyper-parameters, ds_config, …
@@ -185,8 +188,8 @@ type Group = Vec<(String, Vec<u64>)>;
 /// `param_shapes`: one ordered map per param group, name → shape.
 fn param_shapes(f: &PtFile) -> Result<Vec<Group>> {
     let root = f.cursor();
-    let Some(ps) = root.get("param_shapes") else {
-        return Ok(Vec::new());
+    let Some(ps) = root.get("param_shapes").filter(|c| !c.is_none()) else {
+        return Ok(Vec::new()); // absent, or None without ZeRO
     };
     let groups = match ps.value() {
         PyValue::Dict(_) => vec![ps],
@@ -349,11 +352,23 @@ impl DsCheckpoint {
         let autoep = autoep_layers_in(&to_json(root.value()))
             .map_err(schema_err(first.path()))?
             .unwrap_or_default();
-        if autoep.is_empty() && !files.experts.is_empty() {
-            let (_, p) = files.experts.iter().next().expect("non-empty");
-            return Err(fmt_err(p, "per-expert files without AutoEP metadata (`ds_autoep_layers` / `autoep_layers`) in the model states: \
-                cannot tell which experts each file holds; this checkpoint layout is not supported"));
-        }
+        let moe = if autoep.is_empty() && !(files.experts.is_empty() && files.expp.is_empty()) {
+            if mp != 1 {
+                return Err(fmt_err(
+                    &files.dir,
+                    format!("native DeepSpeed MoE (per-expert files without AutoEP metadata) at tp {tp} × pp {pp}: only tp 1, pp 1 is supported"),
+                ));
+            }
+            if !files.optim.is_empty() && !files.expp.is_empty() {
+                return Err(fmt_err(
+                    &files.dir,
+                    "both ZeRO optimizer files and no-ZeRO `expp_rank_*` optimizer files",
+                ));
+            }
+            Some(NativeMoe::open(&files, first)?)
+        } else {
+            None
+        };
         for l in &autoep {
             if l.checkpoint_format.as_deref() == Some("per_expert_files") {
                 for e in 0..l.num_experts {
@@ -375,6 +390,7 @@ impl DsCheckpoint {
         }
         let mut ck = DsCheckpoint {
             autoep,
+            moe,
             files,
             stage,
             tp,
@@ -467,26 +483,27 @@ impl DsCheckpoint {
                 self.state.insert(key.to_string(), to_value(c.value()));
             }
         }
-        if let Ok(o) = self.optim_root(0, 0) {
-            let groups = o
+        let groups = match self.optim_root(0, 0) {
+            Ok(o) => o
                 .get("base_optimizer_state")
                 .and_then(|b| b.get("param_groups"))
                 .or_else(|| {
                     o.get("optimizer_state_dict")
                         .and_then(|b| b.get("param_groups"))
-                });
-            if let Some(g) = groups {
-                let mut v = to_json(g.value());
-                if let Some(a) = v.as_array_mut() {
-                    for g in a {
-                        if let Some(m) = g.as_object_mut() {
-                            m.remove("params");
-                        }
+                }),
+            Err(_) => self.moe.as_ref().and_then(NativeMoe::param_groups),
+        };
+        if let Some(g) = groups {
+            let mut v = to_json(g.value());
+            if let Some(a) = v.as_array_mut() {
+                for g in a {
+                    if let Some(m) = g.as_object_mut() {
+                        m.remove("params");
                     }
                 }
-                self.state
-                    .insert("param_groups".into(), Value::from_json(&v));
             }
+            self.state
+                .insert("param_groups".into(), Value::from_json(&v));
         }
     }
 
@@ -572,7 +589,10 @@ impl DsCheckpoint {
             groups_of.insert(*m, groups);
         }
         if self.optim.is_empty() {
-            return Ok(()); // saved before the first optimizer step: weights only (extras)
+            if let Some(moe) = self.moe.as_mut().filter(|m| m.unsharded()) {
+                self.params = moe.unsharded_params(&self.model[&0])?;
+            }
+            return Ok(()); // else saved before the first optimizer step: weights only (extras)
         }
         // Inner (ZeRO) layout of every (m, group, name).
         let mut inner: BTreeMap<(u32, String), Layout> = BTreeMap::new();
@@ -624,6 +644,25 @@ impl DsCheckpoint {
             let holders: Vec<u32> = locals.keys().copied().collect();
             let local_shapes: Vec<Vec<u64>> = locals.values().cloned().collect();
             let path = self.model[&holders[0]].path().to_path_buf();
+            if let (Some(&edp), Some(moe)) = (expert_dp.get(&name), &self.moe) {
+                let o = self.optim_root(0, 0)?;
+                let pg = o
+                    .key("base_optimizer_state")?
+                    .key("param_groups")?
+                    .index(*group)?;
+                let (states, scalars) = self.state_keys(0, *group)?;
+                let ps = moe.zero_params(
+                    &path,
+                    &name,
+                    *group,
+                    &local_shapes[0],
+                    (group_ep(&pg)?, edp, self.dp),
+                    inner_layout(&inner, 0, &name, &path)?,
+                    (&states, &scalars),
+                )?;
+                self.params.extend(ps);
+                continue;
+            }
             if let Some(&edp) = expert_dp.get(&name) {
                 let p = self.expert_param(
                     &path,
@@ -1095,6 +1134,22 @@ impl DsCheckpoint {
 
     /// [`DsCheckpoint::bytes`] with the trace of [`DsCheckpoint::read_traced`].
     pub fn bytes_traced(&self, out: &TensorMeta, trace: ReadTrace<'_>) -> Result<TensorBytes<'_>> {
+        if let (Some(p), Some(moe)) = (self.param(&out.name), &self.moe) {
+            if let Some((f, c)) = moe.whole(&out.name, &out.role, &self.model[&0])? {
+                if p.scalars.iter().any(|s| s == out.role.key()) {
+                    return Ok(TensorBytes::Owned(Self::scalar_at(f, &c, trace)?));
+                }
+                let t = Self::tensor_of(&c)?;
+                let name = c.trail().to_string();
+                return self.merge(
+                    &p.meta,
+                    p.policy,
+                    |r| (r == 0).then(|| (f, name.clone(), t)),
+                    DType::F32,
+                    trace,
+                );
+            }
+        }
         if let Some(p) = self.param(&out.name) {
             return match &out.role {
                 Role::Fp32Master => self.merge_param(p, None, trace),
@@ -1239,6 +1294,11 @@ impl DsCheckpoint {
     fn read_scalar(&self, p: &DsParam, key: &str, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
         let m = p.holders[0];
         let (f, c) = self.partition(m, 0, p.group, Some(key))?;
+        Self::scalar_at(f, &c, trace)
+    }
+
+    /// The number at `c` (a 0-d tensor or a Python number) as float32 bytes.
+    fn scalar_at(f: &PtFile, c: &Cursor, trace: ReadTrace<'_>) -> Result<Vec<u8>> {
         let v = match c.value() {
             PyValue::Tensor(t) => {
                 let b = f.tensor_bytes(c.trail(), t)?;

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod files;
+mod native_moe;
 
 pub use checkpoint::{Assume, DsCheckpoint, DsExtra, DsParam, ReadTrace};
 pub use files::DsFiles;
