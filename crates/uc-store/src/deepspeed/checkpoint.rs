@@ -6,6 +6,7 @@
 //! (TP rule or replicated); ZeRO partitions each holder's local tensor over the dp ranks inside it.
 
 use super::files::DsFiles;
+use super::folding::{check_expert_files, Folding};
 use super::native_moe::{group_ep, NativeMoe};
 use crate::error::{Result, StoreError};
 use crate::tensor_bytes::TensorBytes;
@@ -103,6 +104,8 @@ pub struct DsCheckpoint {
     pub(crate) autoep: Vec<AutoEpLayer>,
     /// Native DeepSpeed MoE files (per-expert files without AutoEP metadata).
     moe: Option<NativeMoe>,
+    /// AutoEP folded with AutoTP: which model-parallel rank holds each EP rank's experts.
+    folding: Option<Folding>,
     pub(crate) params: Vec<DsParam>,
     pub(crate) extras: Vec<DsExtra>,
     /// Training state: steps, samples, param-group hyper-parameters, ds_config, …
@@ -369,28 +372,12 @@ impl DsCheckpoint {
         } else {
             None
         };
-        for l in &autoep {
-            if l.checkpoint_format.as_deref() == Some("per_expert_files") {
-                for e in 0..l.num_experts {
-                    let id = (l.moe_layer_id as u32, e as u32, 0);
-                    if !files.experts.contains_key(&id) {
-                        return Err(StoreError::Io {
-                            path: files.dir.join(format!(
-                                "layer_{}_expert_{e}_mp_rank_00_model_states.pt",
-                                l.moe_layer_id
-                            )),
-                            source: std::io::Error::new(
-                                std::io::ErrorKind::NotFound,
-                                "expert file missing",
-                            ),
-                        });
-                    }
-                }
-            }
-        }
+        let folding = Folding::read(&model, tp)?;
+        check_expert_files(&files, &autoep, folding.as_ref())?;
         let mut ck = DsCheckpoint {
             autoep,
             moe,
+            folding,
             files,
             stage,
             tp,
@@ -664,14 +651,8 @@ impl DsCheckpoint {
                 continue;
             }
             if let Some(&edp) = expert_dp.get(&name) {
-                let p = self.expert_param(
-                    &path,
-                    &name,
-                    *group,
-                    &local_shapes[0],
-                    edp,
-                    inner_layout(&inner, 0, &name, &path)?,
-                )?;
+                inner_layout(&inner, 0, &name, &path)?;
+                let p = self.expert_param(&path, &name, *group, locals, edp, &inner)?;
                 self.params.push(p);
                 continue;
             }
@@ -751,30 +732,41 @@ impl DsCheckpoint {
     }
 
     /// An AutoEP expert parameter: local `[E_local, …]` tensors of the EP ranks, each ZeRO-partitioned
-    /// over its expert-data-parallel group (global rank `r = ep_rank + edp_rank * ep`).
+    /// over its expert-data-parallel group: global rank `r = ep_rank + edp_rank * ep` of model-parallel
+    /// rank 0, or, folded with AutoTP, dp rank `edp_rank` of the TP rank the folding table gives.
     fn expert_param(
         &self,
         path: &Path,
         name: &str,
         group: usize,
-        local: &[u64],
+        locals: &BTreeMap<u32, Vec<u64>>,
         edp: u32,
-        inner: &Layout,
+        inner: &BTreeMap<(u32, String), Layout>,
     ) -> Result<DsParam> {
         let layer = self.autoep.iter().find(|l| l.owns(name)).ok_or_else(|| {
             fmt_err(path, format!("`{name}` is in an expert (moe) param group but no AutoEP layer (`ds_autoep_layers`) owns it"))
         })?;
         let ep = layer.ep_size;
-        if self.tp * self.pp != 1 {
-            return Err(fmt_err(
-                path,
-                format!(
-                    "`{name}`: AutoEP experts together with tp {} / pp {} are not supported",
-                    self.tp, self.pp
-                ),
-            ));
-        }
-        if ep * edp != self.dp
+        // the model-parallel rank holding each EP rank's experts, and the optimizer files per EP rank
+        let (mps, files) = match (&self.folding, self.tp, self.pp) {
+            (_, 1, 1) => (vec![0; ep as usize], ep.checked_mul(edp)),
+            (Some(f), tp, 1) if f.ep() == ep && ep == tp => {
+                let mps = (0..ep).map(|e| f.mp_of(e).unwrap_or(e)).collect();
+                (mps, Some(edp))
+            }
+            _ => {
+                return Err(fmt_err(
+                    path,
+                    format!(
+                        "`{name}`: AutoEP experts with tp {} / pp {} need pp 1 and a folding table \
+                         (`folding`) putting one of the {ep} EP ranks on each TP rank",
+                        self.tp, self.pp
+                    ),
+                ))
+            }
+        };
+        let local = locals.get(&mps[0]).map_or(&[][..], Vec::as_slice);
+        if files != Some(self.dp)
             || local.is_empty()
             || local[0].checked_mul(ep as u64) != Some(layer.num_experts)
         {
@@ -782,6 +774,37 @@ impl DsCheckpoint {
                 "`{name}`: local shape {local:?} × ep {ep} (expert-dp {edp}) does not match {} experts over {} optimizer files",
                 layer.num_experts, self.dp
             )));
+        }
+        if let Some(m) = mps
+            .iter()
+            .find(|m| locals.get(m).map(Vec::as_slice) != Some(local))
+        {
+            return Err(fmt_err(
+                path,
+                format!(
+                    "`{name}`: model-parallel rank {m} holds local shape {:?}, rank {} {local:?}",
+                    locals.get(m),
+                    mps[0]
+                ),
+            ));
+        }
+        if self.stage < 3 {
+            let o = self.optim_root(mps[0], 0)?;
+            let pg = o
+                .get("base_optimizer_state")
+                .and_then(|b| b.get("param_groups"))
+                .and_then(|p| p.index(group).ok());
+            if let Some(pg) = pg.filter(|pg| pg.get("name").is_some()) {
+                let n = group_ep(&pg)?;
+                if n != ep {
+                    return Err(StoreError::BadValue {
+                        path: pg.path().to_path_buf(),
+                        key: format!("{}.name", pg.trail()),
+                        value: format!("ep_size_{n}"),
+                        expected: "the ep_size of the AutoEP layer owning the group's experts",
+                    });
+                }
+            }
         }
         let mut shape = local.to_vec();
         shape[0] = layer.num_experts;
@@ -792,20 +815,32 @@ impl DsCheckpoint {
         };
         let layout = Layout::Nested {
             outer: Box::new(outer),
-            inner: vec![inner.clone(); ep as usize],
+            inner: mps
+                .iter()
+                .map(|&m| inner_layout(inner, m, name, path).cloned())
+                .collect::<Result<_>>()?,
         };
         let meta = TensorMeta::new(name, DType::F32, shape, Role::Fp32Master).with_layout(layout);
         meta.validate().map_err(schema_err(path))?;
-        let (states, scalars) = self.state_keys(0, group)?;
+        let (states, scalars) = self.state_keys(mps[0], group)?;
+        let mut holders = mps.clone();
+        holders.dedup();
         Ok(DsParam {
             name: name.to_string(),
             group,
-            holders: vec![0],
+            holders,
             meta,
             policy: ReplicaPolicy::First,
             states,
             scalars,
-            sources: (0..self.dp).map(|r| (0, r)).collect(),
+            // rank r = ep rank r % ep, expert-dp rank r / ep: global rank r of mp rank 0, or dp
+            // rank r / ep of the folded TP rank
+            sources: (0..ep * edp)
+                .map(|r| match self.tp > 1 {
+                    true => (mps[(r % ep) as usize], r / ep),
+                    false => (0, r),
+                })
+                .collect(),
         })
     }
 
@@ -969,6 +1004,16 @@ impl DsCheckpoint {
         let shape0 = shapes.first().cloned().unwrap_or_default();
         Ok(if holders.len() == 1 {
             (Layout::single(), shape0, None, ReplicaPolicy::First)
+        } else if self.unsplit_by_autotp(name) && shapes.windows(2).all(|w| w[0] == w[1]) {
+            // AutoTP's metadata describes every split tensor; this one (a module alias) is whole
+            (
+                Layout::Replicated {
+                    ranks: holders.len() as u32,
+                },
+                shape0,
+                None,
+                ReplicaPolicy::Verify,
+            )
         } else if let (Some(uci), true) =
             (&self.uci, self.tp as usize == holders.len() && self.pp == 1)
         {
@@ -992,6 +1037,21 @@ impl DsCheckpoint {
         } else {
             return Err(fmt_err(path, format!("`{name}` has different shapes {shapes:?} on ranks {holders:?} and no TP metadata says how to merge it")));
         })
+    }
+
+    /// True when the checkpoint has AutoTP's `affine_map` (which describes every split tensor) and
+    /// neither the map nor any TP pattern names `name`: it is not split over the TP ranks.
+    fn unsplit_by_autotp(&self, name: &str) -> bool {
+        let Some(u) = self.uci.as_ref().filter(|u| u.affine_map.is_some()) else {
+            return false;
+        };
+        !(self.has_affine_map(name)
+            || u.is_row_parallel(name)
+            || u.is_vocabulary(name)
+            || u.is_tp_replicated(name)
+            || u.is_averaged(name)
+            || u.is_two_sub_params(name)
+            || u.sub_params_for(name).is_some())
     }
 
     /// ZeRO-3 frozen parameters: `frozen_param_shapes` gives each one's (local) shape, and every dp

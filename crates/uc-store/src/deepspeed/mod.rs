@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod files;
+mod folding;
 mod native_moe;
 
 pub use checkpoint::{Assume, DsCheckpoint, DsExtra, DsParam, ReadTrace};
