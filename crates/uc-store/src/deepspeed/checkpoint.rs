@@ -8,6 +8,7 @@
 use super::files::DsFiles;
 use super::folding::{check_expert_files, Folding};
 use super::native_moe::{group_ep, NativeMoe};
+use super::optim_file::{positive_u32, OptimFile};
 use crate::error::{Result, StoreError};
 use crate::tensor_bytes::TensorBytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -148,31 +149,6 @@ fn schema_err(path: &Path) -> impl FnOnce(uc_schema::SchemaError) -> StoreError 
     }
 }
 
-/// [`StoreError::BadValue`] for the value at `c`.
-fn bad_value(c: &Cursor, expected: &'static str) -> StoreError {
-    let v = c.value();
-    let int = v.as_int().or_else(|| match v {
-        PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
-        _ => None,
-    });
-    let value = int.map_or_else(|| format!("a {}", v.type_name()), |i| i.to_string());
-    StoreError::BadValue {
-        path: c.path().to_path_buf(),
-        key: c.trail().to_string(),
-        value,
-        expected,
-    }
-}
-
-/// A count at `c` (a parallel degree, a partition count): an int in 1..2³², never clamped.
-fn positive_u32(c: &Cursor, expected: &'static str) -> Result<u32> {
-    c.value()
-        .as_int()
-        .and_then(|i| u32::try_from(i).ok())
-        .filter(|&i| i >= 1)
-        .ok_or_else(|| bad_value(c, expected))
-}
-
 fn as_u64(c: &Cursor, what: &str) -> Result<u64> {
     c.value()
         .as_int()
@@ -212,11 +188,6 @@ fn param_shapes(f: &PtFile) -> Result<Vec<Group>> {
                 .collect()
         })
         .collect()
-}
-
-/// The dict of group `g` under a `state` dict whose keys are ints (or their strings).
-fn group_key<'a>(c: &Cursor<'a>, g: usize) -> Result<Cursor<'a>> {
-    Ok(c.int_key(g as i64).or_else(|_| c.key(&g.to_string()))?)
 }
 
 impl DsCheckpoint {
@@ -421,32 +392,21 @@ impl DsCheckpoint {
         t
     }
 
-    fn optim_root(&self, m: u32, d: u32) -> Result<Cursor<'_>> {
+    /// The optimizer-states file of (model-parallel rank `m`, dp rank `d`).
+    fn optim(&self, m: u32, d: u32) -> Result<OptimFile<'_>> {
         let f = self
             .optim
             .get(&(m, d))
             .ok_or_else(|| fmt_err(&self.files.optim_name(m, d), "missing optimizer states"))?;
-        Ok(f.cursor().key("optimizer_state_dict")?)
+        OptimFile::new(f, self.stage == 3)
     }
 
     fn detect_stage(&self) -> Result<u8> {
         if self.stage == 3 || self.optim.is_empty() {
             return Ok(self.stage.max(if self.optim.is_empty() { 0 } else { 1 }));
         }
-        let o = self.optim_root(0, 0)?;
-        Ok(match o.get("zero_stage") {
-            Some(c) => {
-                // an int, or `ZeroStageEnum(n)` read as an object with argument n
-                let n = c.value().as_int().or_else(|| match c.value() {
-                    PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
-                    _ => None,
-                });
-                n.and_then(|n| u8::try_from(n).ok())
-                    .filter(|n| *n <= 3)
-                    .ok_or_else(|| bad_value(&c, "a ZeRO stage 0–3"))?
-            }
-            None => 1, // the BF16 optimizer is ZeRO-1 and writes no zero_stage
-        })
+        // the BF16 optimizer is ZeRO-1 and writes no zero_stage
+        Ok(self.optim(0, 0)?.zero_stage()?.unwrap_or(1))
     }
 
     fn collect_state(&mut self) {
@@ -470,14 +430,8 @@ impl DsCheckpoint {
                 self.state.insert(key.to_string(), to_value(c.value()));
             }
         }
-        let groups = match self.optim_root(0, 0) {
-            Ok(o) => o
-                .get("base_optimizer_state")
-                .and_then(|b| b.get("param_groups"))
-                .or_else(|| {
-                    o.get("optimizer_state_dict")
-                        .and_then(|b| b.get("param_groups"))
-                }),
+        let groups = match self.optim(0, 0) {
+            Ok(o) => o.param_groups(),
             Err(_) => self.moe.as_ref().and_then(NativeMoe::param_groups),
         };
         if let Some(g) = groups {
@@ -503,44 +457,17 @@ impl DsCheckpoint {
         key: Option<&str>,
     ) -> Result<(&PtFile, Cursor<'_>)> {
         let f = &self.optim[&(m, d)];
-        let o = f.cursor().key("optimizer_state_dict")?;
-        let c = match (self.stage, key) {
-            (3, None) => o.key("fp32_flat_groups")?.index(g)?,
-            (3, Some(k)) => group_key(&o.key("optimizer_state_dict")?.key("state")?, g)?.key(k)?,
-            (_, None) => o.key("single_partition_of_fp32_groups")?.index(g)?,
-            (_, Some(k)) => group_key(&o.key("base_optimizer_state")?.key("state")?, g)?.key(k)?,
+        let o = OptimFile::new(f, self.stage == 3)?;
+        let c = match key {
+            None => o.fp32(g)?,
+            Some(k) => o.state(g, k)?,
         };
         Ok((f, c))
     }
 
     /// How group `g` of rank-file (m, 0) is partitioned: (partition count, is an expert group).
     fn group_partitioning(&self, m: u32, g: usize) -> Result<(u32, bool)> {
-        let o = self.optim_root(m, 0)?;
-        let count = |c: Option<Cursor>| -> Result<u32> {
-            c.map_or(Ok(self.dp), |c| positive_u32(&c, "a partition count ≥ 1"))
-        };
-        if self.stage == 3 {
-            if let Some(pg) = o
-                .get("ds_zero_partition_groups")
-                .and_then(|c| c.index(g).ok())
-            {
-                let moe = pg.get("families").is_some_and(|f| {
-                    f.value()
-                        .as_seq()
-                        .is_some_and(|v| v.iter().any(|x| x.as_str() == Some("autoep_expert")))
-                });
-                return Ok((count(pg.get("partition_count"))?, moe));
-            }
-            return Ok((count(o.get("partition_count"))?, false));
-        }
-        let count = count(o.get("partition_count").and_then(|c| c.index(g).ok()))?;
-        let moe = o
-            .get("base_optimizer_state")
-            .and_then(|b| b.get("param_groups"))
-            .and_then(|pg| pg.index(g).ok())
-            .and_then(|pg| pg.get("moe"))
-            .is_some_and(|x| x.value().as_bool() == Some(true));
-        Ok((count, moe))
+        self.optim(m, 0)?.partitioning(g, self.dp)
     }
 
     fn tensor_of<'a>(c: &Cursor<'a>) -> Result<&'a TensorRef> {
@@ -632,11 +559,9 @@ impl DsCheckpoint {
             let local_shapes: Vec<Vec<u64>> = locals.values().cloned().collect();
             let path = self.model[&holders[0]].path().to_path_buf();
             if let (Some(&edp), Some(moe)) = (expert_dp.get(&name), &self.moe) {
-                let o = self.optim_root(0, 0)?;
-                let pg = o
-                    .key("base_optimizer_state")?
-                    .key("param_groups")?
-                    .index(*group)?;
+                let pg = self.optim(0, 0)?.param_group(*group).ok_or_else(|| {
+                    fmt_err(&path, format!("`{name}`: no optimizer param group {group}"))
+                })?;
                 let (states, scalars) = self.state_keys(0, *group)?;
                 let ps = moe.zero_params(
                     &path,
@@ -789,11 +714,7 @@ impl DsCheckpoint {
             ));
         }
         if self.stage < 3 {
-            let o = self.optim_root(mps[0], 0)?;
-            let pg = o
-                .get("base_optimizer_state")
-                .and_then(|b| b.get("param_groups"))
-                .and_then(|p| p.index(group).ok());
+            let pg = self.optim(mps[0], 0)?.param_group(group);
             if let Some(pg) = pg.filter(|pg| pg.get("name").is_some()) {
                 let n = group_ep(&pg)?;
                 if n != ep {
@@ -846,13 +767,7 @@ impl DsCheckpoint {
 
     /// Per-element and scalar optimizer state keys of group `g`.
     fn state_keys(&self, m: u32, g: usize) -> Result<(Vec<String>, Vec<String>)> {
-        let o = self.optim_root(m, 0)?;
-        let st = if self.stage == 3 {
-            o.key("optimizer_state_dict")?.key("state")?
-        } else {
-            o.key("base_optimizer_state")?.key("state")?
-        };
-        let Ok(gs) = group_key(&st, g) else {
+        let Some(gs) = self.optim(m, 0)?.group_state(g)? else {
             return Ok((Vec::new(), Vec::new()));
         };
         let (mut states, mut scalars) = (Vec::new(), Vec::new());
@@ -878,14 +793,13 @@ impl DsCheckpoint {
         inner: &BTreeMap<(u32, String), Layout>,
     ) -> Result<()> {
         for d in 0..self.dp {
-            let o = self.optim_root(m, d)?;
-            let Some(maps) = o.get("param_slice_mappings") else {
+            let o = self.optim(m, d)?;
+            let Some(gm) = o.slice_mappings(g)? else {
                 continue;
             };
-            let gm = maps.index(g)?;
             for (name, shape) in params {
                 let mut ps = Vec::new();
-                let layout = inner_layout(inner, m, name, o.path())?;
+                let layout = inner_layout(inner, m, name, o.root().path())?;
                 uc_merge::layout_pieces(shape, layout, &mut ps);
                 let mine: Vec<&Piece> = ps.iter().filter(|p| p.rank == d).collect();
                 let numel: u64 = mine.iter().map(|p| p.global.numel()).sum();
@@ -1396,7 +1310,7 @@ impl DsCheckpoint {
 
     /// Rank 0's `optimizer_state_dict` (for the universal `zero/optimizer_state.pt`).
     pub fn optimizer_state_rank0(&self) -> Option<&PyValue> {
-        self.optim_root(0, 0).ok().map(|c| c.value())
+        self.optim(0, 0).ok().map(|o| o.root().value())
     }
 
     /// The optimizer step of param group `g` (rank 0's; `None` before the first step).
@@ -1414,15 +1328,7 @@ impl DsCheckpoint {
 
     /// Rank 0's optimizer `param_groups` (hyper-parameters per group).
     pub fn param_groups_rank0(&self) -> Option<&PyValue> {
-        let o = self.optim_root(0, 0).ok()?;
-        let g = o
-            .get("base_optimizer_state")
-            .and_then(|b| b.get("param_groups"))
-            .or_else(|| {
-                o.get("optimizer_state_dict")
-                    .and_then(|b| b.get("param_groups"))
-            })?;
-        Some(g.value())
+        Some(self.optim(0, 0).ok()?.param_groups()?.value())
     }
 
     /// The module buffers the model states list (`buffer_names`, every rank's), `None` when no

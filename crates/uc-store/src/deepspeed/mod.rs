@@ -5,6 +5,7 @@ mod checkpoint;
 mod files;
 mod folding;
 mod native_moe;
+mod optim_file;
 
 pub use checkpoint::{Assume, DsCheckpoint, DsExtra, DsParam, ReadTrace};
 pub use files::DsFiles;
