@@ -77,6 +77,11 @@ fn every_expert_and_moment_converts_exactly() {
 fn experts_get_global_names_from_their_ep_rank() {
     for case in CASES {
         let ck = DsCheckpoint::open(&fixture(case), None, &Assume::default()).unwrap();
+        assert_eq!(
+            ck.degrees(),
+            (1, 1, 2),
+            "{case}: tp, pp, dp (no ZeRO: dp_world_size)"
+        );
         let names: Vec<&str> = ck.params().iter().map(|p| p.name.as_str()).collect();
         for e in 0..4 {
             let n = format!("blocks.2.mlp.deepspeed_moe.experts.deepspeed_experts.{e}.fc2.bias");

@@ -343,6 +343,11 @@ impl DsCheckpoint {
         } else {
             None
         };
+        // without ZeRO (native MoE's `expp_rank_*` files) there are no dp-rank files to count
+        let dp = match (&moe, root.get("dp_world_size")) {
+            (Some(m), Some(c)) if dp == 0 && m.unsharded() => positive_u32(&c, "a degree ≥ 1")?,
+            _ => dp.max(1),
+        };
         let folding = Folding::read(&model, tp)?;
         check_expert_files(&files, &autoep, folding.as_ref())?;
         let mut ck = DsCheckpoint {
@@ -353,7 +358,7 @@ impl DsCheckpoint {
             stage,
             tp,
             pp,
-            dp: dp.max(1),
+            dp,
             uci,
             affine,
             params: Vec::new(),
