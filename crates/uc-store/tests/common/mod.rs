@@ -25,6 +25,15 @@ pub const DEEPSPEED_CASES: &[&str] = &[
     "ep2_zero3",
 ];
 
+/// The DeepSpeed fixtures `ds_to_universal` cannot convert (no `global_step3_universal/`): native
+/// DeepSpeed MoE with and without ZeRO, AutoEP folded with AutoTP.
+pub const DEEPSPEED_MOE_CASES: &[&str] = &[
+    "moe_ep2_zero2",
+    "moe_ep2_zero1",
+    "moe_ep2_nozero",
+    "ep2_tp2_zero1",
+];
+
 /// The `param` tensor (or the bare tensor) of a DeepSpeed universal `.pt` file: dtype, shape, bytes.
 pub fn universal_param(path: &Path) -> (uc_schema::DType, Vec<u64>, Vec<u8>) {
     use uc_torch::{Allowlist, PyValue};
