@@ -195,3 +195,24 @@ fn zero_d_expert_with_no_experts_is_an_error() {
         other => panic!("expected Format, got {other:?}"),
     }
 }
+
+/// An AutoEP layer with ep_size 0 (this used to index the holder of EP rank 0 of none).
+#[test]
+fn autoep_ep_size_0_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = copy_case(tmp.path(), "ep2_zero2");
+    let model = tag.join("mp_rank_00_model_states.pt");
+    edit_pt(&model, |v| {
+        *pt_at(v, &["ds_autoep_layers", "0", "ep_size"]) = PtValue::Int(0);
+    });
+    match open_err(&tag) {
+        StoreError::Schema {
+            path,
+            source: uc_schema::SchemaError::ZeroAxis { axis },
+        } => {
+            assert_eq!(path, model);
+            assert!(axis.contains("model.layers.0.mlp.experts"), "{axis}");
+        }
+        other => panic!("expected Schema ZeroAxis, got {other:?}"),
+    }
+}

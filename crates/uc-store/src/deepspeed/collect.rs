@@ -316,6 +316,14 @@ impl Inputs {
             fmt_err(path, format!("`{name}` is in an expert (moe) param group but no AutoEP layer (`ds_autoep_layers`) owns it"))
         })?;
         let ep = layer.ep_size;
+        if ep == 0 {
+            return Err(StoreError::Schema {
+                path: path.to_path_buf(),
+                source: uc_schema::SchemaError::ZeroAxis {
+                    axis: format!("ep of AutoEP layer `{}`", layer.expert_key_prefix),
+                },
+            });
+        }
         // the model-parallel rank holding each EP rank's experts, and the optimizer files per EP rank
         let (mps, files) = match (&self.folding, self.tp, self.pp) {
             (_, 1, 1) => (vec![0; ep as usize], ep.checked_mul(edp)),
