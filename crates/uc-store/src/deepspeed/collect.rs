@@ -68,9 +68,19 @@ fn param_shapes(f: &PtFile) -> Result<Vec<Group>> {
             g.str_entries()?
                 .into_iter()
                 .map(|(name, c)| {
-                    let shape = c.value().as_shape().ok_or_else(|| {
-                        fmt_err(f.path(), format!("`{}`: expected a shape", c.trail()))
-                    })?;
+                    let shape = c
+                        .value()
+                        .as_shape()
+                        .filter(|s| s.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_some())
+                        .ok_or_else(|| {
+                            fmt_err(
+                                f.path(),
+                                format!(
+                                    "`{}`: expected a shape of fewer than 2^64 elements",
+                                    c.trail()
+                                ),
+                            )
+                        })?;
                     Ok((name.to_string(), shape))
                 })
                 .collect()
@@ -159,13 +169,22 @@ impl Inputs {
             for (g, params) in groups.iter().enumerate() {
                 let (f0, c0) = self.partition(*m, 0, g, None)?;
                 let part = Self::tensor_of(&c0)?.numel();
-                let group_numel: u64 = params.iter().map(|(_, s)| s.iter().product::<u64>()).sum();
+                // shapes were checked to have a numel (param_shapes); their sum must fit too
+                let group_numel = params
+                    .iter()
+                    .try_fold(0u64, |a, (_, s)| a.checked_add(s.iter().product::<u64>()))
+                    .ok_or_else(|| {
+                        fmt_err(
+                            f0.path(),
+                            format!("param group {g}: more than 2^64 elements"),
+                        )
+                    })?;
                 let (gdp, moe) = self.group_partitioning(*m, g)?;
                 if moe {
                     expert_dp.extend(params.iter().map(|(n, _)| (n.clone(), gdp)));
                 }
                 let dp = gdp as u64;
-                if self.stage < 3 && group_numel > part * dp {
+                if self.stage < 3 && group_numel > part.saturating_mul(dp) {
                     return Err(fmt_err(f0.path(), format!("param group {g}: {group_numel} elements do not fit {dp} partitions of {part}")));
                 }
                 let mut off = 0;
@@ -181,7 +200,7 @@ impl Inputs {
                             dp: gdp,
                             offset: off,
                             group_numel,
-                            alignment: part * dp,
+                            alignment: part.saturating_mul(dp),
                         }
                     };
                     off += if self.stage == 3 {
