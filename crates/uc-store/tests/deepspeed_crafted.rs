@@ -216,3 +216,51 @@ fn autoep_ep_size_0_is_an_error() {
         other => panic!("expected Schema ZeroAxis, got {other:?}"),
     }
 }
+
+/// A param shape whose element count overflows u64 (this used to overflow a product).
+#[test]
+fn shape_past_u64_elements_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = copy_case(tmp.path(), "zero1");
+    let model = tag.join("mp_rank_00_model_states.pt");
+    edit_pt(&model, |v| {
+        let big = || PtValue::Int(1 << 33);
+        *pt_at(v, &["param_shapes", "0", "embed.weight"]) =
+            PtValue::Tuple(vec![big(), big(), big()]);
+    });
+    match open_err(&tag) {
+        StoreError::Format { path, why } => {
+            assert_eq!(path, model);
+            assert!(why.contains("embed.weight"), "{why}");
+        }
+        other => panic!("expected Format, got {other:?}"),
+    }
+}
+
+/// A ZeRO-3 param shape far larger than its partitions: reading it is a typed error, not a
+/// terabyte allocation (which aborted the process).
+#[test]
+fn zero3_shape_larger_than_its_partitions_is_an_error_not_an_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tag = copy_case(tmp.path(), "zero3");
+    for r in 0..2 {
+        let model = tag.join(format!("zero_pp_rank_{r}_mp_rank_00_model_states.pt"));
+        edit_pt(&model, |v| {
+            *pt_at(v, &["param_shapes", "0", "embed.weight"]) =
+                PtValue::Tuple(vec![PtValue::Int(1 << 20), PtValue::Int(1 << 18)]);
+        });
+    }
+    let ck =
+        DsCheckpoint::open(&tag, None, &Assume::default()).expect("opens: only reads check data");
+    let out = ck
+        .outputs()
+        .into_iter()
+        .find(|o| o.name == "embed.weight")
+        .unwrap();
+    match ck.read(&out) {
+        Err(StoreError::BadTensor { tensor, why, .. }) => {
+            assert_eq!(tensor, "embed.weight", "{why}");
+        }
+        other => panic!("expected BadTensor, got {:?}", other.map(|b| b.len())),
+    }
+}

@@ -1,7 +1,7 @@
 //! Structured mutations of the native MoE and AutoEP × AutoTP fixtures (one value of one file
 //! changed: an int, a shape, a name, a list cut short, a bool flipped): opening and reading every
 //! tensor never panics, it succeeds or returns a typed error. `UC_MOE_MUTATIONS` (per case, default
-//! 40) and `UC_MOE_SEED` run more.
+//! 40), `UC_MOE_SEED` and `UC_MOE_ALL=1` (every other DeepSpeed fixture too) run more.
 
 mod common;
 use common::{copy_dir, edit_pt, DEEPSPEED, DEEPSPEED_MOE_CASES};
@@ -93,7 +93,10 @@ fn mutated_moe_checkpoints_never_panic() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x9E37_79B9_7F4A_7C15u64);
     let mut rng = Rng(seed | 1);
-    for case in DEEPSPEED_MOE_CASES {
+    // UC_MOE_ALL=1: every other DeepSpeed fixture too
+    let all = std::env::var("UC_MOE_ALL").is_ok_and(|v| v == "1");
+    let others = if all { common::DEEPSPEED_CASES } else { &[] };
+    for case in DEEPSPEED_MOE_CASES.iter().chain(others) {
         let src = Path::new(DEEPSPEED).join(case).join("global_step3");
         let mut names: Vec<_> = std::fs::read_dir(&src)
             .unwrap()

@@ -357,6 +357,25 @@ impl DsCheckpoint {
             tensor: meta.name.clone(),
             why: e.to_string(),
         };
+        let views: Vec<_> = (0..meta.layout.ranks())
+            .filter_map(|r| Some((r, view(r)?)))
+            .collect();
+        // every element comes from a distinct element of some rank's tensor: a layout asking for
+        // more than the files hold is refused before anything is planned or allocated
+        let held = views
+            .iter()
+            .fold(0u64, |a, (_, (_, _, t))| a.saturating_add(t.numel()));
+        if held < meta.numel() {
+            return Err(StoreError::BadTensor {
+                path,
+                tensor: meta.name.clone(),
+                why: format!(
+                    "shape {:?} needs {} elements but its ranks' tensors hold {held}",
+                    meta.shape,
+                    meta.numel()
+                ),
+            });
+        }
         let src = pieces(meta).map_err(merge_err)?;
         let mut dst = Vec::new();
         uc_merge::layout_pieces(&meta.shape, &Layout::single(), &mut dst);
@@ -364,27 +383,38 @@ impl DsCheckpoint {
         let mut bytes: BTreeMap<u32, &[u8]> = BTreeMap::new();
         let mut from = None;
         let reads = pl.source_ranges();
-        for r in 0..meta.layout.ranks() {
-            if let Some((f, name, t)) = view(r) {
-                if *from.get_or_insert(t.dtype) != t.dtype {
-                    return Err(StoreError::BadTensor {
-                        path: f.path().to_path_buf(),
-                        tensor: name,
-                        why: format!(
-                            "dtype {} differs from other ranks' {}",
-                            t.dtype,
-                            from.unwrap_or(t.dtype)
-                        ),
-                    });
-                }
-                bytes.insert(r, f.tensor_bytes(&name, t)?);
-                let base = f.tensor_file_range(&name, t)?.start;
-                let es = t.dtype.size() as u64;
-                for runs in reads.range((r, 0)..=(r, u32::MAX)).map(|(_, v)| v) {
-                    for &(a, b) in runs {
-                        f.will_need(base + a * es..base + b * es);
-                        trace(f.path(), base + a * es..base + b * es);
+        for (r, (f, name, t)) in views {
+            if *from.get_or_insert(t.dtype) != t.dtype {
+                return Err(StoreError::BadTensor {
+                    path: f.path().to_path_buf(),
+                    tensor: name,
+                    why: format!(
+                        "dtype {} differs from other ranks' {}",
+                        t.dtype,
+                        from.unwrap_or(t.dtype)
+                    ),
+                });
+            }
+            bytes.insert(r, f.tensor_bytes(&name, t)?);
+            let base = f.tensor_file_range(&name, t)?.start;
+            let es = t.dtype.size() as u64;
+            for runs in reads.range((r, 0)..=(r, u32::MAX)).map(|(_, v)| v) {
+                if let Some(&(_, end)) = runs.iter().max_by_key(|(_, b)| *b) {
+                    if end > t.numel() {
+                        return Err(StoreError::BadTensor {
+                            path: f.path().to_path_buf(),
+                            tensor: name,
+                            why: format!(
+                                "`{}` needs elements up to {end} of this {}-element tensor",
+                                meta.name,
+                                t.numel()
+                            ),
+                        });
                     }
+                }
+                for &(a, b) in runs {
+                    f.will_need(base + a * es..base + b * es);
+                    trace(f.path(), base + a * es..base + b * es);
                 }
             }
         }
