@@ -264,3 +264,27 @@ fn zero3_shape_larger_than_its_partitions_is_an_error_not_an_allocation() {
         other => panic!("expected BadTensor, got {:?}", other.map(|b| b.len())),
     }
 }
+
+/// An AutoEP expert file of a layer no `ds_autoep_layers` entry has, or of the wrong model-parallel
+/// rank, is an error naming it (they used to be ignored).
+#[test]
+fn autoep_expert_file_of_no_layer_or_rank_is_named() {
+    for (bad, from) in [
+        (
+            "layer_5_expert_0_mp_rank_00_model_states.pt",
+            "layer_0_expert_0_mp_rank_00_model_states.pt",
+        ),
+        (
+            "layer_1_expert_2_mp_rank_01_model_states.pt",
+            "layer_1_expert_2_mp_rank_00_model_states.pt",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let tag = copy_case(tmp.path(), "ep2_zero2");
+        std::fs::copy(tag.join(from), tag.join(bad)).unwrap();
+        match open_err(&tag) {
+            StoreError::Format { path, .. } => assert_eq!(path, tag.join(bad)),
+            other => panic!("{bad}: expected Format, got {other:?}"),
+        }
+    }
+}

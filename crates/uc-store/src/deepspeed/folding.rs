@@ -146,6 +146,19 @@ pub(crate) fn check_expert_files(
     folding: Option<&Folding>,
 ) -> Result<()> {
     let allow = Allowlist::deepspeed();
+    if !layers.is_empty() {
+        let ids: Vec<u64> = layers.iter().map(|l| l.moe_layer_id).collect();
+        if let Some((&(l, _, _), p)) = files
+            .experts
+            .iter()
+            .find(|((l, _, _), _)| !ids.contains(&u64::from(*l)))
+        {
+            return Err(StoreError::Format {
+                path: p.clone(),
+                why: format!("no AutoEP layer has moe_layer_id {l} (the layers are {ids:?})"),
+            });
+        }
+    }
     for l in layers {
         if l.checkpoint_format.as_deref() != Some("per_expert_files") {
             continue;
@@ -167,7 +180,8 @@ pub(crate) fn check_expert_files(
                         path: p.clone(),
                         why: format!(
                             "expert {fe} of AutoEP layer {lid} belongs to EP rank {r}, which model-parallel \
-                             rank {m} holds (folding table), not mp_rank_{fm:02}"
+                             rank {m} holds{}, not mp_rank_{fm:02}",
+                            if folding.is_some() { " (folding table)" } else { "" }
                         ),
                     })
                 }
