@@ -113,7 +113,7 @@ fn deepspeed(path: &Path, opts: &OpenOptions) -> Result<serde_json::Value, CliEr
         "topology": topo(&ck.topology()),
         "summary": format!(
             "tag {} · {} trained parameters · {} other tensors · {} optimizer files{}{}",
-            ck.files().tag, ck.params().len(), ck.extras().len(), ck.files().optim.len(),
+            ck.files().tag, ck.params().len(), ck.extras().len(), ck.files().optim.len() + ck.files().expp.len(),
             if ck.uci().is_some() { " · universal_checkpoint_info" } else { "" },
             if ck.autoep().is_empty() { String::new() } else { format!(" · {} AutoEP layers", ck.autoep().len()) },
         ),

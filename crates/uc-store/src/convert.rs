@@ -316,7 +316,7 @@ fn deepspeed_groups(src: &Source) -> Option<Vec<Vec<String>>> {
         return None;
     };
     let mut g: Vec<Vec<String>> = Vec::new();
-    for p in &c.params {
+    for p in c.params() {
         if g.len() <= p.group {
             g.resize(p.group + 1, Vec::new());
         }

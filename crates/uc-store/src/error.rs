@@ -69,6 +69,20 @@ pub enum StoreError {
         tensor: String,
         source: Box<uc_merge::MergeError>,
     },
+    #[error("{path}: `{key}` is {value}; expected {expected}")]
+    BadValue {
+        path: PathBuf,
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{path}: tensor `{tensor}` belongs to expert {found}, but the file name says expert {expected}")]
+    WrongExpert {
+        path: PathBuf,
+        tensor: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("{path}: file is missing; it holds a chunk of tensor `{tensor}`")]
     MissingFile { path: PathBuf, tensor: String },
     #[error("{path}: tensor `{tensor}`: byte range [{start}, {start}+{len}) lies past the end of the {size}-byte file")]

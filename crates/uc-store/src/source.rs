@@ -104,7 +104,7 @@ impl Source {
     /// Training state (steps, hyper-parameters, …).
     pub fn state(&self) -> BTreeMap<String, Value> {
         match self {
-            Source::DeepSpeed(c) => c.state.clone(),
+            Source::DeepSpeed(c) => c.state().clone(),
             Source::Native(c) => c.manifest().state.clone(),
             Source::Dcp(c) => c.state.clone(),
         }

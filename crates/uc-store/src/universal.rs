@@ -100,16 +100,18 @@ fn to_f32(zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<Vec<u8>> {
 
 /// How DeepSpeed's converter would tag this parameter's universal files.
 fn universal_kind(ck: &DsCheckpoint, name: &str) -> UniversalKind {
-    if let Some(l) = ck.autoep.iter().find(|l| l.owns(name)) {
+    if let Some(l) = ck.autoep().iter().find(|l| l.owns(name)) {
         return UniversalKind::Expert {
             num_experts: l.num_experts as i64,
         };
     }
-    if ck.stage == 3 {
+    if ck.stage() == 3 {
         return UniversalKind::Bare;
     }
-    match (&ck.uci, ck.tp > 1) {
+    match (ck.uci(), ck.degrees().0 > 1) {
         (Some(u), true) if u.is_vocabulary(name) => UniversalKind::Vocab,
+        // rebuilt from its affine map: no category key, whatever its patterns say
+        (Some(_), true) if ck.has_affine_map(name) => UniversalKind::ParamOnly,
         (Some(u), true) if u.is_row_parallel(name) => UniversalKind::CatDim(1),
         (Some(_), true) => UniversalKind::ParamOnly,
         _ => UniversalKind::CatDim(0),
@@ -125,7 +127,7 @@ fn write_from_deepspeed(
 ) -> Result<()> {
     let trained = ck.param(&meta.name).is_some();
     if meta.role == Role::Step {
-        if ck.stage == 3 {
+        if ck.stage() == 3 {
             return Ok(()); // DeepSpeed writes no step.pt for ZeRO-3
         }
         write_universal_step(
@@ -201,8 +203,8 @@ fn write_from_other(
 /// Model states (byte copies) and `zero/optimizer_state.pt` (rank 0's plain optimizer state without
 /// its partitions, plus `param_groups`).
 fn write_common_deepspeed(ck: &DsCheckpoint, root: &Path) -> Result<()> {
-    let mut models: Vec<&PathBuf> = ck.files.model.values().collect();
-    models.extend(ck.files.zero3_model.values());
+    let mut models: Vec<&PathBuf> = ck.files().model.values().collect();
+    models.extend(ck.files().zero3_model.values());
     for src in models {
         let name = src.file_name().ok_or_else(|| StoreError::Format {
             path: src.clone(),
@@ -234,7 +236,7 @@ fn write_common_deepspeed(ck: &DsCheckpoint, root: &Path) -> Result<()> {
         }
     }
     let groups = ck.param_groups_rank0().and_then(plain);
-    if ck.stage == 3 {
+    if ck.stage() == 3 {
         let n = match ck.param_groups_rank0() {
             Some(PyValue::List(g)) | Some(PyValue::Tuple(g)) => g.len(),
             _ => 0,

@@ -1,5 +1,6 @@
 //! `convert` on every DeepSpeed fixture: native output equals expected.safetensors, and the
-//! DeepSpeed-layout output equals DeepSpeed's own `ds_to_universal` output tensor for tensor.
+//! DeepSpeed-layout output equals DeepSpeed's own `ds_to_universal` output file for file, key for
+//! key and tensor for tensor.
 
 mod common;
 use safetensors::SafeTensors;
@@ -60,6 +61,12 @@ fn check(case: &str) {
             let f = f.unwrap().path();
             let ours = out.join("zero").join(&param).join(f.file_name().unwrap());
             assert!(ours.is_file(), "{case}: we wrote no {ours:?}");
+            let (ka, kb) = (common::universal_keys(&ours), common::universal_keys(&f));
+            assert!(
+                ka == kb,
+                "{case}: {param}/{:?}: our keys {ka:?} vs DeepSpeed's {kb:?}",
+                f.file_name().unwrap()
+            );
             let (a, b) = (common::universal_param(&ours), common::universal_param(&f));
             assert!(
                 a == b,
@@ -71,6 +78,21 @@ fn check(case: &str) {
             compared += 1;
         }
     }
+    let (ours, theirs) = (
+        common::files_under(&out.join("zero")),
+        common::files_under(&theirs),
+    );
+    assert!(
+        ours == theirs,
+        "{case}: zero/ file sets differ: only ours {:?}, only DeepSpeed's {:?}",
+        ours.iter()
+            .filter(|f| !theirs.contains(f))
+            .collect::<Vec<_>>(),
+        theirs
+            .iter()
+            .filter(|f| !ours.contains(f))
+            .collect::<Vec<_>>()
+    );
     assert!(
         compared >= st.names().len(),
         "{case}: compared only {compared} files"

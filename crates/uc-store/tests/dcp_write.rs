@@ -67,6 +67,15 @@ fn deepspeed_fixtures_to_dcp() {
 }
 
 #[test]
+fn deepspeed_moe_fixtures_to_dcp() {
+    for case in common::DEEPSPEED_MOE_CASES {
+        let src = Path::new(DEEPSPEED).join(case);
+        let (_t, ck) = to_dcp(&src, 2);
+        check(case, &ck, &src.join("expected.safetensors"));
+    }
+}
+
+#[test]
 fn dcp_fixtures_round_trip() {
     for case in ["fsdp2_dp2", "fsdp2_tp_2x2", "ep_mesh_empty_shard"] {
         let src: PathBuf = Path::new(DCP).join(case);

@@ -21,6 +21,8 @@ pub struct DsFiles {
     pub layers: BTreeMap<(u32, u32), PathBuf>,
     /// AutoEP `layer_<l>_expert_<e>_mp_rank_<m>_model_states.pt` by (l, e, m).
     pub experts: BTreeMap<(u32, u32, u32), PathBuf>,
+    /// Native DeepSpeed MoE without ZeRO: `expp_rank_<e>_mp_rank_<m>_optim_states.pt` by (m, e).
+    pub expp: BTreeMap<(u32, u32), PathBuf>,
     /// True when optimizer files carry the `bf16_` prefix (BF16 optimizer).
     pub bf16: bool,
 }
@@ -86,6 +88,9 @@ impl DsFiles {
             ) {
                 f.bf16 = true;
                 f.optim.insert((v[1], v[0]), p);
+            } else if let Some(v) = fields(&name, &["expp_rank_", "_mp_rank_"], "_optim_states.pt")
+            {
+                f.expp.insert((v[1], v[0]), p);
             } else if let Some(v) =
                 fields(&name, &["zero_pp_rank_", "_mp_rank_"], "_model_states.pt")
             {

@@ -16,10 +16,10 @@ pub(crate) fn aliases(
     trace: ReadTrace<'_>,
 ) -> Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
-    if c.params.is_empty() {
+    if c.params().is_empty() {
         return Ok(out); // saved before the first step: every module tensor is a weight
     }
-    let trained: BTreeSet<&str> = c.params.iter().map(|p| p.name.as_str()).collect();
+    let trained: BTreeSet<&str> = c.params().iter().map(|p| p.name.as_str()).collect();
     let (buffers, frozen) = (c.buffer_names(), c.frozen_names());
     let listed =
         |set: &Option<BTreeSet<String>>, n: &String| set.as_ref().is_some_and(|s| s.contains(n));

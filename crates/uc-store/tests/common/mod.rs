@@ -25,6 +25,15 @@ pub const DEEPSPEED_CASES: &[&str] = &[
     "ep2_zero3",
 ];
 
+/// The DeepSpeed fixtures `ds_to_universal` cannot convert (no `global_step3_universal/`): native
+/// DeepSpeed MoE with and without ZeRO, AutoEP folded with AutoTP.
+pub const DEEPSPEED_MOE_CASES: &[&str] = &[
+    "moe_ep2_zero2",
+    "moe_ep2_zero1",
+    "moe_ep2_nozero",
+    "ep2_tp2_zero1",
+];
+
 /// The `param` tensor (or the bare tensor) of a DeepSpeed universal `.pt` file: dtype, shape, bytes.
 pub fn universal_param(path: &Path) -> (uc_schema::DType, Vec<u64>, Vec<u8>) {
     use uc_torch::{Allowlist, PyValue};
@@ -40,6 +49,46 @@ pub fn universal_param(path: &Path) -> (uc_schema::DType, Vec<u64>, Vec<u8>) {
     };
     let bytes = f.tensor_data("param", &t).unwrap().into_owned();
     (t.dtype, t.shape.clone(), bytes)
+}
+
+/// The keys of a DeepSpeed universal `.pt` file's dict, in order, each with its value when it is not
+/// a tensor (`cat_dim`, `vocab_tensor`, …); `None` for a bare tensor.
+pub fn universal_keys(path: &Path) -> Option<Vec<(String, Option<String>)>> {
+    use uc_torch::{Allowlist, PyValue};
+    let f = uc_torch::PtFile::open(path, &Allowlist::deepspeed())
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    match f.root() {
+        PyValue::Dict(d) => Some(
+            d.iter()
+                .map(|(k, v)| {
+                    let k = k
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{path:?}: non-string key"));
+                    let v = (!matches!(v, PyValue::Tensor(_))).then(|| format!("{v:?}"));
+                    (k.to_string(), v)
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Every file under `dir`, as paths relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).expect("under root").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
 
 /// Copies the folder `src` to `dst` (created), recursively, files made writable.
@@ -58,4 +107,106 @@ pub fn copy_dir(src: &Path, dst: &Path) {
             std::fs::set_permissions(&to, perm).expect("make writable");
         }
     }
+}
+
+/// A `.pt` file's value as a writable tree, for crafting bad input: tensors copied (contiguous),
+/// objects with constructor arguments (`ZeroStageEnum(n)`) as their first argument, other objects
+/// (`fragment_address`, the loss scaler) with their state.
+pub fn pt_value(path: &Path) -> uc_torch::PtValue<'static> {
+    let f = uc_torch::PtFile::open(path, &uc_torch::Allowlist::deepspeed())
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    to_pt(&f, f.root())
+}
+
+fn to_pt(f: &uc_torch::PtFile, v: &uc_torch::PyValue) -> uc_torch::PtValue<'static> {
+    use uc_torch::{PtTensor, PtValue, PyValue};
+    match v {
+        PyValue::None => PtValue::None,
+        PyValue::Bool(b) => PtValue::Bool(*b),
+        PyValue::Int(i) => PtValue::Int(*i),
+        PyValue::Float(x) => PtValue::Float(*x),
+        PyValue::Str(s) => PtValue::Str(s.clone()),
+        PyValue::List(l) => PtValue::List(l.iter().map(|x| to_pt(f, x)).collect()),
+        PyValue::Tuple(l) => PtValue::Tuple(l.iter().map(|x| to_pt(f, x)).collect()),
+        PyValue::Dict(d) if d.iter().all(|(k, _)| k.as_int().is_some()) && !d.is_empty() => {
+            PtValue::IntDict(
+                d.iter()
+                    .map(|(k, v)| (k.as_int().expect("int key"), to_pt(f, v)))
+                    .collect(),
+            )
+        }
+        PyValue::Dict(d) => PtValue::Dict(
+            d.iter()
+                .map(|(k, v)| (k.as_str().expect("str key").to_string(), to_pt(f, v)))
+                .collect(),
+        ),
+        PyValue::Global { module, name } => PtValue::Global {
+            module: module.clone(),
+            name: name.clone(),
+        },
+        PyValue::Tensor(t) => {
+            let bytes: &'static [u8] = Box::leak(
+                f.tensor_data("t", t)
+                    .expect("tensor data")
+                    .into_owned()
+                    .into_boxed_slice(),
+            );
+            PtValue::Tensor(
+                PtTensor::from_bytes(t.dtype, t.shape.clone(), bytes)
+                    .with_requires_grad(t.requires_grad),
+            )
+        }
+        PyValue::Object { args, .. } if !args.is_empty() => to_pt(f, &args[0]),
+        PyValue::Object {
+            module,
+            name,
+            state,
+            ..
+        } => PtValue::Object {
+            module: module.clone(),
+            name: name.clone(),
+            state: Box::new(state.as_deref().map_or(PtValue::None, |s| to_pt(f, s))),
+        },
+        other => panic!("{:?}: cannot rewrite a {}", f.path(), other.type_name()),
+    }
+}
+
+/// The value under `keys` (dict keys, list indices or int-dict keys as decimal text) of `v`.
+pub fn pt_at<'v>(
+    v: &'v mut uc_torch::PtValue<'static>,
+    keys: &[&str],
+) -> &'v mut uc_torch::PtValue<'static> {
+    use uc_torch::PtValue;
+    let mut cur = v;
+    for k in keys {
+        cur = match cur {
+            PtValue::Dict(d) | PtValue::OrderedDict(d) => {
+                &mut d
+                    .iter_mut()
+                    .find(|(n, _)| n == k)
+                    .unwrap_or_else(|| panic!("no key {k}"))
+                    .1
+            }
+            PtValue::IntDict(d) => {
+                let i: i64 = k.parse().expect("int key");
+                &mut d
+                    .iter_mut()
+                    .find(|(n, _)| *n == i)
+                    .unwrap_or_else(|| panic!("no key {k}"))
+                    .1
+            }
+            PtValue::List(l) | PtValue::Tuple(l) => &mut l[k.parse::<usize>().expect("index")],
+            PtValue::Object { state, .. } => pt_at(state, &[k]),
+            _ => panic!("cannot index with {k}"),
+        };
+    }
+    cur
+}
+
+/// Rewrites the `.pt` file at `path` after `edit` changed its value.
+pub fn edit_pt(path: &Path, edit: impl FnOnce(&mut uc_torch::PtValue<'static>)) {
+    let mut v = pt_value(path);
+    edit(&mut v);
+    std::fs::remove_file(path).expect("remove the old file");
+    uc_torch::write_pt(path, v).unwrap_or_else(|e| panic!("{path:?}: {e}"));
 }
