@@ -84,6 +84,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "reused_tensors": report.reused_tensors,
             "reused_bytes": report.reused_bytes,
             "missing_tensors": report.missing_tensors,
+            "already": report.already,
             "seconds": secs,
         });
         say!("{j}");
@@ -96,7 +97,14 @@ pub fn run(a: Args) -> Result<(), CliError> {
             human(report.reused_bytes)
         );
     }
-    if report.published {
+    if report.already {
+        say!(
+            "{} already holds this conversion's {} tensors (published by another worker or an earlier \
+             run); nothing to do",
+            report.output.display(),
+            report.tensors
+        );
+    } else if report.published {
         say!(
             "converted {} tensors ({}) into {} in {secs:.2} s",
             report.tensors,

@@ -108,9 +108,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "reused_tensors": report.share.reused,
             "reused_bytes": report.share.reused_bytes,
             "missing_tensors": report.missing_tensors,
+            "already": report.already,
             "seconds": secs,
         });
         say!("{j}");
+    } else if report.already {
+        say!(
+            "{} already holds this export's files ({}); nothing to do",
+            report.output.display(),
+            report.files.join(", ")
+        );
     } else if !report.published {
         let (n, b, m) = (
             report.share.units,

@@ -294,13 +294,8 @@ fn killed_single_process_and_killed_worker_resume_to_the_same_bytes() {
         .map(|a| spawn(uc_cmd(&a.iter().map(String::as_str).collect::<Vec<_>>())))
         .collect();
     for c in rerun {
-        let o = c.wait_with_output().unwrap();
-        if out2.exists() && !o.status.success() {
-            // A worker that started after the output appeared is told it exists.
-            assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
-        } else {
-            ok(&o);
-        }
+        // A worker that arrives after the output appeared finds it holds this job's tensors: exit 0.
+        ok(&c.wait_with_output().unwrap());
     }
     assert_same_tree(&single, &out2);
     assert!(verify_ok(&out2));

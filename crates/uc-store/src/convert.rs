@@ -6,7 +6,7 @@
 use crate::atomic::AtomicDir;
 use crate::dcp::{write_dcp, write_torch_dist, DcpWriteOptions, TorchDistOptions};
 use crate::error::{io_err, Result, StoreError};
-use crate::native::{NativeOptions, NativeWriter};
+use crate::native::{NativeCheckpoint, NativeOptions, NativeWriter};
 use crate::source::{thread_pool, OpenOptions, Source};
 use crate::staging::{check_space, JobEnd, Staging, Units, Worker};
 use crate::universal::Origin;
@@ -72,6 +72,9 @@ pub struct ConvertReport {
     /// Tensors of other workers' shares not finished when this worker was the last one alive (a worker
     /// not started yet, or killed: running it again finishes the job).
     pub missing_tensors: usize,
+    /// True when another worker of this job (or an earlier run of it) had already published the
+    /// output, which holds exactly the tensors this conversion writes; nothing was done.
+    pub already: bool,
 }
 
 pub use crate::source::Progress;
@@ -231,7 +234,26 @@ fn convert_staged(
         &parent,
         planned.saturating_sub(Staging::allocated(output, &key)),
     )?;
-    let staging = Staging::open(output, &key, opts.fresh, false, opts.worker.world == 1)?;
+    let already = || {
+        Ok(ConvertReport {
+            output: output.to_path_buf(),
+            tensors: outs.len(),
+            already: true,
+            ..Default::default()
+        })
+    };
+    if output.exists() && native_done(output, &outs) {
+        return already();
+    }
+    let Some(staging) = Staging::open(output, &key, opts.fresh, false, opts.worker.world == 1)?
+    else {
+        return match native_done(output, &outs) {
+            true => already(),
+            false => Err(StoreError::OutputExists {
+                path: output.to_path_buf(),
+            }),
+        };
+    };
     let dir = AtomicDir::resumable(staging.out(), output.to_path_buf());
     let w = NativeWriter::resume(dir, &outs, &opts.native)?;
     let sizes: Vec<u64> = (0..outs.len()).map(|u| w.unit_len(u)).collect();
@@ -253,6 +275,7 @@ fn convert_staged(
         reused_bytes: share.reused_bytes,
         published: false,
         missing_tensors: 0,
+        already: false,
     };
     match staging.finish_job(outs.len(), &units)? {
         JobEnd::Others => staging.keep(),
@@ -295,6 +318,20 @@ impl Units for NativeUnits<'_> {
     fn adopt(&self, u: usize, digest: blake3::Hash) -> Result<()> {
         self.w.adopt_unit(u, digest)
     }
+}
+
+/// Whether `output` is a finished native checkpoint of exactly `outs` (name, role, dtype, shape, in
+/// order): what a worker that arrives after its job was published finds.
+fn native_done(output: &Path, outs: &[TensorMeta]) -> bool {
+    let Ok(c) = NativeCheckpoint::open(output) else {
+        return false;
+    };
+    let t = &c.manifest().tensors;
+    t.len() == outs.len()
+        && t.iter().zip(outs).all(|(e, m)| {
+            (&e.meta.name, &e.meta.role, e.meta.dtype, &e.meta.shape)
+                == (&m.name, &m.role, m.dtype, &m.shape)
+        })
 }
 
 /// The training state a native output records: the source's, plus DeepSpeed's module aliases.

@@ -105,6 +105,9 @@ pub struct ExportReport {
     pub published: bool,
     /// Tensors of other workers' shares not finished when this worker was the last one alive.
     pub missing_tensors: usize,
+    /// True when another worker of this job (or an earlier run of it) had already published exactly
+    /// these files; nothing was done.
+    pub already: bool,
 }
 
 /// Exports the weights of the checkpoint at `input` (any format [`Source`] reads) into `output`.
@@ -171,6 +174,23 @@ pub fn export_source(
         .then(|| shard::index_json(&items, &plan, output))
         .transpose()?;
     let pool = thread_pool(opts.threads, output)?;
+    let names: Vec<String> = plan.shards.iter().map(|s| s.name.clone()).collect();
+    let already = || ExportReport {
+        output: output.to_path_buf(),
+        files: names.clone(),
+        tensors: items.len(),
+        total_size: items.iter().map(|i| i.bytes).sum(),
+        source_bytes: items.iter().map(|i| i.src.nbytes()).sum(),
+        bytes_read: Some(0),
+        share: ShareReport::default(),
+        share_source_bytes: 0,
+        published: false,
+        missing_tensors: 0,
+        already: true,
+    };
+    if export_done(output, &plan, index.as_deref()) {
+        return Ok(already());
+    }
     let existing = output::existing_target(output)?;
     let key = job_key(input, output, opts, &items);
     let planned = plan
@@ -183,7 +203,15 @@ pub fn export_source(
         &crate::staging::parent_of(output)?,
         planned.saturating_sub(Staging::allocated(output, &key)),
     )?;
-    let staging = Staging::open(output, &key, opts.fresh, existing, opts.worker.world == 1)?;
+    let Some(staging) = Staging::open(output, &key, opts.fresh, existing, opts.worker.world == 1)?
+    else {
+        return match export_done(output, &plan, index.as_deref()) {
+            true => Ok(already()),
+            false => Err(StoreError::OutputExists {
+                path: output.to_path_buf(),
+            }),
+        };
+    };
     let out_dir = staging.out();
     let mut files = Vec::with_capacity(plan.shards.len());
     for s in &plan.shards {
@@ -200,7 +228,7 @@ pub fn export_source(
     };
     let sizes: Vec<u64> = items.iter().map(|i| i.bytes).collect();
     let share = pool.install(|| staging.run_share(&sizes, opts.worker, &units, progress))?;
-    let mut names: Vec<String> = plan.shards.iter().map(|s| s.name.clone()).collect();
+    let mut names = names;
     let mut report = ExportReport {
         output: output.to_path_buf(),
         files: names.clone(),
@@ -215,6 +243,7 @@ pub fn export_source(
             .sum(),
         published: false,
         missing_tensors: 0,
+        already: false,
     };
     match pool.install(|| staging.finish_job(items.len(), &units))? {
         JobEnd::Others => staging.keep(),
@@ -237,6 +266,26 @@ pub fn export_source(
     }
     report.bytes_read = meter.total();
     Ok(report)
+}
+
+/// Whether `output` already holds this export's files: every shard with its planned length and header,
+/// and the index when there is one (what a worker that arrives after its job was published finds).
+fn export_done(output: &Path, plan: &shard::ShardPlan, index: Option<&[u8]>) -> bool {
+    use std::io::Read;
+    let shard_ok = |s: &shard::Shard| {
+        let Ok(mut f) = File::open(output.join(&s.name)) else {
+            return false;
+        };
+        let mut head = vec![0u8; s.header.len()];
+        f.metadata().is_ok_and(|m| m.len() == s.len)
+            && f.read_exact(&mut head).is_ok()
+            && head == s.header
+    };
+    let index_ok = match index {
+        Some(j) => std::fs::read(output.join(INDEX_NAME)).is_ok_and(|b| b == j),
+        None => true,
+    };
+    !plan.shards.is_empty() && plan.shards.iter().all(shard_ok) && index_ok
 }
 
 /// The staging key of an export: input, output, options and the planned tensors.

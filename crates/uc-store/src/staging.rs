@@ -104,6 +104,47 @@ pub(crate) enum JobEnd {
     Complete,
 }
 
+/// What joining a job folder found.
+enum Joined {
+    /// Joined: the lock (held shared), the epoch, this worker's record log.
+    Job(File, u64, File),
+    /// The job's output appeared while joining.
+    Published,
+    /// The folder went away under this worker: try again.
+    Retry,
+}
+
+/// Whether the job's output is in place: the target exists (a new output), or, for files added to
+/// an existing folder, the job folder is gone.
+fn published(target: &Path, into_existing: bool) -> bool {
+    !into_existing && fs::symlink_metadata(target).is_ok()
+}
+
+/// True when the open file `f` is still the file at `path` (not unlinked or replaced).
+fn same_file(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the job folder `root` when no live worker holds its lock (left by a run killed after it
+/// published, or by dead workers of an output that now exists).
+fn remove_if_dead(root: &Path) -> Result<()> {
+    if !root.exists() {
+        return Ok(());
+    }
+    let live = match File::open(root.join("lock")) {
+        Ok(f) => !try_lock(&f, libc::LOCK_EX).unwrap_or(false),
+        Err(_) => false,
+    };
+    if !live {
+        remove_any(root)?;
+    }
+    Ok(())
+}
+
 /// A worker's handle on a job's staging folder (holds the shared lock while it lives).
 #[derive(Debug)]
 pub struct Staging {
@@ -156,39 +197,93 @@ impl Staging {
         fresh: bool,
         into_existing: bool,
         discard_on_error: bool,
-    ) -> Result<Staging> {
+    ) -> Result<Option<Staging>> {
         let parent = parent_of(target)?;
         let mine = staging_name(target, key)?;
-        let exists = !into_existing && fs::symlink_metadata(target).is_ok();
-        crate::atomic::clear_stale_siblings(target, (!exists).then_some(mine.as_os_str()))?;
-        if !into_existing {
-            crate::atomic::refuse_existing(target)?;
-        }
         let root = parent.join(&mine);
-        crate::atomic::create_dir_if_missing(&root)?;
+        // A folder being removed by a publisher, or recreated around it, is retried a few times.
+        for _ in 0..8 {
+            crate::atomic::clear_stale_siblings(target, Some(&mine))?;
+            if !into_existing && fs::symlink_metadata(target).is_ok() {
+                remove_if_dead(&root)?;
+                return Err(StoreError::OutputExists {
+                    path: target.to_path_buf(),
+                });
+            }
+            match Staging::join(&root, target, fresh, into_existing)? {
+                Joined::Job(lock, epoch, log) => {
+                    return Ok(Some(Staging {
+                        root,
+                        target: target.to_path_buf(),
+                        lock,
+                        log,
+                        epoch,
+                        discard: discard_on_error.into(),
+                    }))
+                }
+                Joined::Published => return Ok(None),
+                Joined::Retry => continue,
+            }
+        }
+        Err(StoreError::Format {
+            path: root,
+            why: "the staging folder kept disappearing while joining it".into(),
+        })
+    }
+
+    /// Creates or joins the job folder `root`: lock, epoch, this worker's record log.
+    fn join(root: &Path, target: &Path, fresh: bool, into_existing: bool) -> Result<Joined> {
+        match fs::create_dir(root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Joined::Retry),
+            Err(e) => return Err(io_err(root)(e)),
+        }
         let lpath = root.join("lock");
-        let lock = OpenOptions::new()
+        let lock = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&lpath)
-            .map_err(io_err(&lpath))?;
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Joined::Retry),
+            Err(e) => return Err(io_err(&lpath)(e)),
+        };
         let alone = try_lock(&lock, libc::LOCK_EX).map_err(io_err(&lpath))?;
-        if alone {
+        if alone && same_file(&lock, &lpath) {
             if fresh {
                 for sub in ["records", "out", "epoch"] {
                     remove_any(&root.join(sub))?;
                 }
             }
-            let e = read_epoch(&root)? + 1;
+            let e = read_epoch(root)? + 1;
             let tmp = root.join("epoch.tmp");
             fs::write(&tmp, format!("{e}\n")).map_err(io_err(&tmp))?;
             fs::rename(&tmp, root.join("epoch")).map_err(io_err(root.join("epoch")))?;
         }
         // Shared from here on: the epoch cannot change while any worker holds the lock.
         lock_blocking(&lock, libc::LOCK_SH).map_err(io_err(&lpath))?;
-        let epoch = read_epoch(&root)?;
+        if !same_file(&lock, &lpath) {
+            // The folder was removed while this worker waited: its job was published (or discarded).
+            return Ok(if published(target, into_existing) {
+                Joined::Published
+            } else {
+                Joined::Retry
+            });
+        }
+        if !into_existing && published(target, false) {
+            // Published just before this worker got the lock. Its publisher removes the folder; if
+            // it died first, whoever is last alive does.
+            // SAFETY: flock on an open descriptor.
+            unsafe { libc::flock(fd(&lock), libc::LOCK_UN) };
+            if try_lock(&lock, libc::LOCK_EX).unwrap_or(false) && same_file(&lock, &lpath) {
+                remove_any(root)?;
+            }
+            return Ok(Joined::Published);
+        }
+        let epoch = read_epoch(root)?;
         let records = root.join("records");
         crate::atomic::create_dir_if_missing(&records)?;
         crate::atomic::create_dir_if_missing(&root.join("out"))?;
@@ -203,14 +298,7 @@ impl Staging {
             .create(true)
             .open(&lname)
             .map_err(io_err(&lname))?;
-        Ok(Staging {
-            root,
-            target: target.to_path_buf(),
-            lock,
-            log,
-            epoch,
-            discard: discard_on_error.into(),
-        })
+        Ok(Joined::Job(lock, epoch, log))
     }
 
     /// Bytes already on disk in the staging folder of job `key` for `target` (0 when there is none):
@@ -383,12 +471,17 @@ impl Staging {
         self.discard.store(false, Ordering::Relaxed);
     }
 
-    /// Removes the staging folder once its `out/` was committed to the target.
+    /// Removes the staging folder once its `out/` was committed to the target, still holding the
+    /// lock (workers waiting for it then see the folder gone). Best effort: the output is published
+    /// already, and a worker that races in removes what it created when it sees that.
     pub fn finish(self) -> Result<()> {
         self.keep();
-        let root = self.root.clone();
-        drop(self);
-        remove_any(&root)
+        for _ in 0..3 {
+            if remove_any(&self.root).is_ok() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
