@@ -108,7 +108,15 @@ fn export_writes_every_expert_weight_exactly() {
             threads: Some(2),
             ..Default::default()
         };
-        export(&src, &out, &o, &|_, _, _| {}).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let r = export(&src, &out, &o, &|_, _, _| {}).unwrap_or_else(|e| panic!("{case}: {e}"));
+        // only the fp32 weights' bytes are read
+        let read = r.bytes_read.expect("DeepSpeed reports its reads");
+        let ratio = read as f64 / r.source_bytes as f64;
+        assert!(
+            (1.0..=1.1).contains(&ratio),
+            "read {read} bytes for {} of weights",
+            r.source_bytes
+        );
         let got = std::fs::read(out.join(WEIGHTS_NAME)).unwrap();
         let got = SafeTensors::deserialize(&got).unwrap();
         let bytes = std::fs::read(src.join("expected.safetensors")).unwrap();
