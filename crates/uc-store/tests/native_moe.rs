@@ -291,3 +291,22 @@ fn a_missing_expp_file_is_named() {
         other => panic!("expected Io, got {other:?}"),
     }
 }
+
+/// Without ZeRO every EP rank's file holds the dense moments; copies that differ are an error.
+#[test]
+fn dense_moments_that_differ_between_ep_ranks_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, tag) = copy_case(tmp.path(), "moe_ep2_nozero");
+    let f = tag.join("expp_rank_1_mp_rank_00_optim_states.pt");
+    // index 0: the first dense matrix in module order, embed.weight [48, 16]
+    edit_pt(&f, |v| {
+        let zeros: &'static [u8] = Box::leak(vec![0u8; 48 * 16 * 4].into_boxed_slice());
+        *pt_at(v, &["optimizer", "state", "0", "exp_avg"]) = PtValue::Tensor(
+            uc_torch::PtTensor::from_bytes(uc_schema::DType::F32, vec![48, 16], zeros),
+        );
+    });
+    match convert_err(tmp.path(), &dir) {
+        StoreError::BadTensor { tensor, .. } => assert_eq!(tensor, "embed.weight"),
+        other => panic!("expected BadTensor, got {other:?}"),
+    }
+}
