@@ -99,23 +99,29 @@ fn to_f32(zero: &Path, meta: &TensorMeta, data: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// How DeepSpeed's converter would tag this parameter's universal files.
-fn universal_kind(ck: &DsCheckpoint, name: &str) -> UniversalKind {
+fn universal_kind(ck: &DsCheckpoint, zero: &Path, meta: &TensorMeta) -> Result<UniversalKind> {
+    let name = meta.name.as_str();
     if let Some(l) = ck.autoep().iter().find(|l| l.owns(name)) {
-        return UniversalKind::Expert {
-            num_experts: l.num_experts as i64,
-        };
+        let n = i64::try_from(l.num_experts).map_err(|_| {
+            bad(
+                zero,
+                meta,
+                format!("{} experts do not fit an int64", l.num_experts),
+            )
+        })?;
+        return Ok(UniversalKind::Expert { num_experts: n });
     }
     if ck.stage() == 3 {
-        return UniversalKind::Bare;
+        return Ok(UniversalKind::Bare);
     }
-    match (ck.uci(), ck.degrees().0 > 1) {
+    Ok(match (ck.uci(), ck.degrees().0 > 1) {
         (Some(u), true) if u.is_vocabulary(name) => UniversalKind::Vocab,
         // rebuilt from its affine map: no category key, whatever its patterns say
         (Some(_), true) if ck.has_affine_map(name) => UniversalKind::ParamOnly,
         (Some(u), true) if u.is_row_parallel(name) => UniversalKind::CatDim(1),
         (Some(_), true) => UniversalKind::ParamOnly,
         _ => UniversalKind::CatDim(0),
-    }
+    })
 }
 
 /// One tensor's `zero/<name>/<state>.pt` as DeepSpeed's `ds_to_universal` writes it.
@@ -144,7 +150,7 @@ fn write_from_deepspeed(
         write_universal_state(zero, &meta.name, "fp32", UniversalKind::ParamOnly, t)?;
         return Ok(());
     }
-    let kind = universal_kind(ck, &meta.name);
+    let kind = universal_kind(ck, zero, meta)?;
     let shape = if kind == UniversalKind::Bare {
         vec![meta.numel()]
     } else {

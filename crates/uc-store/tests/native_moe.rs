@@ -108,7 +108,15 @@ fn export_writes_every_expert_weight_exactly() {
             threads: Some(2),
             ..Default::default()
         };
-        export(&src, &out, &o, &|_, _, _| {}).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let r = export(&src, &out, &o, &|_, _, _| {}).unwrap_or_else(|e| panic!("{case}: {e}"));
+        // only the fp32 weights' bytes are read
+        let read = r.bytes_read.expect("DeepSpeed reports its reads");
+        let ratio = read as f64 / r.source_bytes as f64;
+        assert!(
+            (1.0..=1.1).contains(&ratio),
+            "read {read} bytes for {} of weights",
+            r.source_bytes
+        );
         let got = std::fs::read(out.join(WEIGHTS_NAME)).unwrap();
         let got = SafeTensors::deserialize(&got).unwrap();
         let bytes = std::fs::read(src.join("expected.safetensors")).unwrap();
@@ -281,5 +289,24 @@ fn a_missing_expp_file_is_named() {
             assert_eq!(path, tag.join("expp_rank_0_mp_rank_00_optim_states.pt"))
         }
         other => panic!("expected Io, got {other:?}"),
+    }
+}
+
+/// Without ZeRO every EP rank's file holds the dense moments; copies that differ are an error.
+#[test]
+fn dense_moments_that_differ_between_ep_ranks_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, tag) = copy_case(tmp.path(), "moe_ep2_nozero");
+    let f = tag.join("expp_rank_1_mp_rank_00_optim_states.pt");
+    // index 0: the first dense matrix in module order, embed.weight [48, 16]
+    edit_pt(&f, |v| {
+        let zeros: &'static [u8] = Box::leak(vec![0u8; 48 * 16 * 4].into_boxed_slice());
+        *pt_at(v, &["optimizer", "state", "0", "exp_avg"]) = PtValue::Tensor(
+            uc_torch::PtTensor::from_bytes(uc_schema::DType::F32, vec![48, 16], zeros),
+        );
+    });
+    match convert_err(tmp.path(), &dir) {
+        StoreError::BadTensor { tensor, .. } => assert_eq!(tensor, "embed.weight"),
+        other => panic!("expected BadTensor, got {other:?}"),
     }
 }

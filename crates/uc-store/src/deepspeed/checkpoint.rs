@@ -252,16 +252,30 @@ impl DsCheckpoint {
     /// [`DsCheckpoint::bytes`] with the trace of [`DsCheckpoint::read_traced`].
     pub fn bytes_traced(&self, out: &TensorMeta, trace: ReadTrace<'_>) -> Result<TensorBytes<'_>> {
         if let (Some(p), Some(moe)) = (self.param(&out.name), &self.inputs.moe) {
-            if let Some((f, c)) = moe.whole(&out.name, &out.role, &self.inputs.model[&0])? {
+            if let Some(copies) = moe.whole(&out.name, &out.role, &self.inputs.model[&0])? {
+                let (f, c) = copies
+                    .first()
+                    .ok_or_else(|| fmt_err(&self.inputs.files.dir, format!("no `{}`", out.name)))?;
                 if p.scalars.iter().any(|s| s == out.role.key()) {
-                    return Ok(TensorBytes::Owned(Self::scalar_at(f, &c, trace)?));
+                    return Ok(TensorBytes::Owned(Self::scalar_at(f, c, trace)?));
                 }
-                let t = Inputs::tensor_of(&c)?;
-                let name = c.trail().to_string();
+                let views = copies
+                    .iter()
+                    .map(|(f, c)| Ok((*f, c.trail().to_string(), Inputs::tensor_of(c)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                // several copies (dense moments in every EP rank's file) are verified equal
+                let n = views.len() as u32;
+                let (meta, policy) = match n {
+                    1 => (p.meta.clone(), p.policy),
+                    _ => (
+                        p.meta.clone().with_layout(Layout::Replicated { ranks: n }),
+                        ReplicaPolicy::Verify,
+                    ),
+                };
                 return self.merge(
-                    &p.meta,
-                    p.policy,
-                    |r| (r == 0).then(|| (f, name.clone(), t)),
+                    &meta,
+                    policy,
+                    |r| views.get(r as usize).cloned(),
                     DType::F32,
                     trace,
                 );

@@ -98,11 +98,12 @@ enum Weights {
 
 /// A parameter kept whole (no ZeRO): its weights, and its optimizer state in `expp_rank_<ep_rank>`
 /// under torch's param `index`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Whole {
     weights: Weights,
-    ep_rank: u32,
-    index: i64,
+    /// (EP rank, param index) of each copy of its optimizer state: one for an expert, one per EP
+    /// rank for a dense parameter (every EP rank's file holds the same dense moments; verified).
+    states: Vec<(u32, i64)>,
 }
 
 /// The native MoE files of a checkpoint: MoE layers, per-expert files and `expp_rank_*` files.
@@ -483,9 +484,6 @@ impl NativeMoe {
             }
             let state = opt.key("state")?;
             for (g, index, (name, shape, weights)) in named {
-                if matches!(weights, Weights::Module) && e > 0 {
-                    continue; // dense parameters: EP rank 0's copy
-                }
                 let st = state.int_key(index)?;
                 let (mut states, mut scalars) = (Vec::new(), Vec::new());
                 for (k, c) in st.str_entries()? {
@@ -517,12 +515,18 @@ impl NativeMoe {
                     path: f.path().to_path_buf(),
                     source,
                 })?;
+                if matches!(weights, Weights::Module) && e > 0 {
+                    // a dense parameter: another copy of EP rank 0's moments
+                    if let Some(w) = self.whole.get_mut(name) {
+                        w.states.push((e, index));
+                    }
+                    continue;
+                }
                 self.whole.insert(
                     name.clone(),
                     Whole {
                         weights: *weights,
-                        ep_rank: e,
-                        index,
+                        states: vec![(e, index)],
                     },
                 );
                 out.push(DsParam {
@@ -540,35 +544,40 @@ impl NativeMoe {
         Ok(out)
     }
 
-    /// Where a no-ZeRO parameter's tensor of `role` lies: its file and the cursor at it; `None` for
-    /// parameters of ZeRO checkpoints. `module` is the model states' `module`.
+    /// Where a no-ZeRO parameter's tensor of `role` lies: its file and the cursor at it, one per
+    /// copy (a dense parameter's moments are in every EP rank's file); `None` for parameters of
+    /// ZeRO checkpoints. `model` is the model states.
     pub fn whole<'a>(
         &'a self,
         name: &str,
         role: &Role,
         model: &'a PtFile,
-    ) -> Result<Option<(&'a PtFile, Cursor<'a>)>> {
+    ) -> Result<Option<Vec<(&'a PtFile, Cursor<'a>)>>> {
         let Some(w) = self.whole.get(name) else {
             return Ok(None);
         };
         Ok(Some(match role {
-            Role::Fp32Master => match w.weights {
+            Role::Fp32Master => vec![match w.weights {
                 Weights::Module => (model, model.cursor().key("module")?.key(name)?),
                 Weights::Expert(l, e) => {
                     let f = &self.experts[&(l, e)];
                     (f, f.cursor().key(name)?)
                 }
-            },
-            r => {
-                let f = &self.expp[&w.ep_rank];
-                let c = f
-                    .cursor()
-                    .key("optimizer")?
-                    .key("state")?
-                    .int_key(w.index)?
-                    .key(r.key())?;
-                (f, c)
-            }
+            }],
+            r => w
+                .states
+                .iter()
+                .map(|&(e, index)| {
+                    let f = &self.expp[&e];
+                    let c = f
+                        .cursor()
+                        .key("optimizer")?
+                        .key("state")?
+                        .int_key(index)?
+                        .key(r.key())?;
+                    Ok((f, c))
+                })
+                .collect::<Result<_>>()?,
         }))
     }
 
