@@ -528,3 +528,47 @@ fn export_by_workers_and_after_a_kill_equals_one_process() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn workers_rerun_on_a_finished_but_unpublished_job_all_succeed() {
+    // Every share done, nothing published (the last worker died before publishing): the rerun's
+    // first worker publishes at once, and one that starts while it does (or after) succeeds too.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = fixture("tp2_dp2_zero2_bf16");
+    let single = tmp.path().join("single");
+    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    for delay_ms in 0..10u64 {
+        let d = tmp.path().join(format!("r{delay_ms}"));
+        std::fs::create_dir(&d).unwrap();
+        let out = d.join("out");
+        let rank = |r: &str| {
+            uc_cmd(&[
+                "convert",
+                s(&input),
+                s(&out),
+                "--world-size",
+                "2",
+                "--rank",
+                r,
+            ])
+        };
+        ok(&run(rank("0")));
+        let staged = d.join(&beside(&d, &[])[0]);
+        let mut holder = hold_lock(&staged.join("lock")); // keeps rank 1 from being last
+        ok(&run(rank("1")));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert!(!out.exists());
+        let a = spawn(rank("0"));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let b = spawn(rank("1"));
+        ok(&a.wait_with_output().unwrap());
+        ok(&b.wait_with_output().unwrap());
+        assert_same_tree(&single, &out);
+        assert_eq!(
+            beside(&d, &["out"]),
+            Vec::<String>::new(),
+            "delay {delay_ms} ms"
+        );
+    }
+}
