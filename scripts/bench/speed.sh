@@ -20,23 +20,31 @@ LOGS=$ROOT/logs; mkdir -p "$LOGS"
 export PATH=$VENV/bin:$PATH DS_ACCELERATOR=cpu DS_BUILD_OPS=0 PYTHONWARNINGS=ignore
 (cd "$REPO" && cargo build -q --release -p uc-cli)
 UC=${UC:-${CARGO_TARGET_DIR:-$REPO/target}/release/uc}
-OUT=$ROOT/speed-out
+OUTS=$ROOT/speed-out; rm -rf "$OUTS"; mkdir -p "$OUTS"
 
 [[ -f $ROOT/big/latest ]] || bash "$HERE/make_zero2_checkpoint.sh" "$ROOT/big" --hidden 1024 --layers 8 --vocab 16000
 [[ -f $ROOT/many/latest ]] || PORT=29573 bash "$HERE/make_zero2_checkpoint.sh" "$ROOT/many" --many-blocks 1500
 [[ -f $ROOT/dcp_big/checkpoint/.metadata ]] || PORT=29575 bash "$HERE/make_dcp_checkpoint.sh" "$ROOT/dcp_big" --layers 96
 
-# t LABEL CMD...: REPEAT runs of CMD (OUT removed and `sync` before each); prints "LABEL median_s maxrss_mib".
+# t LABEL CMD...: REPEAT runs of CMD (@OUT@ in it: a fresh output path), each after `sync`; prints "LABEL median_s maxrss_mib".
+# Outputs are removed after each run, except while KEEP=1: ext4 does not reuse an inode for a minute after it
+# was freed and scans past every recently freed one (`recently_deleted`), so creating 24,000 files right after
+# removing 24,000 others costs many times more than creating them on a clean disk. The many-file section keeps
+# its outputs until it ends; every tool there writes where nothing was just removed.
+RUN=0
 t() {
   local label=$1; shift
   local times=() rss=0 i s e log=$LOGS/speed_${label// /_}.log
   : > "$log"
   for i in $(seq "$REPEAT"); do
-    rm -rf "$OUT"; sync
+    RUN=$((RUN + 1)); OUT=$OUTS/$RUN
+    sync
     s=$(date +%s.%N)
-    /usr/bin/time -f "maxrss_kb %M" -a -o "$log" "$@" >> "$log" 2>&1 || { echo "FAILED: $label (see $log)" >&2; exit 1; }
+    local args=("${@//@OUT@/$OUT}")
+    /usr/bin/time -f "maxrss_kb %M" -a -o "$log" "${args[@]}" >> "$log" 2>&1 || { echo "FAILED: $label (see $log)" >&2; exit 1; }
     e=$(date +%s.%N)
     times+=("$(echo "$e - $s" | bc)")
+    [[ ${KEEP:-0} == 1 ]] || rm -rf "$OUT"
   done
   rss=$(awk '/maxrss_kb/ { if ($2 > m) m = $2 } END { printf "%.0f", m / 1024 }' "$log")
   printf '%s %s %s\n' "$label" "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p")" "$rss"
@@ -46,28 +54,30 @@ warm() { find "$@" -type f -exec cat {} + > /dev/null; }
 
 results=$(
   B=$ROOT/big; TAG=$(cat "$B/latest"); warm "$B/$TAG"
-  t "big: cp -r" cp -r "$B/$TAG" "$OUT"
-  t "big: uc convert native" "$UC" convert "$B" "$OUT"
-  t "big: uc convert deepspeed" "$UC" convert "$B" "$OUT" --format deepspeed
+  t "big: cp -r" cp -r "$B/$TAG" @OUT@
+  t "big: uc convert native" "$UC" convert "$B" @OUT@
+  t "big: uc convert deepspeed" "$UC" convert "$B" @OUT@ --format deepspeed
   t "big: ds_to_universal" python -m deepspeed.checkpoint.ds_to_universal --input_folder "$B/$TAG" \
-      --output_folder "$OUT" --inject_missing_state
-  t "big: uc export" "$UC" export "$B" "$OUT"
-  t "big: zero_to_fp32" python "$B/zero_to_fp32.py" "$B" "$OUT" --safe_serialization
-  M=$ROOT/many; TAG=$(cat "$M/latest"); warm "$M/$TAG"
-  t "many: cp -r" cp -r "$M/$TAG" "$OUT"
-  t "many: uc convert native" "$UC" convert "$M" "$OUT"
-  t "many: uc convert deepspeed" "$UC" convert "$M" "$OUT" --format deepspeed
+      --output_folder @OUT@ --inject_missing_state
+  t "big: uc export" "$UC" export "$B" @OUT@
+  t "big: zero_to_fp32" python "$B/zero_to_fp32.py" "$B" @OUT@ --safe_serialization
+  sleep 65   # let the inodes freed above age past ext4's "recently deleted" window
+  M=$ROOT/many; TAG=$(cat "$M/latest"); warm "$M/$TAG"; KEEP=1
+  t "many: cp -r" cp -r "$M/$TAG" @OUT@
+  t "many: uc convert native" "$UC" convert "$M" @OUT@
+  t "many: uc convert deepspeed" "$UC" convert "$M" @OUT@ --format deepspeed
   t "many: ds_to_universal" python -m deepspeed.checkpoint.ds_to_universal --input_folder "$M/$TAG" \
-      --output_folder "$OUT" --inject_missing_state
+      --output_folder @OUT@ --inject_missing_state
+  KEEP=0; rm -rf "$OUTS"; mkdir -p "$OUTS"; sync
   D=$ROOT/dcp_big/checkpoint; warm "$D"
-  t "dcp: cp -r" cp -r "$D" "$OUT"
-  t "dcp: uc convert native" "$UC" convert "$D" "$OUT"
-  t "dcp: uc convert dcp" "$UC" convert "$D" "$OUT" --format dcp
+  t "dcp: cp -r" cp -r "$D" @OUT@
+  t "dcp: uc convert native" "$UC" convert "$D" @OUT@
+  t "dcp: uc convert dcp" "$UC" convert "$D" @OUT@ --format dcp
   t "dcp: dcp_to_torch_save" python -c \
     "import sys; from torch.distributed.checkpoint.format_utils import dcp_to_torch_save as f; f(sys.argv[1], sys.argv[2])" \
-    "$D" "$OUT"
+    "$D" @OUT@
 )
-rm -rf "$OUT"
+rm -rf "$OUTS"
 {
   echo "| step | median s (of $REPEAT) | peak RSS MiB |"
   echo "|---|---|---|"
@@ -76,4 +86,4 @@ rm -rf "$OUT"
     echo "| $label | $sec | $rss |"
   done <<< "$results"
 } | tee "$ROOT/speed.md"
-echo "(peak RSS counts mapped input pages, which the kernel can drop; heap: cargo bench -p uc-benches --bench big)"
+echo "(peak RSS counts mapped input pages, which the kernel can drop; heap: cargo bench -p uc-benches --bench convert)"

@@ -13,22 +13,67 @@ use std::path::Path;
 /// Bytes written to a file between two calls of [`start_writeback`] in the streaming writers.
 pub(crate) const WRITEBACK_CHUNK: usize = 8 << 20;
 
-/// Asks the kernel to start writing `len` bytes at `offset` of `f` to disk, without waiting for it.
-/// Best effort: a hint, errors are ignored (the final [`sync_tree`] reports real ones).
+/// Files at least this large start their write-back as soon as they are written (smaller ones are left
+/// to the final sync, which flushes them in one pass).
+pub(crate) const WRITEBACK_MIN: u64 = 1 << 20;
+
+/// Copies `src` to `dst` (in the kernel where it can) and starts the copy's write-back.
+pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::copy(src, dst).map_err(io_err(dst))?;
+    if let Ok(f) = File::open(dst) {
+        start_writeback(&f, 0, 0);
+    }
+    Ok(())
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `f` to disk (`len` 0: to the end),
+/// without waiting for it. The request goes to one background thread, because `sync_file_range`
+/// itself blocks while the device queue is full and writers must not stall on it. Best effort: a hint,
+/// errors are ignored (the final [`sync_tree`] reports real ones).
 pub(crate) fn start_writeback(f: &File, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return;
-        };
-        // SAFETY: a plain syscall on an open descriptor; no memory is passed.
-        unsafe {
-            libc::sync_file_range(f.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+        use std::sync::mpsc::{channel, Sender};
+        use std::sync::{Mutex, OnceLock};
+        static FLUSHER: OnceLock<Mutex<Sender<(File, u64, u64)>>> = OnceLock::new();
+        let Ok(dup) = f.try_clone() else { return };
+        let tx = FLUSHER.get_or_init(|| {
+            let (tx, rx) = channel::<(File, u64, u64)>();
+            let spawned = std::thread::Builder::new()
+                .name("uc-writeback".into())
+                .spawn(move || {
+                    for (f, off, len) in rx {
+                        writeback_now(&f, off, len);
+                    }
+                });
+            if spawned.is_err() {
+                // No thread: the receiver is gone and sends fail; writers fall back to the call itself.
+            }
+            Mutex::new(tx)
+        });
+        let sent = tx
+            .lock()
+            .map(|t| t.send((dup, offset, len)).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            writeback_now(f, offset, len);
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (f, offset, len);
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` on the calling thread.
+#[cfg(target_os = "linux")]
+fn writeback_now(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// Makes every file and folder under `dir` (and `dir` itself) durable.

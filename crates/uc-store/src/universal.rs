@@ -10,7 +10,7 @@ mod files;
 pub use files::{write_universal_state, write_universal_step, UniversalDir, UniversalKind};
 
 use crate::deepspeed::DsCheckpoint;
-use crate::error::{io_err, Result, StoreError};
+use crate::error::{Result, StoreError};
 use crate::source::Source;
 use crate::tensor_bytes::TensorBytes;
 use crate::training_state::{groups_without_params, scalar_f32};
@@ -216,8 +216,7 @@ fn write_common_deepspeed(ck: &DsCheckpoint, root: &Path) -> Result<()> {
             path: src.clone(),
             why: "no file name".into(),
         })?;
-        let dst = root.join(name);
-        std::fs::copy(src, &dst).map_err(io_err(&dst))?;
+        crate::durable::copy_file(src, &root.join(name))?;
     }
     let Some(rank0) = ck.optimizer_state_rank0() else {
         return Ok(());
@@ -400,6 +399,6 @@ fn write_common_other(
     ];
     let [first, second] = MODEL_STATES.map(|n| root.join(n));
     write_pt(&first, PtValue::Dict(states))?;
-    std::fs::copy(&first, &second).map_err(io_err(&second))?;
+    crate::durable::copy_file(&first, &second)?;
     Ok(())
 }

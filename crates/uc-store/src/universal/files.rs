@@ -2,6 +2,7 @@
 //! `ds_to_universal` writes them, inside a folder that appears atomically.
 
 use crate::atomic::{create_dir_if_missing, safe_join, AtomicDir};
+use crate::durable::{start_writeback, WRITEBACK_MIN};
 use crate::error::{Result, StoreError};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -79,7 +80,13 @@ pub fn write_universal_state(
             source: e,
         },
     })?;
+    // Large files start their write-back now, so the one sync before `latest` has little left to do.
+    let large = tensor.nbytes().is_some_and(|n| n >= WRITEBACK_MIN);
+    let writeback = large.then(|| f.try_clone().ok()).flatten();
     write_pt_file(f, &file, universal_value(kind, tensor))?;
+    if let Some(w) = writeback {
+        start_writeback(&w, 0, 0);
+    }
     Ok(file)
 }
 
