@@ -31,6 +31,7 @@ pub use shard::{parse_size, shard_name, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIG
 
 use crate::atomic::safe_join;
 use crate::deepspeed::DsCheckpoint;
+use crate::durable::{start_writeback, WRITEBACK_MIN};
 use crate::error::{io_err, Result, StoreError};
 use crate::native::{hash_range, open_planned, write_all_at};
 use crate::source::{thread_pool, OpenOptions, Progress, Source};
@@ -340,7 +341,11 @@ impl Units for ExportUnits<'_> {
         let data = read(self.src, &item.src, self.meter)?;
         let (fi, at) = self.slots[u];
         let (f, path) = &self.files[fi];
-        write_tensor(f, path, at, item, &data)
+        let d = write_tensor(f, path, at, item, &data)?;
+        if item.bytes >= WRITEBACK_MIN {
+            start_writeback(f, at, item.bytes);
+        }
+        Ok(d)
     }
 
     fn adopt(&self, _: usize, _: blake3::Hash) -> Result<()> {

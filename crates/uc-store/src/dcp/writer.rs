@@ -8,6 +8,7 @@
 //! key schemes (Megatron `torch_dist`) fill in.
 
 use crate::atomic::AtomicDir;
+use crate::durable::{start_writeback, WRITEBACK_CHUNK};
 use crate::error::{io_err, Result, StoreError};
 use crate::tensor_bytes::TensorBytes;
 use rayon::prelude::*;
@@ -147,6 +148,8 @@ struct DataFile {
     path: PathBuf,
     w: BufWriter<File>,
     pos: u64,
+    /// Bytes whose write-back was started.
+    synced: u64,
 }
 
 impl DataFile {
@@ -162,6 +165,7 @@ impl DataFile {
             path,
             w: BufWriter::with_capacity(1 << 20, f),
             pos: 0,
+            synced: 0,
         })
     }
 
@@ -182,7 +186,16 @@ impl DataFile {
             length: c.n,
         };
         self.pos += c.n;
+        self.writeback();
         Ok(info)
+    }
+
+    /// Starts the write-back of what was appended since the last call, every few MiB.
+    fn writeback(&mut self) {
+        if self.pos - self.synced >= WRITEBACK_CHUNK as u64 {
+            start_writeback(self.w.get_ref(), self.synced, self.pos - self.synced);
+            self.synced = self.pos;
+        }
     }
 
     /// Appends bytes as they are (an archive serialized before); returns its storage entry.
@@ -194,6 +207,7 @@ impl DataFile {
             length: bytes.len() as u64,
         };
         self.pos += bytes.len() as u64;
+        self.writeback();
         Ok(info)
     }
 
