@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's performance table in one run: unicheck against `cp -r` of the same files (the floor),
+# The README's performance table in one run: unicheck against `cp -r` of the same files (the floor through
+# the page cache; `cp -r + sync` also waits for the disk, as every uc output does before it is published),
 # DeepSpeed's `ds_to_universal` and `zero_to_fp32`, and torch's `dcp_to_torch_save`, on three real
 # checkpoints, each step after `sync` from a warm page cache, median of REPEAT (default 3) runs.
 #
@@ -55,6 +56,7 @@ warm() { find "$@" -type f -exec cat {} + > /dev/null; }
 results=$(
   B=$ROOT/big; TAG=$(cat "$B/latest"); warm "$B/$TAG"
   t "big: cp -r" cp -r "$B/$TAG" @OUT@
+  t "big: cp -r + sync" sh -c 'cp -r "$1" "$2" && sync' _ "$B/$TAG" @OUT@
   t "big: uc convert native" "$UC" convert "$B" @OUT@
   t "big: uc convert deepspeed" "$UC" convert "$B" @OUT@ --format deepspeed
   t "big: ds_to_universal" python -m deepspeed.checkpoint.ds_to_universal --input_folder "$B/$TAG" \
@@ -71,6 +73,7 @@ results=$(
   KEEP=0; rm -rf "$OUTS"; mkdir -p "$OUTS"; sync
   D=$ROOT/dcp_big/checkpoint; warm "$D"
   t "dcp: cp -r" cp -r "$D" @OUT@
+  t "dcp: cp -r + sync" sh -c 'cp -r "$1" "$2" && sync' _ "$D" @OUT@
   t "dcp: uc convert native" "$UC" convert "$D" @OUT@
   t "dcp: uc convert dcp" "$UC" convert "$D" @OUT@ --format dcp
   t "dcp: dcp_to_torch_save" python -c \
