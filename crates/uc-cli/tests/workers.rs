@@ -572,3 +572,47 @@ fn workers_rerun_on_a_finished_but_unpublished_job_all_succeed() {
         );
     }
 }
+
+#[test]
+fn a_disk_that_fills_mid_run_keeps_the_finished_tensors_for_the_rerun() {
+    // A tmpfs with room for the bytes but few inodes: the run fails with ENOSPC after writing its
+    // tensors (creating uc.json or COMPLETE); the staging folder is kept, and the rerun after the limit
+    // is raised reuses every tensor instead of redoing them.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    synthetic_input(&input, 8, 1 << 16);
+    let single = tmp.path().join("single");
+    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut failed_late = false;
+    for inodes in 6..16 {
+        if !mount_tmpfs(&mnt, &format!("64m,nr_inodes={inodes}"), false) {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return;
+        }
+        let out = mnt.join("out");
+        let o = run(uc_cmd(&["convert", s(&input), s(&out), "--json"]));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let staged = beside(&mnt, &["out"]);
+        if !o.status.success() && err.contains("No space left") && staged.len() == 1 {
+            assert!(!out.exists());
+            assert!(mount_tmpfs(&mnt, "64m,nr_inodes=1000", true));
+            let o = ok(&run(uc_cmd(&["convert", s(&input), s(&out), "--json"])));
+            let j: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
+            if j["reused_tensors"] == 8 {
+                failed_late = true;
+                assert_same_tree(&single, &out);
+                assert_eq!(beside(&mnt, &["out"]), Vec::<String>::new());
+            }
+        }
+        let _ = Command::new("umount").arg(&mnt).status();
+        if failed_late {
+            break;
+        }
+    }
+    assert!(
+        failed_late,
+        "no inode limit made the run fail after its tensors"
+    );
+}

@@ -254,42 +254,45 @@ fn convert_staged(
             }),
         };
     };
-    let dir = AtomicDir::resumable(staging.out(), output.to_path_buf());
-    let w = NativeWriter::resume(dir, &outs, &opts.native)?;
-    let sizes: Vec<u64> = (0..outs.len()).map(|u| w.unit_len(u)).collect();
-    let units = NativeUnits {
-        src,
-        outs: &outs,
-        w: &w,
-        read: AtomicU64::new(0),
-    };
-    let share = staging.run_share(&sizes, opts.worker, &units, progress)?;
-    let mut report = ConvertReport {
-        output: output.to_path_buf(),
-        tensors: outs.len(),
-        bytes: share.bytes - share.reused_bytes,
-        share_tensors: share.units,
-        share_bytes: share.bytes,
-        bytes_read: units.read.load(Ordering::Relaxed),
-        reused_tensors: share.reused,
-        reused_bytes: share.reused_bytes,
-        published: false,
-        missing_tensors: 0,
-        already: false,
-    };
-    match staging.finish_job(outs.len(), &units)? {
-        JobEnd::Others => staging.keep(),
-        JobEnd::Missing(m) => {
-            staging.keep();
-            report.missing_tensors = m
+    let run = || -> Result<ConvertReport> {
+        let dir = AtomicDir::resumable(staging.out(), output.to_path_buf());
+        let w = NativeWriter::resume(dir, &outs, &opts.native)?;
+        let sizes: Vec<u64> = (0..outs.len()).map(|u| w.unit_len(u)).collect();
+        let units = NativeUnits {
+            src,
+            outs: &outs,
+            w: &w,
+            read: AtomicU64::new(0),
+        };
+        let share = staging.run_share(&sizes, opts.worker, &units, progress)?;
+        let mut report = ConvertReport {
+            output: output.to_path_buf(),
+            tensors: outs.len(),
+            bytes: share.bytes - share.reused_bytes,
+            share_tensors: share.units,
+            share_bytes: share.bytes,
+            bytes_read: units.read.load(Ordering::Relaxed),
+            reused_tensors: share.reused,
+            reused_bytes: share.reused_bytes,
+            published: false,
+            missing_tensors: 0,
+            already: false,
+        };
+        match staging.finish_job(outs.len(), &units)? {
+            JobEnd::Others => staging.keep(),
+            JobEnd::Missing(m) => {
+                staging.keep();
+                report.missing_tensors = m
+            }
+            JobEnd::Complete => {
+                w.finish(src.topology(), native_state(src, &outs)?)?;
+                staging.finish()?;
+                report.published = true;
+            }
         }
-        JobEnd::Complete => {
-            w.finish(src.topology(), native_state(src, &outs)?)?;
-            staging.finish()?;
-            report.published = true;
-        }
-    }
-    Ok(report)
+        Ok(report)
+    };
+    staging.keep_if_disk_full(run())
 }
 
 /// The tensors of a native output as staged units.

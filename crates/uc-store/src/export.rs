@@ -213,60 +213,63 @@ pub fn export_source(
             }),
         };
     };
-    let out_dir = staging.out();
-    let mut files = Vec::with_capacity(plan.shards.len());
-    for s in &plan.shards {
-        let path = safe_join(&out_dir, &s.name)?;
-        let f = open_planned(&path, s.len, &s.header)?;
-        files.push((f, path));
-    }
-    let units = ExportUnits {
-        src,
-        items: &items,
-        slots: &plan.slots,
-        files: &files,
-        meter: &meter,
-    };
-    let sizes: Vec<u64> = items.iter().map(|i| i.bytes).collect();
-    let share = pool.install(|| staging.run_share(&sizes, opts.worker, &units, progress))?;
-    let mut names = names;
-    let mut report = ExportReport {
-        output: output.to_path_buf(),
-        files: names.clone(),
-        tensors: items.len(),
-        total_size: items.iter().map(|i| i.bytes).sum(),
-        source_bytes: items.iter().map(|i| i.src.nbytes()).sum(),
-        bytes_read: None,
-        share,
-        share_source_bytes: crate::staging::share(&sizes, opts.worker)
-            .iter()
-            .map(|&u| items[u].src.nbytes())
-            .sum(),
-        published: false,
-        missing_tensors: 0,
-        already: false,
-    };
-    match pool.install(|| staging.finish_job(items.len(), &units))? {
-        JobEnd::Others => staging.keep(),
-        JobEnd::Missing(m) => {
-            staging.keep();
-            report.missing_tensors = m
+    let run = || -> Result<ExportReport> {
+        let out_dir = staging.out();
+        let mut files = Vec::with_capacity(plan.shards.len());
+        for s in &plan.shards {
+            let path = safe_join(&out_dir, &s.name)?;
+            let f = open_planned(&path, s.len, &s.header)?;
+            files.push((f, path));
         }
-        JobEnd::Complete => {
-            drop(files);
-            if let Some(json) = index {
-                let path = safe_join(&out_dir, INDEX_NAME)?;
-                std::fs::write(&path, &json).map_err(io_err(&path))?;
-                names.push(INDEX_NAME.to_string());
+        let units = ExportUnits {
+            src,
+            items: &items,
+            slots: &plan.slots,
+            files: &files,
+            meter: &meter,
+        };
+        let sizes: Vec<u64> = items.iter().map(|i| i.bytes).collect();
+        let share = pool.install(|| staging.run_share(&sizes, opts.worker, &units, progress))?;
+        let mut names = names;
+        let mut report = ExportReport {
+            output: output.to_path_buf(),
+            files: names.clone(),
+            tensors: items.len(),
+            total_size: items.iter().map(|i| i.bytes).sum(),
+            source_bytes: items.iter().map(|i| i.src.nbytes()).sum(),
+            bytes_read: None,
+            share,
+            share_source_bytes: crate::staging::share(&sizes, opts.worker)
+                .iter()
+                .map(|&u| items[u].src.nbytes())
+                .sum(),
+            published: false,
+            missing_tensors: 0,
+            already: false,
+        };
+        match pool.install(|| staging.finish_job(items.len(), &units))? {
+            JobEnd::Others => staging.keep(),
+            JobEnd::Missing(m) => {
+                staging.keep();
+                report.missing_tensors = m
             }
-            report.output = output::publish(&out_dir, output, existing, &names)?;
-            report.files = names;
-            staging.finish()?;
-            report.published = true;
+            JobEnd::Complete => {
+                drop(files);
+                if let Some(json) = index {
+                    let path = safe_join(&out_dir, INDEX_NAME)?;
+                    std::fs::write(&path, &json).map_err(io_err(&path))?;
+                    names.push(INDEX_NAME.to_string());
+                }
+                report.output = output::publish(&out_dir, output, existing, &names)?;
+                report.files = names;
+                staging.finish()?;
+                report.published = true;
+            }
         }
-    }
-    report.bytes_read = meter.total();
-    Ok(report)
+        report.bytes_read = meter.total();
+        Ok(report)
+    };
+    staging.keep_if_disk_full(run())
 }
 
 /// Whether `output` already holds this export's files: every shard with its planned length and header,

@@ -466,6 +466,20 @@ impl Staging {
         try_lock(&self.lock, libc::LOCK_EX).map_err(io_err(&lpath))
     }
 
+    /// Keeps the folder when `r` failed because the disk (or an inode or quota limit) is full, so that a
+    /// rerun after freeing space reuses the finished parts; any other error leaves the discard as set.
+    pub(crate) fn keep_if_disk_full<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(StoreError::Io { source, .. }) = &r {
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            ) {
+                self.keep();
+            }
+        }
+        r
+    }
+
     /// Keeps the folder when this handle is dropped (the run ended without an error).
     pub fn keep(&self) {
         self.discard.store(false, Ordering::Relaxed);
@@ -474,7 +488,7 @@ impl Staging {
     /// Removes the staging folder once its `out/` was committed to the target, still holding the
     /// lock (workers waiting for it then see the folder gone). Best effort: the output is published
     /// already, and a worker that races in removes what it created when it sees that.
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(&self) -> Result<()> {
         self.keep();
         for _ in 0..3 {
             if remove_any(&self.root).is_ok() {
