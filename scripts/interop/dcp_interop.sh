@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DCP interop with real torch: every DeepSpeed, DCP and Megatron fixture → `uc convert --format dcp` →
+# DCP interop with real torch: every DeepSpeed (native MoE and AutoEP × AutoTP included), DCP and Megatron fixture → `uc convert --format dcp` →
 # torch's `dcp.load` (plain state dict; TinyLM in one process; TinyLM under FSDP2 on 2 ranks) → every
 # tensor equal to the fixture's expected.safetensors. Needs a venv with torch (2.15) and safetensors.
 #
@@ -33,6 +33,10 @@ check() { # name input expected modes...
 for c in zero1 zero2 zero3 bf16_zero1 tp2_zero1 tp2_dp2_zero2_bf16 pp2_zero1 pp2_dp2_zero1_bf16 \
          pp2_tied_zero1 pp2_dp2_tied_zero1 ep2_zero2 ep2_zero1_bf16 ep2_zero3; do
   check "ds_$c" "$FIX/deepspeed/$c" "$FIX/deepspeed/$c/expected.safetensors" --plain --tinylm $FSDP2
+done
+# Native DeepSpeed MoE and AutoEP folded with AutoTP: no TinyLM of theirs here, so plain state dicts.
+for c in moe_ep2_zero2 moe_ep2_zero1 moe_ep2_nozero ep2_tp2_zero1; do
+  check "ds_$c" "$FIX/deepspeed/$c" "$FIX/deepspeed/$c/expected.safetensors" --plain
 done
 for c in fsdp2_dp2 fsdp2_tp_2x2 ep_mesh_empty_shard; do
   check "dcp_$c" "$FIX/dcp/$c/checkpoint" "$FIX/dcp/$c/expected.safetensors" --plain --tinylm $FSDP2
