@@ -243,6 +243,7 @@ fn convert_staged(
         })
     };
     if output.exists() && native_done(output, &outs) {
+        Staging::clear_dead(output, &key)?;
         return already();
     }
     let Some(staging) = Staging::open(output, &key, opts.fresh, false, opts.worker.world == 1)?

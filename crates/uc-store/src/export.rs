@@ -189,11 +189,12 @@ pub fn export_source(
         missing_tensors: 0,
         already: true,
     };
+    let key = job_key(input, output, opts, &items);
     if export_done(output, &plan, index.as_deref()) {
+        Staging::clear_dead(output, &key)?;
         return Ok(already());
     }
     let existing = output::existing_target(output)?;
-    let key = job_key(input, output, opts, &items);
     let planned = plan
         .shards
         .iter()

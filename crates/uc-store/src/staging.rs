@@ -301,6 +301,13 @@ impl Staging {
         Ok(Joined::Job(lock, epoch, log))
     }
 
+    /// Removes job `key`'s staging folder for `target` when no live worker holds it (a run killed
+    /// after it published, before it removed the folder); for runs that find the job already done.
+    pub fn clear_dead(target: &Path, key: &str) -> Result<()> {
+        let root = parent_of(target)?.join(staging_name(target, key)?);
+        remove_if_dead(&root)
+    }
+
     /// Bytes already on disk in the staging folder of job `key` for `target` (0 when there is none):
     /// what a resumed run need not allocate again.
     pub fn allocated(target: &Path, key: &str) -> u64 {
