@@ -210,3 +210,46 @@ pub fn edit_pt(path: &Path, edit: impl FnOnce(&mut uc_torch::PtValue<'static>)) 
     std::fs::remove_file(path).expect("remove the old file");
     uc_torch::write_pt(path, v).unwrap_or_else(|e| panic!("{path:?}: {e}"));
 }
+
+/// Exports DeepSpeed fixture folder `src` to `model.safetensors` and checks it against the fixture's
+/// `expected.safetensors`: every `<param>/fp32` tensor bit for bit under `<param>`, nothing else in
+/// the file, and the bytes read within `max_read` × the weights' bytes. Returns the tensor count.
+pub fn export_equals_expected(src: &Path, max_read: f64) -> usize {
+    use safetensors::SafeTensors;
+    use uc_store::export::{export, ExportOptions, WEIGHTS_NAME};
+    let what = src.display();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    let o = ExportOptions {
+        threads: Some(2),
+        ..Default::default()
+    };
+    let r = export(src, &out, &o, &|_, _, _| {}).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let read = r.bytes_read.expect("DeepSpeed reports its reads");
+    let ratio = read as f64 / r.source_bytes as f64;
+    assert!(
+        (1.0..=max_read).contains(&ratio),
+        "{what}: read {read} bytes for {} of weights",
+        r.source_bytes
+    );
+    let got = std::fs::read(out.join(WEIGHTS_NAME)).unwrap();
+    let got = SafeTensors::deserialize(&got).unwrap();
+    let bytes = std::fs::read(src.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut n = 0;
+    for name in st.names() {
+        let Some(param) = name.strip_suffix("/fp32") else {
+            continue;
+        };
+        let t = got
+            .tensor(param)
+            .unwrap_or_else(|e| panic!("{what}: {param}: {e}"));
+        assert!(
+            t.data() == st.tensor(name).unwrap().data(),
+            "{what}: {param}"
+        );
+        n += 1;
+    }
+    assert_eq!(got.names().len(), n, "{what}: only the weights");
+    n
+}
