@@ -5,7 +5,8 @@
 //! <parent>/.<name>.uc-<key>/   one per job: key = hash of input, output, format and options
 //!   lock                       every live worker holds a shared flock(2) on it
 //!   epoch                      bumped by a worker that starts while no other worker is alive
-//!   records/<rank>-<pid>.log   one line per finished unit: `<epoch> <unit> <BLAKE3 hex>`
+//!   records/<host>-<pid>-<epoch>.log   one line per finished unit: `<epoch> <unit> <BLAKE3 hex>`,
+//!                              and `<epoch> done` once the worker's share is written and synced
 //!   out/                       the tree that is renamed to <parent>/<name> when every unit is done
 //! ```
 //!
@@ -54,17 +55,19 @@ impl Worker {
 /// The units (by index) of worker `w`: units sorted by bytes (largest first) go one by one to the
 /// worker with the fewest bytes so far, so shares are balanced by bytes and the same on every worker.
 pub fn share(bytes: &[u64], w: Worker) -> Vec<usize> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let mut order: Vec<usize> = (0..bytes.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(bytes[i]), i));
-    let mut load = vec![0u64; w.world];
+    order.sort_by_key(|&i| (Reverse(bytes[i]), i));
+    // (load, rank) of every worker, least loaded (then lowest rank) on top.
+    let mut load: BinaryHeap<Reverse<(u64, usize)>> =
+        (0..w.world).map(|r| Reverse((0, r))).collect();
     let mut mine = Vec::new();
     for i in order {
-        let (r, _) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|&(r, &b)| (b, r))
-            .unwrap_or((0, &0));
-        load[r] = load[r].saturating_add(bytes[i]);
+        let Some(Reverse((b, r))) = load.pop() else {
+            break;
+        };
+        load.push(Reverse((b.saturating_add(bytes[i]), r)));
         if r == w.rank {
             mine.push(i);
         }
