@@ -103,8 +103,12 @@ pub fn label(what: &str, w: Worker) -> String {
 }
 
 fn check(rank: usize, world: usize, from: &str) -> Result<Worker, CliError> {
-    Worker::new(rank, world)
-        .map_err(|_| CliError::Failed(format!("{from}: rank {rank} is not in 0..{world}")))
+    Worker::new(rank, world).map_err(|_| {
+        CliError::Failed(format!(
+            "{from}: rank {rank} is not in 0..{world} (at most {} workers)",
+            Worker::MAX_WORLD
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -152,5 +156,7 @@ mod tests {
             args(Some(2), Some(5)).worker_from(env(&[])),
             Err(CliError::Failed(_))
         ));
+        let huge = args(Some(usize::MAX), Some(0)).worker_from(env(&[]));
+        assert!(matches!(huge, Err(CliError::Failed(_))));
     }
 }

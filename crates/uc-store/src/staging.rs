@@ -40,12 +40,19 @@ impl Default for Worker {
 }
 
 impl Worker {
-    /// Checks `rank < world` and `world ≥ 1`.
+    /// Most workers a job may have (a bound, not a limit anyone meets: it keeps a bad value from
+    /// allocating a share table for billions of workers).
+    pub const MAX_WORLD: usize = 1 << 20;
+
+    /// Checks `rank < world` and `1 ≤ world ≤` [`Worker::MAX_WORLD`].
     pub fn new(rank: usize, world: usize) -> Result<Worker> {
-        if world == 0 || rank >= world {
+        if world == 0 || rank >= world || world > Worker::MAX_WORLD {
             return Err(StoreError::Format {
                 path: PathBuf::from("--rank/--world-size"),
-                why: format!("rank {rank} is not in 0..{world}"),
+                why: format!(
+                    "rank {rank} is not in 0..{world} (at most {} workers)",
+                    Worker::MAX_WORLD
+                ),
             });
         }
         Ok(Worker { rank, world })
