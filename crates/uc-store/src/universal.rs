@@ -48,6 +48,16 @@ impl<'a> Origin<'a> {
     /// needs optimizer `param_groups`: DeepSpeed restores parameters group by group.
     pub fn of(src: &'a Source, outs: &[TensorMeta], input: &Path) -> Result<Origin<'a>> {
         Ok(match src {
+            Source::DeepSpeed(c) if c.native_moe() => {
+                return Err(StoreError::Format {
+                    path: input.to_path_buf(),
+                    why: "native DeepSpeed MoE into DeepSpeed's universal layout is refused: DeepSpeed \
+                          0.19.8's load_universal reads each expert by its EP-rank-local name, so EP ranks \
+                          after the first would silently load other experts' weights \
+                          (scripts/interop/moe_resume.sh); convert to native, dcp or torch_dist instead"
+                        .into(),
+                })
+            }
             Source::DeepSpeed(c) => Origin::DeepSpeed(c),
             _ => Origin::Other {
                 masters: outs

@@ -129,6 +129,11 @@ impl DsCheckpoint {
         self.inputs.affine.matches(name)
     }
 
+    /// True for a native DeepSpeed MoE checkpoint (`deepspeed.moe.layer.MoE` experts).
+    pub fn native_moe(&self) -> bool {
+        self.inputs.moe.is_some()
+    }
+
     /// AutoEP layers (`ds_autoep_layers`, or the legacy `autoep_layers`).
     pub fn autoep(&self) -> &[AutoEpLayer] {
         &self.inputs.autoep
