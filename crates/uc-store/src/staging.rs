@@ -198,9 +198,10 @@ pub(crate) fn parent_of(target: &Path) -> Result<PathBuf> {
 
 impl Staging {
     /// Joins (or starts) job `key` writing `target` (which must not exist, unless `into_existing`:
-    /// then its files are added to that folder). Refuses when live workers of another job write the
-    /// same output; removes dead ones' folders; with `fresh`, discards this job's earlier work (only
-    /// when no other worker of it is alive).
+    /// then its files are added to that folder). `None`: the target exists (published by another
+    /// worker of the job, or something else: the caller tells which). Refuses when live workers of
+    /// another job write the same output; removes dead ones' folders; with `fresh`, discards this
+    /// job's earlier work (only when no other worker of it is alive).
     pub fn open(
         target: &Path,
         key: &str,
@@ -215,10 +216,9 @@ impl Staging {
         for _ in 0..8 {
             crate::atomic::clear_stale_siblings(target, Some(&mine))?;
             if !into_existing && fs::symlink_metadata(target).is_ok() {
+                // There already (or published a moment ago): the caller checks whether it is this job's.
                 remove_if_dead(&root)?;
-                return Err(StoreError::OutputExists {
-                    path: target.to_path_buf(),
-                });
+                return Ok(None);
             }
             match Staging::join(&root, target, fresh, into_existing)? {
                 Joined::Job(lock, epoch, log) => {
