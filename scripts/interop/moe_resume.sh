@@ -9,13 +9,10 @@
 # restored from the wrong file).
 # A refusal by DeepSpeed is a FINDING, recorded in the table, not a failure. Exit 1 only when a load that
 # DeepSpeed reported as successful leaves wrong numbers (a silent mis-load), or a conversion / run crashes.
-# Native MoE (moe_*): this check found that DeepSpeed loads uc's layout (experts under global names) without an
-# error but gives EP rank 1 the experts of rank 0 (132/180 tensors right), so uc now refuses --format deepspeed
-# for native MoE; the script checks that refusal. Expert folders under the EP-local name, `param` stacked over the
-# EP ranks as [ep, ...] and tagged is_expert_param / ep_num_experts = ep, were restored bit-exactly in the same
-# check (a hand-rewritten probe): the layout for uc to write next (it resumes only at the same EP size).
-# CPU only (DS_ACCELERATOR=cpu, gloo, 127.0.0.1). Needs a venv with torch 2.15.0 + deepspeed 0.19.8 + ninja +
-# safetensors + numpy (+ transformers==5.22.2 for ep2_tp2_zero1).
+# Native MoE (moe_*): this check found that experts under their global names were loaded without an error but
+# gave EP rank 1 the experts of rank 0; uc now writes expert folders under the EP-local name with `param` stacked
+# over the EP ranks ([ep, ...], is_expert_param, ep_num_experts = ep), which DeepSpeed restores (resuming at the
+# same EP size only). Without ZeRO (moe_ep2_nozero) uc refuses: DeepSpeed resumes that from expp_rank_* files only.
 #
 #   bash scripts/interop/moe_resume.sh VENV [case[:stage] ...]
 #     default cases: moe_ep2_zero2 moe_ep2_zero1 moe_ep2_nozero moe_ep2_nozero:1 moe_ep2_nozero:2, plus
@@ -41,10 +38,10 @@ for spec in "${CASES[@]}"; do
   case_=$base
   fx=$FIX/$case_
   d=$OUT/$case_
-  if [[ $case_ == moe_* ]]; then   # native MoE: uc must refuse (DeepSpeed would mis-load the experts)
+  if [[ $case_ == moe_ep2_nozero ]]; then   # no ZeRO: uc must refuse (DeepSpeed resumes it from expp files only)
     rm -rf "$d"; mkdir -p "$d"
     if "$UC" convert "$fx" "$d/$TAG" --format deepspeed > "$d/_convert.log" 2>&1; then
-      RESULTS+=("$spec|not-refused")
+      RESULTS+=("$spec|not-refused")   # a universal folder DeepSpeed cannot resume from
     elif grep -q load_universal "$d/_convert.log" && [[ ! -e "$d/$TAG" ]]; then
       RESULTS+=("$spec|refused")
     else
@@ -75,9 +72,9 @@ for item in sys.argv[1:]:
     if path == "convert-failed":
         print(f"{spec:<{W}} uc convert failed"); ok = False; continue
     if path == "refused":
-        print(f"{spec:<{W}} -     uc refuses --format deepspeed for native MoE (as it must)"); continue
+        print(f"{spec:<{W}} -     uc refuses --format deepspeed for native MoE without ZeRO (as it must)"); continue
     if path == "not-refused":
-        print(f"{spec:<{W}} uc wrote a DeepSpeed layout of native MoE, which DeepSpeed mis-loads"); ok = False; continue
+        print(f"{spec:<{W}} uc wrote a DeepSpeed layout DeepSpeed cannot resume from"); ok = False; continue
     r = json.load(open(path))
     st = r.get("resume_zero_stage", "?")
     if not r.get("a_loaded"):

@@ -6,6 +6,7 @@
 //! synthesized, so DeepSpeed resumes a PyTorch-native run; see [`Origin::Other`].
 
 mod files;
+mod moe;
 
 pub use files::{write_universal_state, write_universal_step, UniversalDir, UniversalKind};
 
@@ -48,13 +49,13 @@ impl<'a> Origin<'a> {
     /// needs optimizer `param_groups`: DeepSpeed restores parameters group by group.
     pub fn of(src: &'a Source, outs: &[TensorMeta], input: &Path) -> Result<Origin<'a>> {
         Ok(match src {
-            Source::DeepSpeed(c) if c.native_moe() => {
+            Source::DeepSpeed(c) if c.native_moe() && c.stage() == 0 => {
                 return Err(StoreError::Format {
                     path: input.to_path_buf(),
-                    why: "native DeepSpeed MoE into DeepSpeed's universal layout is refused: DeepSpeed \
-                          0.19.8's load_universal reads each expert by its EP-rank-local name, so EP ranks \
-                          after the first would silently load other experts' weights \
-                          (scripts/interop/moe_resume.sh); convert to native, dcp or torch_dist instead"
+                    why: "native DeepSpeed MoE saved without ZeRO into DeepSpeed's universal layout is \
+                          refused: DeepSpeed 0.19.8's load_universal cannot resume it (such a run resumes \
+                          from its expp_rank_* files only; scripts/interop/moe_resume.sh); convert to \
+                          native, dcp or torch_dist instead"
                         .into(),
                 })
             }
@@ -78,6 +79,8 @@ impl<'a> Origin<'a> {
         data: &TensorBytes<'_>,
     ) -> Result<()> {
         match self {
+            // Native MoE experts are stacked over the EP ranks in `write_common`.
+            Origin::DeepSpeed(ck) if ck.native_moe() && moe::is_expert(meta) => Ok(()),
             Origin::DeepSpeed(ck) => write_from_deepspeed(ck, zero, meta, data),
             Origin::Other { masters, .. } => write_from_other(masters, zero, meta, data),
         }
@@ -86,6 +89,10 @@ impl<'a> Origin<'a> {
     /// Writes the model states and `zero/optimizer_state.pt` under `root`, after every tensor.
     pub fn write_common(&self, src: &Source, outs: &[TensorMeta], root: &Path) -> Result<()> {
         match self {
+            Origin::DeepSpeed(ck) if ck.native_moe() => {
+                moe::write_experts(ck, src, outs, &root.join("zero"))?;
+                write_common_deepspeed(ck, root)
+            }
             Origin::DeepSpeed(ck) => write_common_deepspeed(ck, root),
             Origin::Other { groups, .. } => write_common_other(src, outs, groups, root),
         }

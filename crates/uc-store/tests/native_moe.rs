@@ -60,24 +60,67 @@ fn every_expert_and_moment_converts_exactly() {
     }
 }
 
-/// DeepSpeed 0.19.8's `load_universal` reads native MoE experts by their EP-rank-local names, so a
-/// universal layout under global names would load EP rank 1's experts from rank 0's (found with
-/// scripts/interop/moe_resume.sh): refused before anything is written.
+/// DeepSpeed's layout of native MoE (what real DeepSpeed 0.19.8 `load_universal` restores bit-exactly,
+/// scripts/interop/moe_resume.sh): expert folders under the EP-local name `…deepspeed_experts.<j>.…`
+/// holding `[ep, …]`, row e = global expert `e·num_local + j`, tagged as expert params; no folder under
+/// a global id past the local count. Without ZeRO it is refused (DeepSpeed cannot resume that from a
+/// universal folder).
 #[test]
-fn deepspeed_layout_of_native_moe_is_refused() {
-    for case in CASES {
-        for format in [Format::DeepSpeed, Format::Both] {
-            let tmp = tempfile::tempdir().unwrap();
-            let out = tmp.path().join("out");
-            let e =
-                convert(&fixture(case), &out, &opts(format), &|_, _, _| {}).expect_err("refused");
-            assert!(
-                matches!(&e, StoreError::Format { why, .. } if why.contains("load_universal")),
-                "{case} {format:?}: {e}"
-            );
-            assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{case}");
+fn deepspeed_layout_stacks_each_local_expert_over_the_ep_ranks() {
+    for case in ["moe_ep2_zero2", "moe_ep2_zero1"] {
+        let src = fixture(case);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        convert(&src, &out, &opts(Format::DeepSpeed), &|_, _, _| {})
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let bytes = std::fs::read(src.join("expected.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let zero = out.join("zero");
+        let prefix = "blocks.2.mlp.deepspeed_moe.experts.deepspeed_experts.";
+        assert!(
+            !zero.join(format!("{prefix}2.fc1.weight")).exists(),
+            "{case}"
+        );
+        for j in 0..2u32 {
+            for (state, key) in [
+                ("fp32", "fp32"),
+                ("exp_avg", "exp_avg"),
+                ("exp_avg_sq", "exp_avg_sq"),
+            ] {
+                let f = zero.join(format!("{prefix}{j}.fc1.weight/{state}.pt"));
+                let (dtype, shape, data) = common::universal_param(&f);
+                assert_eq!(dtype, uc_schema::DType::F32);
+                assert_eq!(shape, vec![2, 32, 16], "{case}: {}", f.display());
+                let mut want = Vec::new();
+                for e in 0..2u32 {
+                    let g = e * 2 + j;
+                    let t = st.tensor(&format!("{prefix}{g}.fc1.weight/{key}")).unwrap();
+                    want.extend_from_slice(t.data());
+                }
+                assert!(data == want, "{case}: local expert {j} {state}");
+                let keys: Vec<String> = common::universal_keys(&f)
+                    .unwrap()
+                    .into_iter()
+                    .map(|k| k.0)
+                    .collect();
+                assert!(keys.contains(&"is_expert_param".to_string()), "{keys:?}");
+            }
         }
     }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let e = convert(
+        &fixture("moe_ep2_nozero"),
+        &out,
+        &opts(Format::DeepSpeed),
+        &|_, _, _| {},
+    )
+    .expect_err("refused");
+    assert!(
+        matches!(&e, StoreError::Format { why, .. } if why.contains("load_universal")),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
 /// Expert 3 of MoE layer 1 is EP rank 1's local expert 1 of `blocks.2` (MoE layers count MoE modules).

@@ -17,3 +17,4 @@ mod optim_file;
 
 pub use checkpoint::{Assume, DsCheckpoint, DsExtra, DsParam, ReadTrace};
 pub use files::DsFiles;
+pub(crate) use native_moe::ExpertName;
