@@ -4,7 +4,7 @@
 //! and DeepSpeed layout) and `export`; bad input is a typed error naming the file, no output.
 
 mod common;
-use common::{copy_dir, edit_pt, export_equals_expected, pt_at, DEEPSPEED};
+use common::{convert_err, copy_case, edit_pt, export_equals_expected, pt_at, DEEPSPEED};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use uc_schema::Role;
@@ -87,28 +87,14 @@ fn export_writes_every_weight_exactly() {
     );
 }
 
-fn copy_case(tmp: &Path) -> (PathBuf, PathBuf) {
-    let dst = tmp.join(CASE);
-    copy_dir(&fixture(), &dst);
-    let tag = dst.join("global_step3");
-    (dst, tag)
-}
-
-fn convert_err(tmp: &Path, input: &Path) -> StoreError {
-    let out = tmp.join("out");
-    let e = convert(input, &out, &opts(), &|_, _, _| {}).expect_err("bad input must be refused");
-    assert!(!out.exists(), "output left behind after: {e}");
-    e
-}
-
 /// Expert 3 lives on TP rank 1 (`mp_rank_01`): its missing file is named as such.
 #[test]
 fn a_missing_expert_file_is_named_with_its_tp_rank() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, tag) = copy_case(tmp.path());
+    let (dir, tag) = copy_case(tmp.path(), CASE);
     let gone = tag.join("layer_0_expert_3_mp_rank_01_model_states.pt");
     std::fs::remove_file(&gone).unwrap();
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Both) {
         StoreError::Io { path, source } => {
             assert_eq!(path, gone);
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
@@ -121,14 +107,14 @@ fn a_missing_expert_file_is_named_with_its_tp_rank() {
 #[test]
 fn an_expert_file_of_the_wrong_ep_rank_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, tag) = copy_case(tmp.path());
+    let (dir, tag) = copy_case(tmp.path(), CASE);
     let wrong = tag.join("layer_0_expert_3_mp_rank_00_model_states.pt");
     std::fs::rename(
         tag.join("layer_0_expert_3_mp_rank_01_model_states.pt"),
         &wrong,
     )
     .unwrap();
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Both) {
         StoreError::Format { path, why } => {
             assert_eq!(path, wrong);
             assert!(why.contains("EP rank 1"), "{why}");
@@ -141,10 +127,10 @@ fn an_expert_file_of_the_wrong_ep_rank_is_named() {
 #[test]
 fn an_expert_file_whose_folding_disagrees_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, tag) = copy_case(tmp.path());
+    let (dir, tag) = copy_case(tmp.path(), CASE);
     let f = tag.join("layer_1_expert_2_mp_rank_01_model_states.pt");
     edit_pt(&f, |v| *pt_at(v, &["folding", "ep_rank"]) = PtValue::Int(0));
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Both) {
         StoreError::BadValue {
             path, key, value, ..
         } => {
@@ -159,10 +145,10 @@ fn an_expert_file_whose_folding_disagrees_is_named() {
 #[test]
 fn a_folding_table_disagreeing_with_the_file_names_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, tag) = copy_case(tmp.path());
+    let (dir, tag) = copy_case(tmp.path(), CASE);
     let f = tag.join("mp_rank_01_model_states.pt");
     edit_pt(&f, |v| *pt_at(v, &["folding", "tp_rank"]) = PtValue::Int(0));
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Both) {
         StoreError::BadValue {
             path, key, value, ..
         } => {
@@ -177,10 +163,10 @@ fn a_folding_table_disagreeing_with_the_file_names_is_named() {
 #[test]
 fn two_tp_ranks_with_one_ep_rank_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, tag) = copy_case(tmp.path());
+    let (dir, tag) = copy_case(tmp.path(), CASE);
     let f = tag.join("mp_rank_01_model_states.pt");
     edit_pt(&f, |v| *pt_at(v, &["folding", "ep_rank"]) = PtValue::Int(0));
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Both) {
         StoreError::BadValue { path, key, .. } => {
             assert_eq!(path, f);
             assert_eq!(key, "folding.ep_rank");
@@ -192,7 +178,7 @@ fn two_tp_ranks_with_one_ep_rank_are_refused() {
 #[test]
 fn an_expert_group_name_that_does_not_parse_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, tag) = copy_case(tmp.path());
+    let (dir, tag) = copy_case(tmp.path(), CASE);
     for t in 0..2 {
         let f = tag.join(format!("zero_pp_rank_0_mp_rank_{t:02}_optim_states.pt"));
         edit_pt(&f, |v| {
@@ -208,7 +194,7 @@ fn an_expert_group_name_that_does_not_parse_is_named() {
             ) = PtValue::str("ep_size_")
         });
     }
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Both) {
         StoreError::BadValue { path, value, .. } => {
             assert_eq!(path, tag.join("zero_pp_rank_0_mp_rank_00_optim_states.pt"));
             assert_eq!(value, "\"ep_size_\"");

@@ -2,18 +2,11 @@
 //! errors naming the file, never clamped; inputs that used to panic are typed errors.
 
 mod common;
-use common::{copy_dir, edit_pt, pt_at};
-use std::path::{Path, PathBuf};
+use common::{copy_case, edit_pt, pt_at};
+use std::path::Path;
 use uc_store::deepspeed::{Assume, DsCheckpoint};
 use uc_store::StoreError;
 use uc_torch::PtValue;
-
-/// A writable copy of fixture `case` in `tmp`; returns its tag folder.
-fn copy_case(tmp: &Path, case: &str) -> PathBuf {
-    let dst = tmp.join(case);
-    copy_dir(&Path::new(common::DEEPSPEED).join(case), &dst);
-    dst.join("global_step3")
-}
 
 fn open_err(tag: &Path) -> StoreError {
     DsCheckpoint::open(tag, None, &Assume::default()).expect_err("crafted input must be refused")
@@ -39,7 +32,7 @@ fn assert_bad_value(e: &StoreError, file: &Path, key: &str, value: &str) {
 #[test]
 fn zero_stage_7_is_an_error_not_stage_3() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "zero2");
+    let (_, tag) = copy_case(tmp.path(), "zero2");
     for r in 0..2 {
         let f = tag.join(format!("zero_pp_rank_{r}_mp_rank_00_optim_states.pt"));
         edit_pt(&f, |v| {
@@ -53,7 +46,7 @@ fn zero_stage_7_is_an_error_not_stage_3() {
 #[test]
 fn negative_zero_stage_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "zero1");
+    let (_, tag) = copy_case(tmp.path(), "zero1");
     let f = tag.join("zero_pp_rank_0_mp_rank_00_optim_states.pt");
     edit_pt(&f, |v| {
         *pt_at(v, &["optimizer_state_dict", "zero_stage"]) = PtValue::Int(-1)
@@ -66,7 +59,7 @@ fn negative_zero_stage_is_an_error() {
 #[test]
 fn tp_degree_past_u32_is_an_error_not_truncated() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "tp2_zero1");
+    let (_, tag) = copy_case(tmp.path(), "tp2_zero1");
     let f = tag.join("mp_rank_00_model_states.pt");
     edit_pt(&f, |v| {
         *pt_at(v, &["checkpoint_parallel_dimensions", "tp_degree"]) = PtValue::Int((1 << 32) + 2)
@@ -78,7 +71,7 @@ fn tp_degree_past_u32_is_an_error_not_truncated() {
 #[test]
 fn tp_degree_0_is_an_error_not_1() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "zero1");
+    let (_, tag) = copy_case(tmp.path(), "zero1");
     let f = tag.join("mp_rank_00_model_states.pt");
     edit_pt(&f, |v| {
         *pt_at(v, &["checkpoint_parallel_dimensions", "tp_degree"]) = PtValue::Int(0)
@@ -89,7 +82,7 @@ fn tp_degree_0_is_an_error_not_1() {
 #[test]
 fn negative_pp_degree_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "zero1");
+    let (_, tag) = copy_case(tmp.path(), "zero1");
     let f = tag.join("mp_rank_00_model_states.pt");
     edit_pt(&f, |v| {
         *pt_at(v, &["checkpoint_parallel_dimensions", "pp_degree"]) = PtValue::Int(-3)
@@ -101,7 +94,7 @@ fn negative_pp_degree_is_an_error() {
 #[test]
 fn partition_count_0_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "zero2");
+    let (_, tag) = copy_case(tmp.path(), "zero2");
     let f = tag.join("zero_pp_rank_0_mp_rank_00_optim_states.pt");
     edit_pt(&f, |v| {
         *pt_at(v, &["optimizer_state_dict", "partition_count", "1"]) = PtValue::Int(0)
@@ -114,7 +107,7 @@ fn partition_count_0_is_an_error() {
 #[test]
 fn expert_group_only_rank_1_lists_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "tp2_zero1");
+    let (_, tag) = copy_case(tmp.path(), "tp2_zero1");
     // rank 1's group 1 (the 1-d params) renamed, so rank 0 lists none of them, and made a moe group
     let model1 = tag.join("mp_rank_01_model_states.pt");
     edit_pt(&model1, |v| {
@@ -158,7 +151,7 @@ fn expert_group_only_rank_1_lists_is_an_error() {
 #[test]
 fn zero_d_expert_with_no_experts_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "ep2_zero2");
+    let (_, tag) = copy_case(tmp.path(), "ep2_zero2");
     let model = tag.join("mp_rank_00_model_states.pt");
     let no_experts = |layer: &mut PtValue<'static>| {
         *pt_at(layer, &["num_experts"]) = PtValue::Int(0);
@@ -200,7 +193,7 @@ fn zero_d_expert_with_no_experts_is_an_error() {
 #[test]
 fn autoep_ep_size_0_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "ep2_zero2");
+    let (_, tag) = copy_case(tmp.path(), "ep2_zero2");
     let model = tag.join("mp_rank_00_model_states.pt");
     edit_pt(&model, |v| {
         *pt_at(v, &["ds_autoep_layers", "0", "ep_size"]) = PtValue::Int(0);
@@ -221,7 +214,7 @@ fn autoep_ep_size_0_is_an_error() {
 #[test]
 fn shape_past_u64_elements_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "zero1");
+    let (_, tag) = copy_case(tmp.path(), "zero1");
     let model = tag.join("mp_rank_00_model_states.pt");
     edit_pt(&model, |v| {
         let big = || PtValue::Int(1 << 33);
@@ -242,7 +235,7 @@ fn shape_past_u64_elements_is_an_error() {
 #[test]
 fn zero3_shape_larger_than_its_partitions_is_an_error_not_an_allocation() {
     let tmp = tempfile::tempdir().unwrap();
-    let tag = copy_case(tmp.path(), "zero3");
+    let (_, tag) = copy_case(tmp.path(), "zero3");
     for r in 0..2 {
         let model = tag.join(format!("zero_pp_rank_{r}_mp_rank_00_model_states.pt"));
         edit_pt(&model, |v| {
@@ -280,7 +273,7 @@ fn autoep_expert_file_of_no_layer_or_rank_is_named() {
         ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        let tag = copy_case(tmp.path(), "ep2_zero2");
+        let (_, tag) = copy_case(tmp.path(), "ep2_zero2");
         std::fs::copy(tag.join(from), tag.join(bad)).unwrap();
         match open_err(&tag) {
             StoreError::Format { path, .. } => assert_eq!(path, tag.join(bad)),

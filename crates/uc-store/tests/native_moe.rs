@@ -4,7 +4,7 @@
 //! and leaves no output.
 
 mod common;
-use common::{copy_dir, edit_pt, export_equals_expected, pt_at, DEEPSPEED};
+use common::{convert_err, copy_case, edit_pt, export_equals_expected, pt_at, DEEPSPEED};
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use uc_schema::Role;
@@ -157,29 +157,6 @@ fn export_writes_every_expert_weight_exactly() {
     }
 }
 
-/// A writable copy of `case`; returns (case folder, tag folder).
-fn copy_case(tmp: &Path, case: &str) -> (PathBuf, PathBuf) {
-    let dst = tmp.join(case);
-    copy_dir(&fixture(case), &dst);
-    let tag = dst.join("global_step3");
-    (dst, tag)
-}
-
-/// Converts `input` (expecting failure) and checks nothing was left at the output.
-fn convert_err(tmp: &Path, input: &Path) -> StoreError {
-    let out = tmp.join("out");
-    let e = convert(input, &out, &opts(Format::Native), &|_, _, _| {})
-        .expect_err("bad input must be refused");
-    assert!(!out.exists(), "output left behind after: {e}");
-    let leftovers: Vec<_> = std::fs::read_dir(tmp)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().starts_with("out"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?} after: {e}");
-    e
-}
-
 #[test]
 fn a_missing_expert_file_is_named() {
     for case in CASES {
@@ -187,7 +164,7 @@ fn a_missing_expert_file_is_named() {
         let (dir, tag) = copy_case(tmp.path(), case);
         let gone = tag.join("layer_1_expert_3_mp_rank_00_model_states.pt");
         std::fs::remove_file(&gone).unwrap();
-        match convert_err(tmp.path(), &dir) {
+        match convert_err(tmp.path(), &dir, Format::Native) {
             StoreError::Io { path, source } => {
                 assert_eq!(path, gone, "{case}");
                 assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{case}");
@@ -209,7 +186,7 @@ fn an_expert_file_of_the_wrong_ep_rank_is_named() {
             &wrong,
         )
         .unwrap();
-        match convert_err(tmp.path(), &dir) {
+        match convert_err(tmp.path(), &dir, Format::Native) {
             StoreError::WrongExpert {
                 path,
                 tensor,
@@ -238,7 +215,7 @@ fn an_expert_file_past_the_expert_count_is_named() {
         &extra,
     )
     .unwrap();
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Native) {
         StoreError::Format { path, .. } => assert_eq!(path, extra),
         other => panic!("expected Format, got {other:?}"),
     }
@@ -263,7 +240,7 @@ fn an_expert_group_name_that_does_not_parse_is_named() {
             ) = PtValue::str("ep_size_two")
         });
     }
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Native) {
         StoreError::BadValue {
             path, key, value, ..
         } => {
@@ -284,7 +261,7 @@ fn a_no_zero_group_name_disagreeing_with_the_files_is_named() {
     edit_pt(&f, |v| {
         *pt_at(v, &["optimizer", "param_groups", "3", "name"]) = PtValue::str("ep_size_4")
     });
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Native) {
         StoreError::BadValue { path, value, .. } => {
             assert_eq!(path, f);
             assert_eq!(value, "ep_size_4");
@@ -302,7 +279,7 @@ fn a_missing_expp_file_is_named() {
         tag.join("expp_rank_2_mp_rank_00_optim_states.pt"),
     )
     .unwrap();
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Native) {
         StoreError::Io { path, .. } => {
             assert_eq!(path, tag.join("expp_rank_0_mp_rank_00_optim_states.pt"))
         }
@@ -323,7 +300,7 @@ fn dense_moments_that_differ_between_ep_ranks_are_refused() {
             uc_torch::PtTensor::from_bytes(uc_schema::DType::F32, vec![48, 16], zeros),
         );
     });
-    match convert_err(tmp.path(), &dir) {
+    match convert_err(tmp.path(), &dir, Format::Native) {
         StoreError::BadTensor { tensor, .. } => assert_eq!(tensor, "embed.weight"),
         other => panic!("expected BadTensor, got {other:?}"),
     }

@@ -253,3 +253,39 @@ pub fn export_equals_expected(src: &Path, max_read: f64) -> usize {
     assert_eq!(got.names().len(), n, "{what}: only the weights");
     n
 }
+
+/// A writable copy of DeepSpeed fixture `case` in `tmp`: (case folder, its `global_step3` tag folder).
+pub fn copy_case(tmp: &Path, case: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dst = tmp.join(case);
+    copy_dir(&Path::new(DEEPSPEED).join(case), &dst);
+    let tag = dst.join("global_step3");
+    (dst, tag)
+}
+
+/// Converts `input` into `tmp/out` as `format`, expecting failure; checks that nothing starting with
+/// `out` (the output, a temporary or staging sibling) was left in `tmp`.
+pub fn convert_err(
+    tmp: &Path,
+    input: &Path,
+    format: uc_store::convert::Format,
+) -> uc_store::StoreError {
+    use uc_store::convert::{convert, ConvertOptions};
+    let out = tmp.join("out");
+    let opts = ConvertOptions {
+        format,
+        threads: Some(2),
+        ..Default::default()
+    };
+    let e = convert(input, &out, &opts, &|_, _, _| {}).expect_err("bad input must be refused");
+    assert!(!out.exists(), "output left behind after: {e}");
+    let leftovers: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("out") || n.starts_with(".out")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?} after: {e}");
+    e
+}
