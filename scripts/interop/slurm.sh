@@ -187,32 +187,7 @@ check() { # NAME STATUS DETAIL
   local s=PASS; [[ $2 -eq 0 ]] || s=FAIL
   RESULTS+=("$(printf '%-4s  %-44s %s' "$s" "$1" "$3")")
 }
-# (a) JSON lines of N workers: ranks 0..N-1, world_size N each, exactly one published
-json_check() { # FILE N
-  local f=$1 n=$2 lines ranks want ws pub
-  lines=$(grep -c '^{' "$f")
-  ranks=$(grep -o '"rank": *[0-9]*' "$f" | grep -o '[0-9]*$' | sort -n | tr '\n' ' ')
-  want=$(seq 0 $((n - 1)) | tr '\n' ' ')
-  ws=$(grep -Ec "\"world_size\": *$n[,}]" "$f")
-  pub=$(grep -Ec '"published": *true' "$f")
-  echo "$lines JSON lines, ranks [${ranks% }], world_size $n on $ws, published on $pub"
-  [[ $lines -eq $n && "$ranks" == "$want" && $ws -eq $n && $pub -eq 1 ]]
-}
-# (b) same file tree (names and types), every file byte-identical
-same_tree() { # A B
-  local a=$1 b=$2 f nf=0 bad=0
-  [[ -d "$a" && -d "$b" ]] || { echo "missing: $([[ -d "$a" ]] || echo "$a ")$([[ -d "$b" ]] || echo "$b")"; return 1; }
-  if ! diff <(cd "$a" && find . -mindepth 1 -printf '%y %P\n' | sort) \
-            <(cd "$b" && find . -mindepth 1 -printf '%y %P\n' | sort) > "$LOG/tree.diff"; then
-    echo "file lists differ: $(head -c 300 "$LOG/tree.diff" | tr '\n' ' ')"; return 1
-  fi
-  while IFS= read -r -d '' f; do
-    nf=$((nf + 1))
-    cmp -s "$a/$f" "$b/$f" || { bad=$((bad + 1)); [[ $bad -le 5 ]] && echo -n "differs: $f; "; }
-  done < <(cd "$a" && find . -type f -printf '%P\0')
-  echo "$nf files, $(cd "$a" && find . -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}') bytes compared, $bad differ"
-  [[ $bad -eq 0 ]]
-}
+source "$ROOT/scripts/interop/worker_checks.sh"
 d=$(json_check "$LOG/srun.jsonl" 3); r=$?
 [[ $SRUN_RC -eq 0 ]] || { r=1; d="srun rc $SRUN_RC; $d"; }
 check "(a) srun: 3 workers, one published" $r "$d"

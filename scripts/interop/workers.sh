@@ -48,32 +48,7 @@ check() { # NAME STATUS DETAIL
 }
 # errs TAG: the last stderr line of each worker that printed one
 errs() { local r; for r in 0 1; do [[ -s "$LOG/$1.r$r.err" ]] && echo -n "rank $r: $(tail -n 1 "$LOG/$1.r$r.err"); "; done; }
-# JSON lines of N workers: ranks 0..N-1, world_size N each, exactly one published
-json_check() { # FILE N
-  local f=$1 n=$2 lines ranks want ws pub
-  lines=$(grep -c '^{' "$f")
-  ranks=$(grep -o '"rank": *[0-9]*' "$f" | grep -o '[0-9]*$' | sort -n | tr '\n' ' ')
-  want=$(seq 0 $((n - 1)) | tr '\n' ' ')
-  ws=$(grep -Ec "\"world_size\": *$n[,}]" "$f")
-  pub=$(grep -Ec '"published": *true' "$f")
-  echo "$lines JSON lines, ranks [${ranks% }], world_size $n on $ws, published on $pub"
-  [[ $lines -eq $n && "$ranks" == "$want" && $ws -eq $n && $pub -eq 1 ]]
-}
-# same file tree (names and types), every file byte-identical
-same_tree() { # A B
-  local a=$1 b=$2 f nf=0 bad=0
-  [[ -d "$a" && -d "$b" ]] || { echo "missing: $([[ -d "$a" ]] || echo "$a ")$([[ -d "$b" ]] || echo "$b")"; return 1; }
-  if ! diff <(cd "$a" && find . -mindepth 1 -printf '%y %P\n' | sort) \
-            <(cd "$b" && find . -mindepth 1 -printf '%y %P\n' | sort) > "$LOG/tree.diff"; then
-    echo "file lists differ: $(head -c 300 "$LOG/tree.diff" | tr '\n' ' ')"; return 1
-  fi
-  while IFS= read -r -d '' f; do
-    nf=$((nf + 1))
-    cmp -s "$a/$f" "$b/$f" || { bad=$((bad + 1)); [[ $bad -le 5 ]] && echo -n "differs: $f; "; }
-  done < <(cd "$a" && find . -type f -printf '%P\0')
-  echo "$nf files, $(cd "$a" && find . -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}') bytes compared, $bad differ"
-  [[ $bad -eq 0 ]]
-}
+source "$(dirname "${BASH_SOURCE[0]}")/worker_checks.sh"
 # output checks: identical to the reference, `uc verify`, nothing else in its parent
 out_checks() { # LABEL DIR (DIR's parent must hold only DIR)
   local d r left
