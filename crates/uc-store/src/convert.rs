@@ -8,7 +8,7 @@ use crate::dcp::{write_dcp, write_torch_dist, DcpWriteOptions, TorchDistOptions}
 use crate::error::{io_err, Result, StoreError};
 use crate::native::{NativeCheckpoint, NativeOptions, NativeWriter};
 use crate::source::{thread_pool, OpenOptions, Source};
-use crate::staging::{check_space, JobEnd, Staging, Units, Worker};
+use crate::staging::{check_space, job_key, JobEnd, Staging, Units, Worker};
 use crate::universal::Origin;
 use crate::universal::UniversalDir;
 use rayon::prelude::*;
@@ -190,27 +190,6 @@ pub fn convert(
     Ok(ConvertReport::whole(out, total, bytes.into_inner()))
 }
 
-/// The staging key of a native conversion: the input, the output, the options and the planned
-/// tensors (so a rerun of the same command resumes the same folder and no other job shares it).
-fn job_key(input: &Path, output: &Path, opts: &ConvertOptions, outs: &[TensorMeta]) -> String {
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut h = blake3::Hasher::new();
-    let text = format!(
-        "uc {}\ninput {:?}\noutput {:?}\nformat {:?}\nnative {:?}\nopen {:?}\n",
-        env!("CARGO_PKG_VERSION"),
-        input.canonicalize().unwrap_or_else(|_| abs(input)),
-        abs(output),
-        opts.format,
-        opts.native,
-        opts.input,
-    );
-    h.update(text.as_bytes());
-    for m in outs {
-        h.update(format!("{} {} {:?} {:?}\n", m.name, m.role.key(), m.dtype, m.shape).as_bytes());
-    }
-    h.finalize().to_hex()[..16].to_string()
-}
-
 /// A native conversion through a staging folder shared by every worker of the job and by reruns:
 /// this worker writes its share (reusing verified parts of earlier runs), and the last worker alive
 /// checks that every tensor is recorded and publishes.
@@ -222,18 +201,21 @@ fn convert_staged(
     progress: Progress,
 ) -> Result<ConvertReport> {
     let outs = src.outputs();
-    let key = job_key(input, output, opts, &outs);
+    let options = format!(
+        "format {:?}\nnative {:?}\nopen {:?}",
+        opts.format, opts.native, opts.input
+    );
+    let units = outs
+        .iter()
+        .map(|m| format!("{} {} {:?} {:?}", m.name, m.role.key(), m.dtype, m.shape));
+    let key = job_key(input, output, &options, units);
     // Checked before anything is created: tensor data plus a few hundred bytes a tensor for headers
     // and the manifest, less what an earlier run of this job already wrote.
     let planned = outs
         .iter()
         .map(|m| m.nbytes().saturating_add(512))
         .fold(0u64, u64::saturating_add);
-    let parent = crate::staging::parent_of(output)?;
-    check_space(
-        &parent,
-        planned.saturating_sub(Staging::allocated(output, &key)),
-    )?;
+    Staging::check_room(output, &key, planned)?;
     let already = || {
         Ok(ConvertReport {
             output: output.to_path_buf(),

@@ -35,7 +35,7 @@ use crate::durable::{start_writeback, WRITEBACK_MIN};
 use crate::error::{io_err, Result, StoreError};
 use crate::native::{hash_range, open_planned, write_all_at};
 use crate::source::{thread_pool, OpenOptions, Progress, Source};
-use crate::staging::{check_space, JobEnd, ShareReport, Staging, Units, Worker};
+use crate::staging::{job_key, JobEnd, ShareReport, Staging, Units, Worker};
 use select::Item;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -189,7 +189,19 @@ pub fn export_source(
         missing_tensors: 0,
         already: true,
     };
-    let key = job_key(input, output, opts, &items);
+    let rename: Vec<(&str, &String)> = opts.rename.iter().map(|(r, t)| (r.as_str(), t)).collect();
+    let options = format!(
+        "export {:?} {} {:?} {:?} {:?}",
+        opts.dtype,
+        opts.max_shard_size,
+        opts.only.as_ref().map(|r| r.as_str()),
+        rename,
+        opts.input
+    );
+    let units = items
+        .iter()
+        .map(|i| format!("{} {:?} {}", i.name, i.dtype, i.bytes));
+    let key = job_key(input, output, &options, units);
     if export_done(output, &plan, index.as_deref()) {
         Staging::clear_dead(output, &key)?;
         return Ok(already());
@@ -201,10 +213,7 @@ pub fn export_source(
         .map(|s| s.len)
         .chain(index.as_ref().map(|j| j.len() as u64))
         .fold(0u64, u64::saturating_add);
-    check_space(
-        &crate::staging::parent_of(output)?,
-        planned.saturating_sub(Staging::allocated(output, &key)),
-    )?;
+    Staging::check_room(output, &key, planned)?;
     let Some(staging) = Staging::open(output, &key, opts.fresh, existing, opts.worker.world == 1)?
     else {
         return match export_done(output, &plan, index.as_deref()) {
@@ -291,35 +300,6 @@ fn export_done(output: &Path, plan: &shard::ShardPlan, index: Option<&[u8]>) -> 
         None => true,
     };
     !plan.shards.is_empty() && plan.shards.iter().all(shard_ok) && index_ok
-}
-
-/// The staging key of an export: input, output, options and the planned tensors.
-fn job_key(input: &Path, output: &Path, opts: &ExportOptions, items: &[Item]) -> String {
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let rename: Vec<(String, &String)> = opts
-        .rename
-        .iter()
-        .map(|(r, t)| (r.as_str().to_string(), t))
-        .collect();
-    let mut h = blake3::Hasher::new();
-    h.update(
-        format!(
-            "uc {} export\ninput {:?}\noutput {:?}\n{:?} {} {:?} {:?} {:?}\n",
-            env!("CARGO_PKG_VERSION"),
-            input.canonicalize().unwrap_or_else(|_| abs(input)),
-            abs(output),
-            opts.dtype,
-            opts.max_shard_size,
-            opts.only.as_ref().map(|r| r.as_str()),
-            rename,
-            opts.input,
-        )
-        .as_bytes(),
-    );
-    for i in items {
-        h.update(format!("{} {:?} {}\n", i.name, i.dtype, i.bytes).as_bytes());
-    }
-    h.finalize().to_hex()[..16].to_string()
 }
 
 /// The tensors of an export as staged units.

@@ -168,6 +168,31 @@ pub struct Staging {
     discard: std::sync::atomic::AtomicBool,
 }
 
+/// The key of a job writing `output` from `input`: a hash of uc's version, both paths (absolute),
+/// the `options` text and one line per planned unit, so a rerun of the same command finds the same
+/// staging folder and no other job shares it. Every worker must name the paths alike.
+pub(crate) fn job_key(
+    input: &Path,
+    output: &Path,
+    options: &str,
+    units: impl IntoIterator<Item = String>,
+) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut h = blake3::Hasher::new();
+    let head = format!(
+        "uc {}\ninput {:?}\noutput {:?}\n{options}\n",
+        env!("CARGO_PKG_VERSION"),
+        input.canonicalize().unwrap_or_else(|_| abs(input)),
+        abs(output),
+    );
+    h.update(head.as_bytes());
+    for u in units {
+        h.update(u.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
 /// The staging folder's name for output `target` and job `key`.
 fn staging_name(target: &Path, key: &str) -> Result<OsString> {
     let name = target.file_name().ok_or_else(|| StoreError::Format {
@@ -318,25 +343,24 @@ impl Staging {
         remove_if_dead(&root)
     }
 
-    /// Bytes already on disk in the staging folder of job `key` for `target` (0 when there is none):
-    /// what a resumed run need not allocate again.
-    pub fn allocated(target: &Path, key: &str) -> u64 {
-        let (Ok(parent), Ok(name)) = (parent_of(target), staging_name(target, key)) else {
-            return 0;
-        };
-        let mut total = 0u64;
-        let mut dirs = vec![parent.join(name).join("out")];
+    /// Fails with [`StoreError::DiskFull`] unless the file system of `target` has room for `planned`
+    /// bytes less what job `key`'s staging folder already holds (a resumed run need not allocate it
+    /// again). Checked before anything is created.
+    pub fn check_room(target: &Path, key: &str, planned: u64) -> Result<()> {
+        let parent = parent_of(target)?;
+        let mut have = 0u64;
+        let mut dirs = vec![parent.join(staging_name(target, key)?).join("out")];
         while let Some(d) = dirs.pop() {
             let Ok(rd) = fs::read_dir(&d) else { continue };
             for e in rd.flatten() {
                 match e.metadata() {
                     Ok(m) if m.is_dir() => dirs.push(e.path()),
-                    Ok(m) => total = total.saturating_add(allocated(&m)),
+                    Ok(m) => have = have.saturating_add(allocated(&m)),
                     Err(_) => {}
                 }
             }
         }
-        total
+        check_space(&parent, planned.saturating_sub(have))
     }
 
     /// The folder that becomes the output.
