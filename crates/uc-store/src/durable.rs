@@ -34,27 +34,22 @@ pub(crate) fn start_writeback(f: &File, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
         use std::sync::mpsc::{channel, Sender};
-        use std::sync::{Mutex, OnceLock};
-        static FLUSHER: OnceLock<Mutex<Sender<(File, u64, u64)>>> = OnceLock::new();
+        use std::sync::OnceLock;
+        static FLUSHER: OnceLock<Sender<(File, u64, u64)>> = OnceLock::new();
         let Ok(dup) = f.try_clone() else { return };
         let tx = FLUSHER.get_or_init(|| {
             let (tx, rx) = channel::<(File, u64, u64)>();
-            let spawned = std::thread::Builder::new()
+            // Without the thread the receiver is gone, sends fail and writers make the call themselves.
+            let _ = std::thread::Builder::new()
                 .name("uc-writeback".into())
                 .spawn(move || {
                     for (f, off, len) in rx {
                         writeback_now(&f, off, len);
                     }
                 });
-            if spawned.is_err() {
-                // No thread: the receiver is gone and sends fail; writers fall back to the call itself.
-            }
-            Mutex::new(tx)
+            tx
         });
-        let sent = tx
-            .lock()
-            .map(|t| t.send((dup, offset, len)).is_ok())
-            .unwrap_or(false);
+        let sent = tx.send((dup, offset, len)).is_ok();
         if !sent {
             writeback_now(f, offset, len);
         }
