@@ -2,6 +2,7 @@
 
 use crate::input::InputArgs;
 use crate::progress::{human, timed};
+use crate::remote::{refuse_workers, upload_only, Remote};
 use crate::workers::{label, unpublished, WorkerArgs};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
@@ -47,7 +48,12 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(a: Args) -> Result<(), CliError> {
+pub fn run(mut a: Args) -> Result<(), CliError> {
+    let mut remote = Remote::resolve(&mut a.input, Some(&mut a.output))?;
+    run_with(a, &mut remote).map_err(|e| remote.explain(e))
+}
+
+fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
     let opts = ConvertOptions {
         format: match a.format {
             FormatArg::Native => Format::Native,
@@ -64,14 +70,22 @@ pub fn run(a: Args) -> Result<(), CliError> {
         fresh: a.workers.fresh(),
     };
     let w = opts.worker;
+    if remote.remote_output() {
+        refuse_workers(w)?;
+        if remote.converted_earlier() {
+            return upload_only(remote, a.json);
+        }
+    }
     let what = label("convert", w);
     let (report, secs) = timed(&what, |progress| {
         convert(&a.input, &a.output, &opts, progress)
     });
     let report = report?;
+    remote.publish()?;
     if a.json {
         let j = serde_json::json!({
-            "output": report.output,
+            "output": remote.show(&report.output),
+            "remote": remote.json(),
             "published": report.published,
             "tensors": report.tensors,
             "bytes": report.bytes,
@@ -101,7 +115,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         say!(
             "{} already holds this conversion's {} tensors (published by another worker or an earlier \
              run); nothing to do",
-            report.output.display(),
+            remote.show(&report.output),
             report.tensors
         );
     } else if report.published {
@@ -109,7 +123,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "converted {} tensors ({}) into {} in {secs:.2} s",
             report.tensors,
             human(report.bytes),
-            report.output.display()
+            remote.show(&report.output)
         );
     } else {
         let (n, b, m) = (
@@ -118,6 +132,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
             report.missing_tensors,
         );
         say!("{}", unpublished(w, n, b, m, secs, &report.output));
+    }
+    if let Some(line) = remote.summary() {
+        say!("{line}");
     }
     Ok(())
 }

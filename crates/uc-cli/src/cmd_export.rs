@@ -2,6 +2,7 @@
 
 use crate::input::InputArgs;
 use crate::progress::{human, timed};
+use crate::remote::{refuse_workers, upload_only, Remote};
 use crate::workers::{label, unpublished, WorkerArgs};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
@@ -66,7 +67,12 @@ fn rename(s: &str) -> Result<(Regex, String), String> {
     Ok((regex(from)?, to.to_string()))
 }
 
-pub fn run(a: Args) -> Result<(), CliError> {
+pub fn run(mut a: Args) -> Result<(), CliError> {
+    let mut remote = Remote::resolve(&mut a.checkpoint, Some(&mut a.out_dir))?;
+    run_with(a, &mut remote).map_err(|e| remote.explain(e))
+}
+
+fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
     let opts = ExportOptions {
         dtype: match a.dtype {
             DTypeArg::Fp32 => DType::F32,
@@ -82,10 +88,17 @@ pub fn run(a: Args) -> Result<(), CliError> {
         fresh: a.workers.fresh(),
     };
     let w = opts.worker;
+    if remote.remote_output() {
+        refuse_workers(w)?;
+        if remote.converted_earlier() {
+            return upload_only(remote, a.json);
+        }
+    }
     let (report, secs) = timed(&label("export", w), |progress| {
         export(&a.checkpoint, &a.out_dir, &opts, progress)
     });
     let report = report?;
+    remote.publish()?;
     // Read ÷ the checkpoint bytes of the tensors this worker exported (a resumed run reads less).
     let exported = report.share_source_bytes.saturating_sub(
         report.share_source_bytes * report.share.reused_bytes / report.share.bytes.max(1),
@@ -93,7 +106,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let ratio = report.bytes_read.map(|r| r as f64 / exported.max(1) as f64);
     if a.json {
         let j = serde_json::json!({
-            "output": report.output,
+            "output": remote.show(&report.output),
+            "remote": remote.json(),
             "files": report.files,
             "tensors": report.tensors,
             "total_size": report.total_size,
@@ -115,7 +129,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
     } else if report.already {
         say!(
             "{} already holds this export's files ({}); nothing to do",
-            report.output.display(),
+            remote.show(&report.output),
             report.files.join(", ")
         );
     } else if !report.published {
@@ -130,7 +144,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
             "exported {} tensors ({}) into {} ({}) in {secs:.2} s",
             report.tensors,
             human(report.total_size),
-            report.output.display(),
+            remote.show(&report.output),
             report.files.join(", ")
         );
         if let (Some(r), Some(x)) = (report.bytes_read, ratio) {
@@ -140,6 +154,9 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 human(exported)
             );
         }
+    }
+    if let Some(line) = remote.summary().filter(|_| !a.json) {
+        say!("{line}");
     }
     Ok(())
 }

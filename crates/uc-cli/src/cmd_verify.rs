@@ -1,12 +1,18 @@
 //! `uc verify`.
 
 use crate::progress::bar;
+use crate::remote::Remote;
 use crate::{is_native, CliError};
 use std::path::Path;
 use uc_store::native::NativeCheckpoint;
 use uc_store::source::{OpenOptions, Source};
 
-pub fn run(path: &Path, opts: &OpenOptions, as_json: bool) -> Result<(), CliError> {
+pub fn run(
+    path: &Path,
+    opts: &OpenOptions,
+    as_json: bool,
+    remote: &Remote,
+) -> Result<(), CliError> {
     let (kind, tensors) = if is_native(path) {
         let ck = NativeCheckpoint::open(path)?;
         ck.verify()?;
@@ -26,12 +32,12 @@ pub fn run(path: &Path, opts: &OpenOptions, as_json: bool) -> Result<(), CliErro
     if as_json {
         say!(
             "{}",
-            serde_json::json!({"ok": true, "format": kind, "tensors": tensors})
+            serde_json::json!({"ok": true, "format": kind, "tensors": tensors, "remote": remote.json()})
         );
     } else {
         say!(
             "ok: {kind} checkpoint {} ({tensors} tensors)",
-            path.display()
+            remote.show(path)
         );
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! installed. `--pkg` (or `UC_WEB_PKG`) names a wasm-bindgen build of uc-wasm and writes the full
 //! interactive viewer instead (any target topology, the reads of each rank).
 
+use crate::remote::Remote;
 use crate::CliError;
 use clap::Args as ClapArgs;
 use std::fs::File;
@@ -179,7 +180,16 @@ fn write_page(
     result
 }
 
-pub fn run(a: Args) -> Result<(), CliError> {
+pub fn run(mut a: Args) -> Result<(), CliError> {
+    if a.out.exists() {
+        return Err(uc_store::StoreError::OutputExists { path: a.out }.into());
+    }
+    let remote = Remote::resolve(&mut a.checkpoint, None)?;
+    let shown = PathBuf::from(remote.show(&a.checkpoint));
+    run_with(a, &shown).map_err(|e| remote.explain(e))
+}
+
+fn run_with(a: Args, shown: &Path) -> Result<(), CliError> {
     if a.out.exists() {
         return Err(uc_store::StoreError::OutputExists { path: a.out }.into());
     }
@@ -194,20 +204,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
     )?;
     let meta = metadata(&src)?;
     let count = meta["tensors"].as_array().map_or(0, Vec::len);
-    let name = a
-        .checkpoint
+    let name = shown
         .file_name()
         .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
     let tmp = a.out.with_extension("html.tmp");
     write_page(&tmp, &a.out, |w| {
-        page(
-            w,
-            build.as_ref(),
-            &meta.to_string(),
-            &name,
-            &a.checkpoint,
-            &tmp,
-        )
+        page(w, build.as_ref(), &meta.to_string(), &name, shown, &tmp)
     })?;
     let kind = match build {
         Some(_) => "interactive viewer",

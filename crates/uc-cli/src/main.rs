@@ -16,6 +16,7 @@ mod cmd_verify;
 mod cmd_view;
 mod input;
 mod progress;
+mod remote;
 mod workers;
 
 use clap::{Parser, Subcommand};
@@ -91,12 +92,16 @@ fn main() -> ExitCode {
             checkpoint,
             input,
             json,
-        } => cmd_inspect::run(&checkpoint, &input.open_options(), json),
+        } => remote::reading(checkpoint, |p, _| {
+            cmd_inspect::run(p, &input.open_options(), json)
+        }),
         Cmd::Verify {
             checkpoint,
             input,
             json,
-        } => cmd_verify::run(&checkpoint, &input.open_options(), json),
+        } => remote::reading(checkpoint, |p, r| {
+            cmd_verify::run(p, &input.open_options(), json, r)
+        }),
     };
     for p in uc_store::atomic::take_removed() {
         eprintln!(
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
 #[derive(Debug)]
 pub enum CliError {
     Store(uc_store::StoreError),
+    Object(uc_object::ObjectError),
     Failed(String),
 }
 
@@ -124,8 +130,15 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Store(e) => write!(f, "{e}"),
+            CliError::Object(e) => write!(f, "{e}"),
             CliError::Failed(s) => f.write_str(s),
         }
+    }
+}
+
+impl From<uc_object::ObjectError> for CliError {
+    fn from(e: uc_object::ObjectError) -> Self {
+        CliError::Object(e)
     }
 }
 

@@ -5,6 +5,20 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 /// A bar over `total` items, hidden unless stderr is a terminal.
+/// A bar counting bytes (uploads), hidden when stderr is not a terminal.
+pub fn byte_bar(total: u64, what: &str) -> ProgressBar {
+    let pb = bar(0, what);
+    pb.set_length(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} ({elapsed}, ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb
+}
+
 pub fn bar(total: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
     if !std::io::stderr().is_terminal() {

@@ -6,12 +6,17 @@
 //!   globals on an [`Allowlist`]; depth, size and work are bounded.
 //! - [`pt`]: a torch.save zip archive ([`PtFile`]): the value tree plus its tensors' bytes, mapped in place.
 //! - [`pt_write`]: [`PtValue`] trees written as torch.save archives ([`write_pt`], [`write_pt_file`], [`write_pt_to`]).
+//! - [`lazy`]: files whose bytes arrive on first use (stand-ins for objects in object storage).
 //! - [`dcp_metadata`]: DCP's `.metadata` pickle as typed data, and back.
 //! - [`plain`]: a [`PyValue`] as JSON or as a [`uc_schema::Value`].
 //! - [`error`]: [`TorchError`], naming the file, the tensor or the byte offset.
 
+// Byte-range lists (`&[start..end]`) are what the lazy-file hooks take; one range is a list too.
+#![allow(clippy::single_range_in_vec_init)]
+
 pub mod dcp_metadata;
 pub mod error;
+pub mod lazy;
 pub mod pickle;
 pub mod plain;
 pub mod pt;

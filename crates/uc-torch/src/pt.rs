@@ -4,6 +4,7 @@
 pub mod zipfile;
 
 use crate::error::{io_err, Result, TorchError};
+use crate::lazy::{self, Fill};
 use crate::pickle::{unpickle, Allowlist, Cursor, PyValue, TensorRef};
 use memmap2::{Mmap, MmapOptions};
 use std::borrow::Cow;
@@ -94,6 +95,8 @@ pub struct PtFile {
     index: ZipIndex,
     prefix: String,
     root: PyValue,
+    /// Set when `path` is a lazily filled stand-in ([`crate::lazy`]).
+    lazy: Option<Arc<dyn Fill>>,
 }
 
 /// Maps `[start, start+len)` of `path` after checking it lies inside the file.
@@ -242,9 +245,16 @@ impl PtFile {
     fn parse(path: PathBuf, base: u64, backing: Backing, allow: &Allowlist) -> Result<PtFile> {
         let bytes = backing.bytes();
         let _random = MetadataReads::start(&backing);
-        let index = zipfile::parse(bytes, &path)?;
+        let lazy = match backing {
+            Backing::Map { .. } => lazy::lookup(&path),
+            Backing::Owned(_) => None,
+        };
+        let need = |ranges: &[Range<u64>]| need_in(&lazy, &path, base, ranges);
+        let index = zipfile::parse_filling(bytes, &path, &need)?;
         let prefix = find_prefix(&index, &path)?;
+        let need_entry = |e: &ZipEntry| need(&[e.data_start..e.data_start.saturating_add(e.size)]);
         if let Some(e) = index.get(&format!("{prefix}/byteorder")) {
+            need_entry(e)?;
             let b = entry_slice(bytes, e, &path)?;
             if b.trim_ascii() != b"little" {
                 return Err(TorchError::Format {
@@ -262,6 +272,7 @@ impl PtFile {
             key: pkl_name.clone(),
         })?;
         backing.advise(advice::WILL_NEED, pkl.data_start, pkl.size);
+        need_entry(pkl)?;
         let root = unpickle(entry_slice(bytes, pkl, &path)?, allow, &path)?;
         let file = PtFile {
             path,
@@ -270,6 +281,7 @@ impl PtFile {
             prefix,
             root,
             backing: backing.clone(),
+            lazy,
         };
         file.root
             .visit_tensors(&mut |name, t| file.check_tensor(name, t).map(|_| ()))?;
@@ -312,7 +324,13 @@ impl PtFile {
             path: self.path.clone(),
             key: name.to_owned(),
         })?;
+        self.need(&[e.data_start..e.data_start.saturating_add(e.size)])?;
         entry_slice(self.backing.bytes(), e, &self.path)
+    }
+
+    /// Fills archive-relative `ranges` first when the file is a lazy stand-in.
+    fn need(&self, ranges: &[Range<u64>]) -> Result<()> {
+        need_in(&self.lazy, &self.path, self.base, ranges)
     }
 
     /// Every tensor in the tree with its trail (`module.embed.weight`), in tree order.
@@ -399,6 +417,7 @@ impl PtFile {
             Some(entry) if t.numel() > 0 => {
                 let start = PtFile::data_start(entry, t);
                 let end = start + t.nbytes();
+                self.need(&[start..end])?;
                 Ok(&self.backing.bytes()[start as usize..end as usize])
             }
             _ => Ok(&[]),
@@ -413,6 +432,7 @@ impl PtFile {
         let Some(entry) = self.check_tensor(name, t)? else {
             return Ok(Cow::Owned(Vec::new()));
         };
+        self.need(&[entry.data_start..entry.data_start.saturating_add(entry.size)])?;
         let storage = entry_slice(self.backing.bytes(), entry, &self.path)?;
         let esize = t.dtype.size();
         // Expanded views (stride 0) can describe far more bytes than are stored; bound the copy.
@@ -474,6 +494,21 @@ impl PtFile {
             _ => self.base..self.base,
         })
     }
+}
+
+/// Fills archive-relative `ranges` of the archive at `base` in `path` through `lazy`, if any.
+fn need_in(
+    lazy: &Option<Arc<dyn Fill>>,
+    path: &Path,
+    base: u64,
+    ranges: &[Range<u64>],
+) -> Result<()> {
+    let Some(f) = lazy else { return Ok(()) };
+    let abs: Vec<Range<u64>> = ranges
+        .iter()
+        .map(|r| base.saturating_add(r.start)..base.saturating_add(r.end))
+        .collect();
+    lazy::fill_with(&**f, path, &abs)
 }
 
 /// The data of a stored entry as a slice of the archive bytes.

@@ -234,6 +234,10 @@ impl DcpCheckpoint {
                 tensor: key.to_string(),
             })?;
         let allow = Allowlist::dcp_archive();
+        if info.length <= WHOLE_ARCHIVE {
+            // One request for a small archive instead of one per zip record (remote inputs).
+            uc_torch::lazy::need(&f.path, &[info.offset..info.offset + info.length])?;
+        }
         Ok(match &f.map {
             Some(m) => PtFile::from_map(&f.path, m, info.offset, info.length, &allow)?,
             None => PtFile::from_bytes(&f.path, Vec::new(), &allow)?,
@@ -252,6 +256,7 @@ impl DcpCheckpoint {
             self.archive(key, None)?;
             let info = &self.metadata.storage[&(key.clone(), None)];
             let f = &self.files[&info.file];
+            uc_torch::lazy::need(&f.path, &[info.offset..info.offset + info.length])?;
             let bytes = f.map.as_ref().map_or(&[][..], |m| {
                 &m[info.offset as usize..(info.offset + info.length) as usize]
             });
@@ -676,17 +681,24 @@ impl DcpCheckpoint {
                     .metadata
                     .storage
                     .get(&(key.to_string(), Some(chunk.offsets.clone())))?;
-                let map = self.files.get(&info.file)?.map.as_ref()?;
+                let file = self.files.get(&info.file)?;
+                let map = file.map.as_ref()?;
                 let s = range.start.checked_add(r.src.checked_mul(es)?)?;
                 let e = s.checked_add(r.len.checked_mul(es)?)?;
                 if e > range.end {
                     return None;
                 }
+                // A lazily filled file that cannot be filled falls back to the reading path,
+                // which reports the error.
+                uc_torch::lazy::need(&file.path, &[s..e]).ok()?;
                 map.get(usize::try_from(s).ok()?..usize::try_from(e).ok()?)
             })
             .collect()
     }
 }
+
+/// Archives up to this size are filled whole before parsing when their file is lazily filled.
+const WHOLE_ARCHIVE: u64 = 4 << 20;
 
 /// Ranks named by data files `__<rank>_<n>.distcp` (max + 1), else the number of files.
 fn rank_count<'a>(files: impl Iterator<Item = &'a str> + Clone) -> u32 {

@@ -2,7 +2,7 @@
 //! `common.pt` (iteration, scheduler, param groups, the shared Adam step). Layers of one kind are
 //! stacked in one tensor with a leading layer axis; moments live under `optimizer.state.<state>.<key>`.
 
-use crate::error::{io_err, Result, StoreError};
+use crate::error::{Result, StoreError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use uc_schema::{DType, Value};
@@ -21,7 +21,7 @@ pub fn detect(dir: &Path) -> Result<bool> {
     if !p.is_file() {
         return Ok(false);
     }
-    let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+    let bytes = uc_torch::lazy::read(&p)?;
     let j: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Format {
         path: p.clone(),
         why: format!("not JSON: {e}"),

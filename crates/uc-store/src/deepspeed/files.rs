@@ -56,8 +56,9 @@ impl DsFiles {
         let dir = match tag {
             Some(t) => path.join(t),
             None if path.join("latest").is_file() => {
-                let t =
-                    fs::read_to_string(path.join("latest")).map_err(io_err(path.join("latest")))?;
+                let t = String::from_utf8(uc_torch::lazy::read(&path.join("latest"))?).map_err(
+                    |_| io_err(path.join("latest"))(std::io::ErrorKind::InvalidData.into()),
+                )?;
                 path.join(t.trim())
             }
             None => path.to_path_buf(),

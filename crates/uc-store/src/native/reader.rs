@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use uc_schema::{Entry, Manifest, Role};
+use uc_torch::lazy;
 
 /// One mmapped safetensors file of the checkpoint.
 #[derive(Debug)]
@@ -61,7 +62,7 @@ impl NativeCheckpoint {
             }
         }
         let mpath = dir.join(MANIFEST_FILE);
-        let json = fs::read(&mpath).map_err(io_err(&mpath))?;
+        let json = lazy::read(&mpath)?;
         let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| StoreError::Format {
             path: mpath.clone(),
             why: format!("invalid manifest: {e}"),
@@ -102,6 +103,7 @@ impl NativeCheckpoint {
             // SAFETY: the map is read-only; like every mmap reader we rely on nobody truncating or
             // rewriting the checkpoint files while it is open (checkpoints are written once, atomically).
             let map = unsafe { Mmap::map(&file) }.map_err(io_err(&path))?;
+            need_header(&path, &map)?;
             let (n, header) = SafeTensors::read_metadata(&map).map_err(|e| StoreError::Format {
                 path: path.clone(),
                 why: format!("not a valid safetensors file: {e}"),
@@ -217,6 +219,7 @@ impl NativeCheckpoint {
         let (fi, s, e) =
             self.ranges[i].ok_or_else(|| bad(&self.dir, name, "has no stored bytes".into()))?;
         let f = &self.files[fi];
+        lazy::need(&f.path, &[s as u64..e as u64])?;
         f.map.get(s..e).ok_or_else(|| StoreError::Truncated {
             path: f.path.clone(),
             why: format!("bytes {s}..{e} of `{name}`"),
@@ -230,6 +233,7 @@ impl NativeCheckpoint {
             .files
             .par_iter()
             .map(|f| {
+                lazy::need(&f.path, &[0..f.map.len() as u64])?;
                 let found = recompute(&f.path, &f.map, &f.cuts, &f.checksum)?;
                 if found == f.checksum {
                     Ok(())
@@ -245,7 +249,7 @@ impl NativeCheckpoint {
             .collect();
         results.into_iter().collect::<Result<Vec<()>>>()?;
         let cpath = self.dir.join(COMPLETE);
-        let marker = fs::read_to_string(&cpath).map_err(io_err(&cpath))?;
+        let marker = String::from_utf8_lossy(&lazy::read(&cpath)?).into_owned();
         let expected = marker.trim();
         if expected.is_empty() {
             return Ok(());
@@ -257,7 +261,7 @@ impl NativeCheckpoint {
             });
         }
         let mpath = self.dir.join(MANIFEST_FILE);
-        let found = sha256_bytes(&fs::read(&mpath).map_err(io_err(&mpath))?);
+        let found = sha256_bytes(&lazy::read(&mpath)?);
         if found != expected {
             return Err(StoreError::Checksum {
                 path: self.dir.clone(),
@@ -268,6 +272,17 @@ impl NativeCheckpoint {
         }
         Ok(())
     }
+}
+
+/// Fills a safetensors file's length word and JSON header when it is a lazy stand-in.
+fn need_header(path: &Path, map: &[u8]) -> Result<()> {
+    let len = map.len() as u64;
+    lazy::need(path, &[0..len.min(8)])?;
+    if let Some(n) = map.get(..8) {
+        let n = u64::from_le_bytes(n.try_into().expect("8 bytes"));
+        lazy::need(path, &[8..n.saturating_add(8).min(len)])?;
+    }
+    Ok(())
 }
 
 /// A [`StoreError::BadTensor`] at `path`.

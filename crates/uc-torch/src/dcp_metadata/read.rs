@@ -129,7 +129,7 @@ fn trail<'a>(c: &'a Cursor) -> &'a str {
 
 /// Reads and parses `path` (a `.metadata` file) accepting only the globals in `allow`.
 pub fn read(path: &Path, allow: &Allowlist) -> Result<Metadata> {
-    let bytes = std::fs::read(path).map_err(crate::error::io_err(path))?;
+    let bytes = crate::lazy::read(path)?;
     parse(&bytes, path, allow)
 }
 

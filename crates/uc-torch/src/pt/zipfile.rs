@@ -8,6 +8,7 @@
 
 use crate::error::{Result, TorchError};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
 const EOCD_SIG: u32 = 0x0605_4b50;
@@ -65,13 +66,33 @@ fn u64_at(d: &[u8], at: usize) -> Option<u64> {
     ))
 }
 
+/// Bytes a torch.save zip's end record can take (no comment, zip64 record and locator).
+const TAIL: u64 = 22 + 20 + 56 + 256;
+
 /// Reads the central directory of the archive in `data` (named `path` in errors).
 pub fn parse(data: &[u8], path: &Path) -> Result<ZipIndex> {
+    parse_filling(data, path, &|_| Ok(()))
+}
+
+/// [`parse`], first asking `need` for each byte range (relative to `data`) it is about to read, so
+/// that a lazily filled archive fetches only its zip records.
+pub fn parse_filling(
+    data: &[u8],
+    path: &Path,
+    need: &dyn Fn(&[Range<u64>]) -> Result<()>,
+) -> Result<ZipIndex> {
     let bad = |why: String| TorchError::BadZip {
         path: path.to_path_buf(),
         why,
     };
-    let Some(eocd) = find_eocd(data) else {
+    let len = data.len() as u64;
+    need(&[len.saturating_sub(TAIL)..len])?;
+    let mut found = find_eocd(data, TAIL as usize);
+    if found.is_none() {
+        need(&[len.saturating_sub(22 + 0xffff)..len])?;
+        found = find_eocd(data, 22 + 0xffff);
+    }
+    let Some(eocd) = found else {
         if data.starts_with(&LFH_SIG.to_le_bytes()) {
             return Err(TorchError::Truncated {
                 path: path.to_path_buf(),
@@ -101,6 +122,9 @@ pub fn parse(data: &[u8], path: &Path) -> Result<ZipIndex> {
     // A zip64 locator sits just before the EOCD; its record carries the real counts/offsets.
     if eocd >= 20 && u32_at(data, eocd - 20) == Some(LOC64_SIG) {
         let rec = u64_at(data, eocd - 12).and_then(|o| usize::try_from(o).ok());
+        if let Some(r) = rec {
+            need(&[r as u64..(r as u64).saturating_add(56).min(len)])?;
+        }
         let rec = rec.filter(|&r| u32_at(data, r) == Some(EOCD64_SIG));
         let Some(r) = rec else {
             return Err(bad(
@@ -127,10 +151,20 @@ pub fn parse(data: &[u8], path: &Path) -> Result<ZipIndex> {
             data.len()
         )));
     };
+    need(&[cd_off..cd_end])?;
     let (mut at, cd_end) = (cd_off as usize, cd_end as usize);
-    let mut index = ZipIndex::default();
+    let mut central = Vec::new();
     while at < cd_end {
-        let entry = central_entry(data, &mut at, cd_end).map_err(&bad)?;
+        central.push(central_entry(data, &mut at, cd_end).map_err(&bad)?);
+    }
+    let headers: Vec<Range<u64>> = central
+        .iter()
+        .map(|e| e.data_start..e.data_start.saturating_add(30).min(len))
+        .collect();
+    need(&headers)?;
+    let mut index = ZipIndex::default();
+    for entry in central {
+        let entry = local_entry(data, entry).map_err(&bad)?;
         if index
             .by_name
             .insert(entry.name.clone(), index.entries.len())
@@ -149,17 +183,19 @@ pub fn parse(data: &[u8], path: &Path) -> Result<ZipIndex> {
     Ok(index)
 }
 
-/// Finds the end-of-central-directory record whose comment reaches exactly to the end.
-fn find_eocd(data: &[u8]) -> Option<usize> {
+/// Finds the end-of-central-directory record whose comment reaches exactly to the end, looking
+/// at the last `window` bytes only.
+fn find_eocd(data: &[u8], window: usize) -> Option<usize> {
     let last = data.len().checked_sub(22)?;
-    let first = last.saturating_sub(0xffff);
+    let first = last.saturating_sub(window - 22);
     (first..=last).rev().find(|&at| {
         u32_at(data, at) == Some(EOCD_SIG)
             && u16_at(data, at + 20).map(|c| at + 22 + usize::from(c)) == Some(data.len())
     })
 }
 
-/// Parses one central-directory header at `*at` and its local header; advances `*at`.
+/// Parses one central-directory header at `*at`; advances `*at`. The entry's `data_start` holds
+/// its local header's offset until [`local_entry`] reads that header.
 fn central_entry(
     data: &[u8],
     at: &mut usize,
@@ -207,6 +243,18 @@ fn central_entry(
             "stored entry `{name}` has size {usize_} but compressed size {csize}"
         ));
     }
+    *at = end;
+    Ok(ZipEntry {
+        name,
+        data_start: lho,
+        size: csize,
+        method,
+    })
+}
+
+/// Reads the local header of an entry from [`central_entry`] and sets its real `data_start`.
+fn local_entry(data: &[u8], e: ZipEntry) -> std::result::Result<ZipEntry, String> {
+    let (name, lho, csize) = (&e.name, e.data_start, e.size);
     let lh = usize::try_from(lho)
         .map_err(|_| format!("entry `{name}`: local header offset too large"))?;
     if u32_at(data, lh) != Some(LFH_SIG) {
@@ -225,13 +273,7 @@ fn central_entry(
             data.len()
         ));
     }
-    *at = end;
-    Ok(ZipEntry {
-        name,
-        data_start,
-        size: csize,
-        method,
-    })
+    Ok(ZipEntry { data_start, ..e })
 }
 
 /// Applies a zip64 extended-information extra field (id 1) to saturated 32-bit fields.

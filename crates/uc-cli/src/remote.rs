@@ -1,0 +1,269 @@
+//! `s3://`, `gs://`, `az://` and `file://` arguments. A remote input is read through a local folder
+//! of lazily filled stand-ins (only the byte ranges a command touches are fetched); a remote output
+//! is written into a local work folder, then uploaded with its completion markers last and removed.
+
+use crate::progress::byte_bar;
+use crate::CliError;
+use std::path::{Path, PathBuf};
+use uc_object::{check_free, is_url, upload_dir, FetchStats, Location, Mirror, UploadStats};
+
+/// The remote ends of one command.
+#[derive(Default)]
+pub struct Remote {
+    input: Option<Mirror>,
+    output: Option<Upload>,
+    uploaded: Option<UploadStats>,
+}
+
+/// A remote output and the local folder it is written into first.
+struct Upload {
+    dest: Location,
+    work: PathBuf,
+}
+
+/// Stamp written into the work folder once the local conversion finished.
+const CONVERTED: &str = "converted";
+
+impl Remote {
+    /// Replaces a remote `input` (and `output`) by local stand-ins; plain paths pass unchanged.
+    pub fn resolve(input: &mut PathBuf, output: Option<&mut PathBuf>) -> Result<Remote, CliError> {
+        let mut r = Remote::default();
+        if let Some(arg) = input.to_str().filter(|s| is_url(s)) {
+            let m = Mirror::open(Location::parse(arg)?, None)?;
+            *input = m.path().to_path_buf();
+            r.input = Some(m);
+        }
+        if let Some(out) = output {
+            if let Some(arg) = out.to_str().filter(|s| is_url(s)) {
+                let dest = Location::parse(arg)?;
+                check_free(&dest)?;
+                let work = work_dir(&dest, input, r.input.as_ref())?;
+                *out = work.join("out");
+                r.output = Some(Upload { dest, work });
+            }
+        }
+        Ok(r)
+    }
+
+    /// Whether the output is remote.
+    pub fn remote_output(&self) -> bool {
+        self.output.is_some()
+    }
+
+    /// Whether an earlier run of this very command converted everything and only the upload failed.
+    pub fn converted_earlier(&self) -> bool {
+        self.output
+            .as_ref()
+            .is_some_and(|u| u.work.join(CONVERTED).is_file() && u.work.join("out").is_dir())
+    }
+
+    /// After a successful local write: uploads a remote output (markers last) and removes the work
+    /// folder; on failure the folder stays so that rerunning the command only uploads again.
+    pub fn publish(&mut self) -> Result<(), CliError> {
+        let Some(u) = &self.output else { return Ok(()) };
+        let stamp = u.work.join(CONVERTED);
+        std::fs::write(&stamp, b"")
+            .map_err(|e| CliError::Failed(format!("{}: {e}", stamp.display())))?;
+        let local = u.work.join("out");
+        let total = dir_bytes(&local);
+        let pb = byte_bar(total, "upload");
+        let stats = upload_dir(&local, &u.dest, &|sent| pb.set_position(sent)).map_err(|e| {
+            CliError::Failed(format!(
+                "{e}\nnothing marks {} complete; the converted files stay in {} and rerunning the \
+                 same command uploads them again",
+                u.dest.url(),
+                u.work.display()
+            ))
+        })?;
+        pb.finish_and_clear();
+        let _ = std::fs::remove_dir_all(&u.work);
+        self.uploaded = Some(stats);
+        Ok(())
+    }
+
+    /// How a local path of this command is shown: the URL it stands for, when it stands for one.
+    pub fn show(&self, p: &Path) -> String {
+        if let Some(u) = &self.output {
+            if let Ok(rest) = p.strip_prefix(u.work.join("out")) {
+                return join_url(u.dest.url(), rest);
+            }
+        }
+        if let Some(m) = &self.input {
+            if let Ok(rest) = p.strip_prefix(m.path()) {
+                return join_url(m.location().url(), rest);
+            }
+        }
+        p.display().to_string()
+    }
+
+    /// Rewrites stand-in paths in an error into URLs.
+    pub fn explain(&self, e: CliError) -> CliError {
+        if self.input.is_none() && self.output.is_none() {
+            return e;
+        }
+        let mut msg = e.to_string();
+        if let Some(m) = &self.input {
+            msg = m.explain(&msg);
+        }
+        if let Some(u) = &self.output {
+            let work = u.work.join("out").display().to_string();
+            msg = msg.replace(&work, u.dest.url());
+        }
+        CliError::Failed(msg)
+    }
+
+    /// Fetch and upload figures for `--json` (null when nothing is remote).
+    pub fn json(&self) -> serde_json::Value {
+        let fetch = self.input.as_ref().map(|m| fetch_json(&m.stats()));
+        let upload = self
+            .uploaded
+            .map(|u| serde_json::json!({"objects": u.files, "bytes": u.bytes}));
+        if fetch.is_none() && upload.is_none() {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({"fetch": fetch, "upload": upload})
+    }
+
+    /// One line on what the remote ends cost, for humans.
+    pub fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(m) = &self.input {
+            let s = m.stats();
+            parts.push(format!(
+                "fetched {} in {} requests from {} ({:.3} × the {} needed)",
+                crate::progress::human(s.bytes_fetched),
+                s.requests,
+                m.location().url(),
+                s.ratio(),
+                crate::progress::human(s.bytes_needed)
+            ));
+        }
+        if let (Some(u), Some(s)) = (&self.output, self.uploaded) {
+            parts.push(format!(
+                "uploaded {} objects ({}) to {}",
+                s.files,
+                crate::progress::human(s.bytes),
+                u.dest.url()
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+fn fetch_json(s: &FetchStats) -> serde_json::Value {
+    serde_json::json!({
+        "requests": s.requests,
+        "bytes_fetched": s.bytes_fetched,
+        "bytes_needed": s.bytes_needed,
+        "ratio": s.ratio(),
+    })
+}
+
+fn join_url(base: &str, rest: &Path) -> String {
+    let rest = rest.to_string_lossy();
+    if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}/{rest}")
+    }
+}
+
+/// The local folder a remote output is written into first: under `UC_CACHE_DIR` (else the temp
+/// dir), named by a hash of the command line and of what the input holds (object versions, or
+/// sizes and modification times), so that only a rerun of the same command on the same input
+/// finds it again.
+fn work_dir(dest: &Location, input: &Path, mirror: Option<&Mirror>) -> Result<PathBuf, CliError> {
+    let mut h = blake3::Hasher::new();
+    for a in std::env::args() {
+        h.update(a.as_bytes());
+        h.update(b"\0");
+    }
+    h.update(dest.url().as_bytes());
+    match mirror {
+        Some(m) => {
+            for l in m.listing() {
+                h.update(format!("{}\0{}\0{}\n", l.rel, l.size, l.version).as_bytes());
+            }
+        }
+        None => fingerprint(input, &mut h),
+    }
+    let base = std::env::var_os("UC_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let work = base.join(format!(".uc-upload-{}", &h.finalize().to_hex()[..16]));
+    std::fs::create_dir_all(&work)
+        .map_err(|e| CliError::Failed(format!("{}: {e}", work.display())))?;
+    Ok(work)
+}
+
+/// Hashes every file's path, size and modification time under `dir`.
+fn fingerprint(dir: &Path, h: &mut blake3::Hasher) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = rd.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            fingerprint(&p, h);
+        } else {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            h.update(format!("{}\0{}\0{:?}\n", p.display(), m.len(), t).as_bytes());
+        }
+    }
+}
+
+/// Bytes of all files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Refuses cooperating workers for a remote output: each would need the others' files to upload.
+pub fn refuse_workers(w: uc_store::staging::Worker) -> Result<(), CliError> {
+    if w.world > 1 {
+        return Err(CliError::Failed(format!(
+            "an s3:// (gs://, az://) output is written by one process (this is worker {} of {}); \
+             convert with N workers into a shared folder, then upload it with one `uc convert \
+             FOLDER URL` (a native input is copied as it is)",
+            w.rank, w.world
+        )));
+    }
+    Ok(())
+}
+
+/// Finishes a command whose local output an earlier run completed: uploads it and reports.
+pub fn upload_only(remote: &mut Remote, json: bool) -> Result<(), CliError> {
+    remote.publish()?;
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({"output": remote.output.as_ref().map(|u| u.dest.url()), "resumed_upload": true, "remote": remote.json()})
+        );
+    } else if let Some(line) = remote.summary() {
+        say!("the local output of an earlier run of this command was complete; {line}");
+    }
+    Ok(())
+}
+
+/// Runs a reading command on `checkpoint`, through a local stand-in when it is a URL.
+pub fn reading(
+    mut checkpoint: PathBuf,
+    run: impl FnOnce(&Path, &Remote) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    let remote = Remote::resolve(&mut checkpoint, None)?;
+    run(&checkpoint, &remote).map_err(|e| remote.explain(e))
+}

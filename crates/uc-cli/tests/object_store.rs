@@ -1,0 +1,295 @@
+//! `s3://` end to end against a real S3 server on 127.0.0.1 (s3s-fs, SigV4 auth): every fixture
+//! family converted from and to S3 equal to the local conversion, export, verify, inspect, the
+//! bytes-fetched ratio, a missing object, a refused credential, a server that dies mid-run, resume.
+
+mod common;
+
+use common::{fixture, fixtures, s, tree};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use uc_object::test_server::{S3Server, SECRET_KEY};
+
+/// A server with bucket `ckpt`, and a cache folder the runs must leave empty.
+struct Env {
+    server: S3Server,
+    cache: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let server = S3Server::start().expect("start the S3 server");
+        server.bucket("ckpt").unwrap();
+        Env {
+            server,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs `uc` against the server, with `extra` environment on top.
+    fn uc(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_uc"));
+        c.args(args)
+            .envs(self.server.env())
+            .env("UC_CACHE_DIR", self.cache.path())
+            .env("UC_OBJECT_RETRY_TIMEOUT", "2")
+            .env("UC_OBJECT_TIMEOUT", "5");
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().expect("run uc")
+    }
+
+    /// Copies the files of `src` (those `keep` accepts, by relative path) to `s3://ckpt/<prefix>`.
+    fn put(&self, src: &Path, prefix: &str, keep: impl Fn(&Path) -> bool) {
+        for (rel, bytes) in tree(src) {
+            if keep(&rel) {
+                let dst = self.obj(prefix).join(rel);
+                std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+                std::fs::write(dst, bytes).unwrap();
+            }
+        }
+    }
+
+    /// Where object prefix `ckpt/<prefix>` lives on the server's disk.
+    fn obj(&self, prefix: &str) -> PathBuf {
+        self.server.root().join("ckpt").join(prefix)
+    }
+
+    /// What the runs left in the cache folder (stand-ins, work folders).
+    fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// Asserts two folders hold the same files with the same bytes, naming the ones that differ.
+fn same(a: &Path, b: &Path, what: &str) {
+    let (ta, tb) = (tree(a), tree(b));
+    let differ: Vec<_> = ta
+        .keys()
+        .chain(tb.keys())
+        .filter(|k| ta.get(*k) != tb.get(*k))
+        .map(|k| (k.clone(), ta.get(k).map(Vec::len), tb.get(k).map(Vec::len)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: files differ (path, bytes here, bytes there): {differ:?}"
+    );
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "uc failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn failed(o: &Output) -> String {
+    assert!(!o.status.success(), "uc should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A DeepSpeed fixture's checkpoint files only (its tag and `latest`, not the expected outputs).
+fn ds_files(rel: &Path) -> bool {
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
+    first == "latest" || (first.starts_with("global_step") && !first.ends_with("_universal"))
+}
+
+/// A fixture: its name, its folder, which of its files to upload.
+type Case = (&'static str, PathBuf, fn(&Path) -> bool);
+
+#[test]
+fn every_family_converts_from_and_to_s3_like_local() {
+    let env = Env::new();
+    let local = tempfile::tempdir().unwrap();
+    let cases: Vec<Case> = vec![
+        ("zero2", fixture("zero2"), ds_files),
+        (
+            "tp2_dp2_zero2_bf16",
+            fixture("tp2_dp2_zero2_bf16"),
+            ds_files,
+        ),
+        ("moe_ep2_zero2", fixture("moe_ep2_zero2"), ds_files),
+        ("ep2_tp2_zero1", fixture("ep2_tp2_zero1"), ds_files),
+        (
+            "fsdp2_tp_2x2",
+            fixtures("dcp").join("fsdp2_tp_2x2/checkpoint"),
+            |_| true,
+        ),
+        (
+            "gpt_tp2_dp2",
+            fixtures("megatron").join("gpt_tp2_dp2/checkpoint"),
+            |_| true,
+        ),
+    ];
+    for (name, src, keep) in cases {
+        env.put(&src, &format!("in/{name}"), keep);
+        let url = format!("s3://ckpt/in/{name}");
+        for format in ["native", "deepspeed", "dcp", "torch_dist"] {
+            if (format == "deepspeed" && !name.contains("zero"))
+                || (format == "torch_dist" && !name.starts_with("gpt"))
+            {
+                continue;
+            }
+            let want = local.path().join(format!("{name}-{format}-local"));
+            ok(&env.uc(&["convert", s(&src), s(&want), "--format", format], &[]));
+            // S3 → local.
+            let got = local.path().join(format!("{name}-{format}-s3"));
+            ok(&env.uc(&["convert", &url, s(&got), "--format", format], &[]));
+            same(&got, &want, &format!("{name} {format}: s3 → local"));
+            // S3 → S3.
+            let out = format!("out/{name}-{format}");
+            let j = ok(&env.uc(
+                &[
+                    "convert",
+                    &url,
+                    &format!("s3://ckpt/{out}"),
+                    "--format",
+                    format,
+                    "--json",
+                ],
+                &[],
+            ));
+            let j: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+            assert_eq!(j["output"], format!("s3://ckpt/{out}"));
+            assert!(j["remote"]["upload"]["objects"].as_u64().unwrap() > 0);
+            same(&env.obj(&out), &want, &format!("{name} {format}: s3 → s3"));
+        }
+        let o = ok(&env.uc(
+            &["verify", &format!("s3://ckpt/out/{name}-native"), "--json"],
+            &[],
+        ));
+        let j: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
+        assert_eq!(j["ok"], true, "{o}");
+        ok(&env.uc(&["inspect", &url], &[]));
+    }
+    // A remote output that already holds a finished checkpoint is refused, untouched.
+    let e = failed(&env.uc(
+        &[
+            "convert",
+            "s3://ckpt/in/zero2",
+            "s3://ckpt/out/zero2-native",
+        ],
+        &[],
+    ));
+    assert!(e.contains("already holds a finished checkpoint"), "{e}");
+    assert!(
+        env.leftovers().is_empty(),
+        "left in the cache: {:?}",
+        env.leftovers()
+    );
+}
+
+#[test]
+fn export_from_s3_to_s3_equals_local_and_fetches_what_it_needs() {
+    let env = Env::new();
+    let src = fixture("zero2");
+    env.put(&src, "in", ds_files);
+    let local = tempfile::tempdir().unwrap();
+    let want = local.path().join("hf");
+    ok(&env.uc(&["export", s(&src), s(&want)], &[]));
+    let j = ok(&env.uc(&["export", "s3://ckpt/in", "s3://ckpt/hf", "--json"], &[]));
+    let j: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+    same(&env.obj("hf"), &want, "export");
+    let f = &j["remote"]["fetch"];
+    let (fetched, needed) = (
+        f["bytes_fetched"].as_u64().unwrap(),
+        f["bytes_needed"].as_u64().unwrap(),
+    );
+    assert!(needed > 0 && fetched >= needed, "{j}");
+    assert!(f["ratio"].as_f64().unwrap() <= 1.05, "{j}");
+    assert!(f["requests"].as_u64().unwrap() > 0);
+    // Export reads the weights only: far less than the checkpoint holds.
+    let total: u64 = tree(&env.obj("in")).values().map(|b| b.len() as u64).sum();
+    assert!(fetched < total / 2, "fetched {fetched} of {total}");
+    let v = tempfile::tempdir().unwrap();
+    let page = v.path().join("view.html");
+    ok(&env.uc(&["view", "s3://ckpt/in", "--out", s(&page)], &[]));
+    assert!(std::fs::read_to_string(&page).unwrap().contains("<svg"));
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn missing_objects_and_refused_credentials_are_typed_errors() {
+    let env = Env::new();
+    let out = tempfile::tempdir().unwrap();
+    let dst = out.path().join("x");
+    let e = failed(&env.uc(&["convert", "s3://ckpt/nothing-here", s(&dst)], &[]));
+    assert!(e.contains("s3://ckpt/nothing-here: no such object"), "{e}");
+    assert!(!dst.exists());
+    // A rank file missing from the remote checkpoint: the local error, naming the object's URL.
+    env.put(&fixture("zero2"), "in", ds_files);
+    std::fs::remove_file(env.obj("in/global_step3/zero_pp_rank_1_mp_rank_00_optim_states.pt"))
+        .unwrap();
+    let e = failed(&env.uc(&["convert", "s3://ckpt/in", s(&dst)], &[]));
+    assert!(e.contains("s3://ckpt/in/global_step3"), "{e}");
+    assert!(!dst.exists());
+    // A wrong secret: refused, and no secret in the message.
+    env.put(&fixture("zero2"), "in", ds_files);
+    let e = failed(&env.uc(
+        &["convert", "s3://ckpt/in", s(&dst)],
+        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret-key-abcdef")],
+    ));
+    assert!(e.contains("access refused"), "{e}");
+    assert!(
+        !e.contains("wrong-secret-key-abcdef") && !e.contains(SECRET_KEY),
+        "{e}"
+    );
+    let e = failed(&env.uc(
+        &["export", s(&fixture("zero2")), "s3://ckpt/hf"],
+        &[("AWS_ACCESS_KEY_ID", "nobody")],
+    ));
+    assert!(e.contains("access refused"), "{e}");
+    assert!(!env.obj("hf").exists());
+    // Credentials in the URL are refused without echoing them.
+    let e = failed(&env.uc(&["inspect", "s3://AKIAX:hunter22@ck/in"], &[]));
+    assert!(
+        e.contains("credentials in the URL") && !e.contains("hunter22"),
+        "{e}"
+    );
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
+    let env = Env::new();
+    let src = fixture("zero2");
+    env.put(&src, "in", ds_files);
+    let local = tempfile::tempdir().unwrap();
+    let want = local.path().join("want");
+    ok(&env.uc(&["convert", s(&src), s(&want)], &[]));
+    // How many requests a whole run makes.
+    let before = env.server.served();
+    ok(&env.uc(&["convert", "s3://ckpt/in", "s3://ckpt/probe"], &[]));
+    let whole = env.server.served() - before;
+    // Dying while reading: an error, no local output.
+    let dst = local.path().join("x");
+    env.server.fail_after(3);
+    let e = failed(&env.uc(&["convert", "s3://ckpt/in", s(&dst)], &[]));
+    assert!(e.contains("did not answer"), "{e}");
+    assert!(!dst.exists());
+    // Dying while uploading (the last requests are the markers): no marker, then a rerun finishes.
+    env.server.revive();
+    env.server.fail_after(whole - 2);
+    let e = failed(&env.uc(&["convert", "s3://ckpt/in", "s3://ckpt/out"], &[]));
+    assert!(
+        e.contains("rerunning the same command uploads them again"),
+        "{e}"
+    );
+    env.server.revive();
+    assert!(!env.obj("out/COMPLETE").exists());
+    let o = ok(&env.uc(&["convert", "s3://ckpt/in", "s3://ckpt/out"], &[]));
+    assert!(o.contains("earlier run"), "{o}");
+    same(&env.obj("out"), &want, "resumed upload");
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}

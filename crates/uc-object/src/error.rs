@@ -1,0 +1,134 @@
+//! [`ObjectError`]: what went wrong with which object, never with a credential in it.
+
+use std::path::PathBuf;
+
+/// Errors of object storage access. Every variant names the object's URL (`s3://bucket/key`).
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The argument looks like a URL but is not one this build can open.
+    #[error("`{url}`: {why}")]
+    BadUrl { url: String, why: String },
+    /// No object (or nothing under the prefix) where one was expected.
+    #[error("{url}: no such object (or nothing under this prefix)")]
+    NotFound { url: String },
+    /// The store refused the credentials or the request (HTTP 401/403).
+    #[error("{url}: access refused by the store: {why}")]
+    Denied { url: String, why: String },
+    /// The store could not be reached, stalled past the timeout, or kept failing after retries.
+    #[error("{url}: the store did not answer: {why}")]
+    Unreachable { url: String, why: String },
+    /// Any other failure the store reported.
+    #[error("{url}: {why}")]
+    Failed { url: String, why: String },
+    /// The output prefix already holds a checkpoint (its completion marker is there).
+    #[error("{url}: already holds a finished checkpoint (`{marker}` is there); choose another prefix or delete it first")]
+    Exists { url: String, marker: String },
+    /// A remote object changed size while it was being read.
+    #[error("{url}: the object changed while it was read ({why})")]
+    Changed { url: String, why: String },
+    /// Local file-system trouble (the range cache, a file to upload).
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with [`ObjectError`].
+pub type Result<T, E = ObjectError> = std::result::Result<T, E>;
+
+/// A closure mapping an `io::Error` to [`ObjectError::Io`] at `path`.
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ObjectError {
+    let path = path.into();
+    move |source| ObjectError::Io { path, source }
+}
+
+impl ObjectError {
+    /// Classifies an `object_store` error about `url`.
+    pub(crate) fn from_store(url: &str, e: object_store::Error) -> ObjectError {
+        use object_store::Error as E;
+        let url = url.to_string();
+        let why = redact(&one_line(&e));
+        match e {
+            E::NotFound { .. } => ObjectError::NotFound { url },
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                ObjectError::Denied { url, why }
+            }
+            _ if why.contains(" 403 ") || why.contains(" 401 ") || why.contains("Forbidden") => {
+                ObjectError::Denied { url, why }
+            }
+            _ if looks_unreachable(&why) => ObjectError::Unreachable { url, why },
+            _ => ObjectError::Failed { url, why },
+        }
+    }
+
+    /// Wraps the error for an `io::Error`-speaking caller (the lazy file hook) without losing it.
+    pub(crate) fn into_io(self) -> std::io::Error {
+        let kind = match &self {
+            ObjectError::NotFound { .. } => std::io::ErrorKind::NotFound,
+            ObjectError::Denied { .. } => std::io::ErrorKind::PermissionDenied,
+            ObjectError::Unreachable { .. } => std::io::ErrorKind::TimedOut,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, self)
+    }
+}
+
+/// Finds an [`ObjectError`] inside an `io::Error` made by [`ObjectError::into_io`].
+pub fn find_in_io(e: &std::io::Error) -> Option<&ObjectError> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<ObjectError>())
+}
+
+fn looks_unreachable(why: &str) -> bool {
+    let w = why.to_ascii_lowercase();
+    [
+        "connect",
+        "timed out",
+        "timeout",
+        "connection",
+        "retries",
+        "dns",
+        "reset",
+        "closed",
+    ]
+    .iter()
+    .any(|k| w.contains(k))
+}
+
+/// The error and its sources on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s.replace('\n', " ")
+}
+
+/// Removes every credential value found in the environment from `s` (defence in depth: the store
+/// errors we pass on name URLs and statuses, never keys, but a proxy's message might echo one).
+pub(crate) fn redact(s: &str) -> String {
+    let mut out = s.to_string();
+    for (k, v) in std::env::vars() {
+        let secret = [
+            "SECRET",
+            "TOKEN",
+            "ACCESS_KEY",
+            "PASSWORD",
+            "SAS",
+            "CREDENTIALS",
+        ]
+        .iter()
+        .any(|w| k.contains(w));
+        if secret && v.len() >= 4 && out.contains(&v) {
+            out = out.replace(&v, "<redacted>");
+        }
+    }
+    out
+}

@@ -1,0 +1,291 @@
+//! A remote checkpoint seen as a local folder: one sparse stand-in file per object, registered with
+//! [`uc_torch::lazy`], so every reader fetches exactly the byte ranges it touches by ranged GETs.
+
+use crate::error::{io_err, ObjectError, Result};
+use crate::location::{runtime, Listed, Location};
+use crate::ranges::{coalesce, split, RangeSet};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use std::fs::{File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Ranges closer than this are fetched as one request (the gap is fetched too).
+const GAP: u64 = 256;
+/// Largest single GET; larger ranges are split and fetched in parallel.
+const PIECE: u64 = 8 << 20;
+/// GETs in flight per fill.
+const IN_FLIGHT: usize = 16;
+
+/// What reading from the store cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// GET requests made.
+    pub requests: u64,
+    /// Bytes received.
+    pub bytes_fetched: u64,
+    /// Bytes the readers asked for (the union of the ranges they touched).
+    pub bytes_needed: u64,
+}
+
+impl FetchStats {
+    /// Bytes fetched ÷ bytes needed (1 when nothing was needed).
+    pub fn ratio(&self) -> f64 {
+        if self.bytes_needed == 0 {
+            1.0
+        } else {
+            self.bytes_fetched as f64 / self.bytes_needed as f64
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A remote checkpoint mirrored lazily into a temporary local folder (removed on drop).
+#[derive(Debug)]
+pub struct Mirror {
+    loc: Location,
+    dir: tempfile::TempDir,
+    files: Vec<Arc<Remote>>,
+    counters: Arc<Counters>,
+    listing: Vec<Listed>,
+}
+
+impl Mirror {
+    /// Lists `loc` and makes its stand-in folder under `cache` (default: `UC_CACHE_DIR`, else the
+    /// system temp dir); nothing is fetched until a reader needs it.
+    pub fn open(loc: Location, cache: Option<&Path>) -> Result<Mirror> {
+        let listing = loc.list()?;
+        if listing.is_empty() {
+            return Err(ObjectError::NotFound {
+                url: loc.url().to_string(),
+            });
+        }
+        let base = match cache {
+            Some(c) => c.to_path_buf(),
+            None => std::env::var_os("UC_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+        };
+        std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+        let dir = tempfile::Builder::new()
+            .prefix(".uc-remote-")
+            .tempdir_in(&base)
+            .map_err(io_err(&base))?;
+        let counters = Arc::new(Counters::default());
+        let mut files = Vec::with_capacity(listing.len());
+        for l in &listing {
+            let rel = local_rel(&l.rel).ok_or_else(|| ObjectError::Failed {
+                url: loc.url_of(&l.rel),
+                why: "this object's key cannot be a file name (empty, `.` or `..` parts)".into(),
+            })?;
+            let path = dir.path().join(rel);
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).map_err(io_err(p))?;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            file.set_len(l.size).map_err(io_err(&path))?;
+            let r = Arc::new(Remote {
+                url: loc.url_of(&l.rel),
+                key: loc.key(&l.rel),
+                loc: loc.clone(),
+                file,
+                size: l.size,
+                state: Mutex::new(State::default()),
+                done: Condvar::new(),
+                counters: counters.clone(),
+            });
+            uc_torch::lazy::register(&path, r.clone());
+            files.push(r);
+        }
+        Ok(Mirror {
+            loc,
+            dir,
+            files,
+            counters,
+            listing,
+        })
+    }
+
+    /// The local folder standing in for the remote prefix.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The remote location.
+    pub fn location(&self) -> &Location {
+        &self.loc
+    }
+
+    /// What the listing found (for keys that must change when the input does).
+    pub fn listing(&self) -> &[Listed] {
+        &self.listing
+    }
+
+    /// Requests and bytes so far.
+    pub fn stats(&self) -> FetchStats {
+        let needed = self
+            .files
+            .iter()
+            .map(|f| {
+                f.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .requested
+                    .len()
+            })
+            .sum();
+        FetchStats {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            bytes_fetched: self.counters.bytes.load(Ordering::Relaxed),
+            bytes_needed: needed,
+        }
+    }
+
+    /// Rewrites local stand-in paths in a message into the objects' URLs.
+    pub fn explain(&self, msg: &str) -> String {
+        let root = self.dir.path().display().to_string();
+        msg.replace(&format!("{root}/"), &format!("{}/", self.loc.url()))
+            .replace(&root, self.loc.url())
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        uc_torch::lazy::unregister_under(self.dir.path());
+    }
+}
+
+/// `rel` as a relative local path, or `None` when a part is empty, `.` or `..`.
+fn local_rel(rel: &str) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    let ok = !rel.is_empty()
+        && !rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    ok.then(|| p.to_path_buf())
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes present in the stand-in.
+    filled: RangeSet,
+    /// Ranges some thread is fetching now.
+    inflight: Vec<Range<u64>>,
+    /// Every range a reader asked for.
+    requested: RangeSet,
+}
+
+/// One object and its stand-in file.
+#[derive(Debug)]
+struct Remote {
+    url: String,
+    key: object_store::path::Path,
+    loc: Location,
+    file: File,
+    size: u64,
+    state: Mutex<State>,
+    done: Condvar,
+    counters: Arc<Counters>,
+}
+
+impl Remote {
+    /// Fetches `ranges` (already coalesced) and writes them into the stand-in.
+    fn fetch(&self, ranges: &[Range<u64>]) -> Result<()> {
+        let pieces = split(ranges, PIECE);
+        let store = self.loc.store().clone();
+        let results: Vec<Result<()>> = runtime().block_on(async {
+            futures::stream::iter(pieces)
+                .map(|r| {
+                    let store = store.clone();
+                    async move {
+                        let want = r.end - r.start;
+                        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+                        let bytes = store
+                            .get_range(&self.key, r.clone())
+                            .await
+                            .map_err(|e| ObjectError::from_store(&self.url, e))?;
+                        self.counters
+                            .bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        if bytes.len() as u64 != want {
+                            return Err(ObjectError::Changed {
+                                url: self.url.clone(),
+                                why: format!(
+                                    "asked for bytes [{}, {}), got {}",
+                                    r.start,
+                                    r.end,
+                                    bytes.len()
+                                ),
+                            });
+                        }
+                        self.file
+                            .write_all_at(&bytes, r.start)
+                            .map_err(|e| ObjectError::Io {
+                                path: PathBuf::from(&self.url),
+                                source: e,
+                            })
+                    }
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await
+        });
+        results.into_iter().collect()
+    }
+}
+
+impl uc_torch::lazy::Fill for Remote {
+    fn fill(&self, ranges: &[Range<u64>]) -> std::io::Result<()> {
+        let want: Vec<Range<u64>> = ranges
+            .iter()
+            .map(|r| r.start.min(self.size)..r.end.min(self.size))
+            .filter(|r| r.start < r.end)
+            .collect();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for r in &want {
+            st.requested.insert(r.clone());
+        }
+        loop {
+            let missing: Vec<Range<u64>> = want.iter().flat_map(|r| st.filled.missing(r)).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let mut busy = RangeSet::default();
+            for r in &st.inflight {
+                busy.insert(r.clone());
+            }
+            let mine: Vec<Range<u64>> = missing.iter().flat_map(|r| busy.missing(r)).collect();
+            if mine.is_empty() {
+                st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let mine = coalesce(mine, GAP);
+            st.inflight.extend(mine.iter().cloned());
+            drop(st);
+            let res = self.fetch(&mine);
+            st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.inflight.retain(|r| !mine.contains(r));
+            if res.is_ok() {
+                for r in &mine {
+                    st.filled.insert(r.clone());
+                }
+            }
+            self.done.notify_all();
+            res.map_err(ObjectError::into_io)?;
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! An S3-compatible server on 127.0.0.1 for tests: `s3s-fs` over a temporary folder, with SigV4
+//! authentication, ranged GETs and multipart uploads, that a test can stop mid-run.
+
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// The access key id the server accepts.
+pub const ACCESS_KEY: &str = "uc-test-access-key";
+/// The secret key the server accepts.
+pub const SECRET_KEY: &str = "uc-test-secret-key-0123456789";
+
+/// A running server; stopped on drop.
+pub struct S3Server {
+    addr: SocketAddr,
+    root: tempfile::TempDir,
+    rt: Option<tokio::runtime::Runtime>,
+    budget: Arc<AtomicI64>,
+    served: Arc<AtomicI64>,
+}
+
+impl S3Server {
+    /// Starts a server on a free port of 127.0.0.1, storing buckets as folders of a temp dir.
+    pub fn start() -> std::io::Result<S3Server> {
+        let root = tempfile::tempdir()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let fs = s3s_fs::FileSystem::new(root.path())
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = b.build();
+        let budget = Arc::new(AtomicI64::new(i64::MAX));
+        let served = Arc::new(AtomicI64::new(0));
+        let (gate, count) = (budget.clone(), served.clone());
+        let service = hyper::service::service_fn(move |req| {
+            gated(service.clone(), gate.clone(), count.clone(), req)
+        });
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        rt.spawn(async move {
+            let http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = socket.set_nodelay(true);
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        Ok(S3Server {
+            addr,
+            root,
+            rt: Some(rt),
+            budget,
+            served,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The environment a client needs: endpoint, credentials, region, plain HTTP.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Creates bucket `name` (a folder of the server's root).
+    pub fn bucket(&self, name: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.root.path().join(name))
+    }
+
+    /// The folder holding the buckets: objects are its files (tests put fixtures there directly).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Serves `n` more requests, then answers none (each connection is dropped unanswered) until
+    /// [`S3Server::revive`].
+    pub fn fail_after(&self, n: i64) {
+        self.budget.store(n, Ordering::SeqCst);
+    }
+
+    /// Serves again after [`S3Server::fail_after`].
+    pub fn revive(&self) {
+        self.budget.store(i64::MAX, Ordering::SeqCst);
+    }
+
+    /// Requests answered so far.
+    pub fn served(&self) -> i64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Stops serving: open connections are dropped and new ones refused.
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+type BoxErr = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// One request through the budget: past it the server behaves as if it had died (no answer, the
+/// connection dropped).
+async fn gated(
+    inner: s3s::service::S3Service,
+    gate: Arc<AtomicI64>,
+    count: Arc<AtomicI64>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<s3s::HttpResponse, BoxErr> {
+    if gate.fetch_sub(1, Ordering::SeqCst) <= 0 {
+        return Err("server stopped".into());
+    }
+    count.fetch_add(1, Ordering::SeqCst);
+    match hyper::service::Service::call(&inner, req).await {
+        Ok(r) => Ok(r),
+        Err(e) => Err(format!("{e:?}").into()),
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

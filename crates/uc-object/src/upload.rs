@@ -1,0 +1,189 @@
+//! A finished local checkpoint folder sent to a prefix: large files as multipart uploads, small
+//! ones in parallel, and the files that mark a checkpoint complete last, so that a reader never
+//! finds a marker beside missing or partial objects.
+
+use crate::error::{io_err, ObjectError, Result};
+use crate::location::{runtime, Location};
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Files whose presence tells a reader a checkpoint is complete, uploaded after everything else
+/// in this order: Hugging Face's shard index, Megatron's and DCP's metadata, DeepSpeed's `latest*`,
+/// unicheck's `COMPLETE` (its `uc.json` is checked against it).
+pub const MARKERS: &[&str] = &[
+    "model.safetensors.index.json",
+    "metadata.json",
+    ".metadata",
+    "latest_universal",
+    "latest",
+    "uc.json",
+    "COMPLETE",
+];
+
+/// Files up to this size go up in one PUT; larger ones as multipart uploads.
+const SINGLE_PUT: u64 = 8 << 20;
+/// Files uploaded at once.
+const FILES_AT_ONCE: usize = 4;
+/// Parts in flight per multipart upload.
+const PARTS_AT_ONCE: usize = 4;
+/// S3 allows at most 10,000 parts.
+const MAX_PARTS: u64 = 9_000;
+
+/// What an upload did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// Objects written.
+    pub files: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+/// The markers already under `dest` (a finished checkpoint is there when any is).
+pub fn markers_at(dest: &Location) -> Result<Vec<String>> {
+    Ok(dest
+        .list()?
+        .into_iter()
+        .filter(|l| is_marker(&l.rel))
+        .map(|l| l.rel)
+        .collect())
+}
+
+/// Refuses a destination that already holds a finished checkpoint.
+pub fn check_free(dest: &Location) -> Result<()> {
+    match markers_at(dest)?.into_iter().next() {
+        Some(m) => Err(ObjectError::Exists {
+            url: dest.url().to_string(),
+            marker: m,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn is_marker(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    MARKERS.contains(&name)
+}
+
+/// Uploads every file under `local` to `dest` (same relative paths), markers last.
+pub fn upload_dir(
+    local: &Path,
+    dest: &Location,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<UploadStats> {
+    let mut files = Vec::new();
+    walk(local, local, &mut files)?;
+    let (mut markers, rest): (Vec<_>, Vec<_>) = files.into_iter().partition(|r| is_marker(r));
+    markers.sort_by_key(|r| {
+        let name = r.rsplit('/').next().unwrap_or(r);
+        (MARKERS.iter().position(|m| *m == name), r.clone())
+    });
+    let sent = AtomicU64::new(0);
+    let bump = |n: u64| progress(sent.fetch_add(n, Ordering::Relaxed) + n);
+    let results: Vec<Result<()>> = runtime().block_on(async {
+        futures::stream::iter(rest.iter())
+            .map(|rel| put_file(local, rel, dest, &bump))
+            .buffer_unordered(FILES_AT_ONCE)
+            .collect()
+            .await
+    });
+    results.into_iter().collect::<Result<()>>()?;
+    for rel in &markers {
+        runtime().block_on(put_file(local, rel, dest, &bump))?;
+    }
+    Ok(UploadStats {
+        files: (rest.len() + markers.len()) as u64,
+        bytes: sent.load(Ordering::Relaxed),
+    })
+}
+
+/// Every regular file under `dir`, as `/`-separated paths relative to `root`.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let p = e.path();
+        let t = e.file_type().map_err(io_err(&p))?;
+        if t.is_dir() {
+            walk(root, &p, out)?;
+        } else if t.is_file() {
+            let rel = p.strip_prefix(root).expect("under root");
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(rel.join("/"));
+        }
+    }
+    Ok(())
+}
+
+/// Uploads one file: one PUT when small, else a multipart upload aborted on any failure.
+async fn put_file(
+    local: &Path,
+    rel: &str,
+    dest: &Location,
+    bump: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    let path: PathBuf = local.join(rel);
+    let url = dest.url_of(rel);
+    let key = dest.key(rel);
+    let store = dest.store();
+    let mut f = std::fs::File::open(&path).map_err(io_err(&path))?;
+    let size = f.metadata().map_err(io_err(&path))?.len();
+    if size <= SINGLE_PUT {
+        let mut buf = Vec::with_capacity(size as usize);
+        f.read_to_end(&mut buf).map_err(io_err(&path))?;
+        store
+            .put(&key, PutPayload::from(buf))
+            .await
+            .map_err(|e| ObjectError::from_store(&url, e))?;
+        bump(size);
+        return Ok(());
+    }
+    let chunk = (SINGLE_PUT).max(size.div_ceil(MAX_PARTS)) as usize;
+    let upload = store
+        .put_multipart(&key)
+        .await
+        .map_err(|e| ObjectError::from_store(&url, e))?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, chunk);
+    let mut buf = vec![0u8; chunk];
+    let res: Result<()> = async {
+        loop {
+            w.wait_for_capacity(PARTS_AT_ONCE)
+                .await
+                .map_err(|e| ObjectError::from_store(&url, e))?;
+            let n = read_full(&mut f, &mut buf).map_err(io_err(&path))?;
+            if n == 0 {
+                return Ok(());
+            }
+            w.write(&buf[..n]);
+            bump(n as u64);
+        }
+    }
+    .await;
+    match res {
+        Ok(()) => w
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| ObjectError::from_store(&url, e)),
+        Err(e) => {
+            let _ = w.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
