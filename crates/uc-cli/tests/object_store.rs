@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fixture, fixtures, s, tree};
+use common::{fixture, fixtures, ok, s, tree};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use uc_object::test_server::{S3Server, SECRET_KEY};
@@ -77,16 +77,6 @@ fn same(a: &Path, b: &Path, what: &str) {
         differ.is_empty(),
         "{what}: files differ (path, bytes here, bytes there): {differ:?}"
     );
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "uc failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn failed(o: &Output) -> String {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fixture, s, tree};
+use common::{fixture, ok, s, tree};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -40,16 +40,6 @@ fn spawn(mut c: Command) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn uc")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "uc failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Names in `dir` other than `keep` (what a run left beside its output).

@@ -51,3 +51,14 @@ pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// The stdout of a run that must have succeeded (else a panic showing both streams).
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "uc failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
