@@ -2,12 +2,13 @@
 
 use crate::input::InputArgs;
 use crate::progress::{human, timed};
-use crate::remote::{refuse_workers, upload_only, Remote};
+use crate::remote::{upload_only, Remote};
 use crate::workers::{label, unpublished, WorkerArgs};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
 use uc_store::convert::{convert, ConvertOptions, Format};
+use uc_store::source::OpenOptions;
 
 /// Output layout.
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,7 +63,10 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
             FormatArg::Dcp => Format::Dcp,
             FormatArg::TorchDist => Format::TorchDist,
         },
-        input: a.input_args.open_options(),
+        input: OpenOptions {
+            label: remote.input_label(),
+            ..a.input_args.open_options()
+        },
         threads: a.input_args.threads,
         native: Default::default(),
         dcp_files: a.dcp_files,
@@ -70,18 +74,17 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
         fresh: a.workers.fresh(),
     };
     let w = opts.worker;
-    if remote.remote_output() {
-        refuse_workers(w)?;
-        if remote.converted_earlier() {
-            return upload_only(remote, a.json);
-        }
+    if remote.already() || remote.converted_earlier() {
+        return upload_only(remote, a.json);
     }
     let what = label("convert", w);
     let (report, secs) = timed(&what, |progress| {
         convert(&a.input, &a.output, &opts, progress)
     });
     let report = report?;
-    remote.publish()?;
+    if report.published || report.already {
+        remote.publish()?;
+    }
     if a.json {
         let j = serde_json::json!({
             "output": remote.show(&report.output),
@@ -131,7 +134,8 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
             report.share_bytes,
             report.missing_tensors,
         );
-        say!("{}", unpublished(w, n, b, m, secs, &report.output));
+        let shown = std::path::PathBuf::from(remote.show(&report.output));
+        say!("{}", unpublished(w, n, b, m, secs, &shown));
     }
     if let Some(line) = remote.summary() {
         say!("{line}");

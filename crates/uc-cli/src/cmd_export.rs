@@ -2,13 +2,14 @@
 
 use crate::input::InputArgs;
 use crate::progress::{human, timed};
-use crate::remote::{refuse_workers, upload_only, Remote};
+use crate::remote::{upload_only, Remote};
 use crate::workers::{label, unpublished, WorkerArgs};
 use crate::CliError;
 use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
 use uc_schema::DType;
 use uc_store::export::{export, parse_size, ExportOptions, Regex};
+use uc_store::source::OpenOptions;
 
 /// Type of the exported floating-point weights.
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,23 +83,25 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
         max_shard_size: a.max_shard_size,
         only: a.only,
         rename: a.rename,
-        input: a.input_args.open_options(),
+        input: OpenOptions {
+            label: remote.input_label(),
+            ..a.input_args.open_options()
+        },
         threads: a.input_args.threads,
         worker: a.workers.worker()?,
         fresh: a.workers.fresh(),
     };
     let w = opts.worker;
-    if remote.remote_output() {
-        refuse_workers(w)?;
-        if remote.converted_earlier() {
-            return upload_only(remote, a.json);
-        }
+    if remote.already() || remote.converted_earlier() {
+        return upload_only(remote, a.json);
     }
     let (report, secs) = timed(&label("export", w), |progress| {
         export(&a.checkpoint, &a.out_dir, &opts, progress)
     });
     let report = report?;
-    remote.publish()?;
+    if report.published || report.already {
+        remote.publish()?;
+    }
     // Read ÷ the checkpoint bytes of the tensors this worker exported (a resumed run reads less).
     let exported = report.share_source_bytes.saturating_sub(
         report.share_source_bytes * report.share.reused_bytes / report.share.bytes.max(1),
@@ -138,7 +141,8 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
             report.share.bytes,
             report.missing_tensors,
         );
-        say!("{}", unpublished(w, n, b, m, secs, &report.output));
+        let shown = std::path::PathBuf::from(remote.show(&report.output));
+        say!("{}", unpublished(w, n, b, m, secs, &shown));
     } else {
         say!(
             "exported {} tensors ({}) into {} ({}) in {secs:.2} s",

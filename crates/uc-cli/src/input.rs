@@ -39,6 +39,7 @@ impl InputArgs {
                 vocab: self.assume_vocab.clone(),
                 vocab_size: self.vocab_size,
             },
+            label: None,
         }
     }
 }

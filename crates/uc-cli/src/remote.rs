@@ -13,6 +13,8 @@ pub struct Remote {
     input: Option<Mirror>,
     output: Option<Upload>,
     uploaded: Option<UploadStats>,
+    /// The output was uploaded by an earlier run of this command (or another worker of it).
+    already: bool,
 }
 
 /// A remote output and the local folder it is written into first.
@@ -36,8 +38,19 @@ impl Remote {
         if let Some(out) = output {
             if let Some(arg) = out.to_str().filter(|s| is_url(s)) {
                 let dest = Location::parse(arg)?;
-                check_free(&dest)?;
-                let work = work_dir(&dest, input, r.input.as_ref())?;
+                let work = work_dir(&dest, input, r.input.as_ref());
+                match check_free(&dest) {
+                    Err(uc_object::ObjectError::Exists { .. }) if done_stamp(&work).is_file() => {
+                        r.already = true
+                    }
+                    Err(e) => return Err(e.into()),
+                    Ok(()) => {
+                        // A stamp of an upload whose objects are gone since: not done any more.
+                        let _ = std::fs::remove_file(done_stamp(&work));
+                        std::fs::create_dir_all(&work)
+                            .map_err(|e| CliError::Failed(format!("{}: {e}", work.display())))?
+                    }
+                }
                 *out = work.join("out");
                 r.output = Some(Upload { dest, work });
             }
@@ -45,9 +58,23 @@ impl Remote {
         Ok(r)
     }
 
-    /// Whether the output is remote.
-    pub fn remote_output(&self) -> bool {
-        self.output.is_some()
+    /// A name for a remote input that every process of a job shares (URL and object versions).
+    pub fn input_label(&self) -> Option<String> {
+        let m = self.input.as_ref()?;
+        let mut h = blake3::Hasher::new();
+        for l in m.listing() {
+            h.update(format!("{}\0{}\0{}\n", l.rel, l.size, l.version).as_bytes());
+        }
+        Some(format!(
+            "{} {}",
+            m.location().url(),
+            &h.finalize().to_hex()[..16]
+        ))
+    }
+
+    /// Whether this command's output was uploaded before (by an earlier run or another worker).
+    pub fn already(&self) -> bool {
+        self.already
     }
 
     /// Whether an earlier run of this very command converted everything and only the upload failed.
@@ -58,9 +85,24 @@ impl Remote {
     }
 
     /// After a successful local write: uploads a remote output (markers last) and removes the work
-    /// folder; on failure the folder stays so that rerunning the command only uploads again.
-    pub fn publish(&mut self) -> Result<(), CliError> {
-        let Some(u) = &self.output else { return Ok(()) };
+    /// folder; on failure the folder stays so that rerunning the command only uploads again. One
+    /// process uploads: another that finds the upload under way leaves it (returns `false`).
+    pub fn publish(&mut self) -> Result<bool, CliError> {
+        let Some(u) = &self.output else {
+            return Ok(true);
+        };
+        if !u.work.is_dir() {
+            return Ok(false); // another worker uploaded and cleaned up
+        }
+        let lock_path = u.work.join("upload.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| CliError::Failed(format!("{}: {e}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            return Ok(false);
+        }
+        if done_stamp(&u.work).is_file() {
+            return Ok(false);
+        }
         let stamp = u.work.join(CONVERTED);
         std::fs::write(&stamp, b"")
             .map_err(|e| CliError::Failed(format!("{}: {e}", stamp.display())))?;
@@ -76,9 +118,12 @@ impl Remote {
             ))
         })?;
         pb.finish_and_clear();
+        let done = done_stamp(&u.work);
+        std::fs::write(&done, u.dest.url())
+            .map_err(|e| CliError::Failed(format!("{}: {e}", done.display())))?;
         let _ = std::fs::remove_dir_all(&u.work);
         self.uploaded = Some(stats);
-        Ok(())
+        Ok(true)
     }
 
     /// How a local path of this command is shown: the URL it stands for, when it stands for one.
@@ -172,9 +217,9 @@ fn join_url(base: &str, rest: &Path) -> String {
 /// dir), named by a hash of the command line and of what the input holds (object versions, or
 /// sizes and modification times), so that only a rerun of the same command on the same input
 /// finds it again.
-fn work_dir(dest: &Location, input: &Path, mirror: Option<&Mirror>) -> Result<PathBuf, CliError> {
+fn work_dir(dest: &Location, input: &Path, mirror: Option<&Mirror>) -> PathBuf {
     let mut h = blake3::Hasher::new();
-    for a in std::env::args() {
+    for a in job_args() {
         h.update(a.as_bytes());
         h.update(b"\0");
     }
@@ -190,10 +235,29 @@ fn work_dir(dest: &Location, input: &Path, mirror: Option<&Mirror>) -> Result<Pa
     let base = std::env::var_os("UC_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let work = base.join(format!(".uc-upload-{}", &h.finalize().to_hex()[..16]));
-    std::fs::create_dir_all(&work)
-        .map_err(|e| CliError::Failed(format!("{}: {e}", work.display())))?;
-    Ok(work)
+    base.join(format!(".uc-upload-{}", &h.finalize().to_hex()[..16]))
+}
+
+/// The command line without the worker's own rank flags (the same for every worker of a job).
+fn job_args() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == "--rank" || a == "--world-size" {
+            args.next();
+        } else if !(a.starts_with("--rank=") || a.starts_with("--world-size=")) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The file left beside the work folder once its upload finished (so that late workers and
+/// reruns find the job done rather than the prefix taken).
+fn done_stamp(work: &Path) -> PathBuf {
+    let mut name = work.file_name().unwrap_or_default().to_os_string();
+    name.push(".done");
+    work.with_file_name(name)
 }
 
 /// Hashes every file's path, size and modification time under `dir`.
@@ -232,22 +296,25 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Refuses cooperating workers for a remote output: each would need the others' files to upload.
-pub fn refuse_workers(w: uc_store::staging::Worker) -> Result<(), CliError> {
-    if w.world > 1 {
-        return Err(CliError::Failed(format!(
-            "an s3:// (gs://, az://) output is written by one process (this is worker {} of {}); \
-             convert with N workers into a shared folder, then upload it with one `uc convert \
-             FOLDER URL` (a native input is copied as it is)",
-            w.rank, w.world
-        )));
-    }
-    Ok(())
-}
-
-/// Finishes a command whose local output an earlier run completed: uploads it and reports.
+/// Finishes a command whose output is uploaded already, or whose local output an earlier run
+/// completed (then uploads it); reports either.
 pub fn upload_only(remote: &mut Remote, json: bool) -> Result<(), CliError> {
-    remote.publish()?;
+    let url = remote.output.as_ref().map(|u| u.dest.url().to_string());
+    if remote.already {
+        if json {
+            say!("{}", serde_json::json!({"output": url, "already": true}));
+        } else {
+            say!(
+                "{} already holds this command's output (uploaded earlier); nothing to do",
+                url.unwrap_or_default()
+            );
+        }
+        return Ok(());
+    }
+    if !remote.publish()? {
+        say!("another worker is uploading {}", url.unwrap_or_default());
+        return Ok(());
+    }
     if json {
         say!(
             "{}",

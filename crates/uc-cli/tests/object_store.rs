@@ -55,11 +55,13 @@ impl Env {
         self.server.root().join("ckpt").join(prefix)
     }
 
-    /// What the runs left in the cache folder (stand-ins, work folders).
+    /// What the runs left in the cache folder (stand-ins, work folders; not the stamps of
+    /// finished uploads).
     fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.cache.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".done"))
             .collect()
     }
 }
@@ -281,5 +283,49 @@ fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
     let o = ok(&env.uc(&["convert", "s3://ckpt/in", "s3://ckpt/out"], &[]));
     assert!(o.contains("earlier run"), "{o}");
     same(&env.obj("out"), &want, "resumed upload");
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn cooperating_workers_read_from_and_write_to_s3() {
+    let env = Env::new();
+    let src = fixture("zero2");
+    env.put(&src, "in", ds_files);
+    let local = tempfile::tempdir().unwrap();
+    let want = local.path().join("want");
+    ok(&env.uc(&["convert", s(&src), s(&want)], &[]));
+    let run = |out: &str, rank: &str| {
+        let args = [
+            "convert",
+            "s3://ckpt/in",
+            out,
+            "--world-size",
+            "2",
+            "--rank",
+            rank,
+        ];
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env = &env;
+        move || env.uc(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    // S3 in, local out: each worker fetches what its share reads.
+    let out = local.path().join("two");
+    let outs = std::thread::scope(|sc| {
+        let a = sc.spawn(run(s(&out), "0"));
+        let b = sc.spawn(run(s(&out), "1"));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    outs.iter().for_each(|o| drop(ok(o)));
+    same(&out, &want, "2 workers, s3 → local");
+    // S3 in, S3 out: the worker that publishes uploads; a late worker finds it done.
+    let outs = std::thread::scope(|sc| {
+        let a = sc.spawn(run("s3://ckpt/two", "0"));
+        let b = sc.spawn(run("s3://ckpt/two", "1"));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    outs.iter().for_each(|o| drop(ok(o)));
+    same(&env.obj("two"), &want, "2 workers, s3 → s3");
+    let late = ok(&run("s3://ckpt/two", "1")());
+    assert!(late.contains("already"), "{late}");
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }

@@ -208,7 +208,7 @@ fn convert_staged(
     let units = outs
         .iter()
         .map(|m| format!("{} {} {:?} {:?}", m.name, m.role.key(), m.dtype, m.shape));
-    let key = job_key(input, output, &options, units);
+    let key = job_key(opts.input.key_path(input), output, &options, units);
     // Checked before anything is created: tensor data plus a few hundred bytes a tensor for headers
     // and the manifest, less what an earlier run of this job already wrote.
     let planned = outs

@@ -201,7 +201,7 @@ pub fn export_source(
     let units = items
         .iter()
         .map(|i| format!("{} {:?} {}", i.name, i.dtype, i.bytes));
-    let key = job_key(input, output, &options, units);
+    let key = job_key(opts.input.key_path(input), output, &options, units);
     if export_done(output, &plan, index.as_deref()) {
         Staging::clear_dead(output, &key)?;
         return Ok(already());

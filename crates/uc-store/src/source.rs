@@ -28,6 +28,20 @@ pub struct OpenOptions {
     pub tag: Option<String>,
     /// TP metadata for DeepSpeed checkpoints saved without `universal_checkpoint_info`.
     pub assume: Assume,
+    /// What names the input in a job's key instead of its path: a remote input's URL and object
+    /// versions, whose local stand-in folder differs from process to process.
+    pub label: Option<String>,
+}
+
+impl OpenOptions {
+    /// The path that names the input in a job key (`/` when a label names it; the label is part
+    /// of the options text then).
+    pub(crate) fn key_path<'a>(&self, input: &'a Path) -> &'a Path {
+        match self.label {
+            Some(_) => Path::new("/"),
+            None => input,
+        }
+    }
 }
 
 impl Source {
