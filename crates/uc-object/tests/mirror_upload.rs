@@ -62,7 +62,7 @@ fn concurrent_fills_fetch_each_byte_once_and_read_back_exact() {
                 for i in 0..6u64 {
                     let start = ((t * 7 + i * 13) % 17) << 20;
                     let end = (start + (3 << 20) + t * 1000).min(data.len() as u64);
-                    uc_torch::lazy::need(path, &[start..end]).unwrap();
+                    uc_torch::lazy::need(path, std::slice::from_ref(&(start..end))).unwrap();
                     let mut f = std::fs::File::open(path).unwrap();
                     let mut got = vec![0u8; (end - start) as usize];
                     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start)).unwrap();
