@@ -29,6 +29,9 @@ cargo build -p uc-schema -p uc-merge -p uc-wasm --target wasm32-unknown-unknown
 step "uc-burn with the cuda feature compiles (CUDA is loaded at run time; tests need a GPU)"
 cargo check -p uc-burn --features cuda --all-targets
 
+step "az:// against Azurite, Azure's storage emulator (scripts/azure-test.sh; installs it from npm if missing)"
+bash scripts/azure-test.sh
+
 step "browser test of the web viewer (installs wasm-bindgen-cli, chromium, playwright-core if missing)"
 bash scripts/web-test.sh
 
