@@ -157,14 +157,30 @@ fn every_family_converts_from_and_to_s3_like_local() {
             assert!(j["remote"]["upload"]["objects"].as_u64().unwrap() > 0);
             same(&env.obj(&out), &want, &format!("{name} {format}: s3 → s3"));
         }
-        let o = ok(&env.uc(
-            &["verify", &format!("s3://ckpt/out/{name}-native"), "--json"],
+        // A native checkpoint in S3 as input: like the same checkpoint read locally.
+        let native = format!("s3://ckpt/out/{name}-native");
+        let local_native = local.path().join(format!("{name}-native-local"));
+        let want = local.path().join(format!("{name}-again-local"));
+        ok(&env.uc(
+            &["convert", s(&local_native), s(&want), "--format", "dcp"],
             &[],
         ));
+        let got = local.path().join(format!("{name}-again-s3"));
+        ok(&env.uc(&["convert", &native, s(&got), "--format", "dcp"], &[]));
+        same(&got, &want, &format!("{name}: native in s3 → dcp"));
+        let o = ok(&env.uc(&["verify", &native, "--json"], &[]));
         let j: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
         assert_eq!(j["ok"], true, "{o}");
         ok(&env.uc(&["inspect", &url], &[]));
     }
+    // One flipped bit in an object of a native checkpoint in S3: verify fails naming the file.
+    let f = env.obj("out/zero2-native/tensors/00000.safetensors");
+    let mut b = std::fs::read(&f).unwrap();
+    let at = b.len() - 5;
+    b[at] ^= 1;
+    std::fs::write(&f, b).unwrap();
+    let e = failed(&env.uc(&["verify", "s3://ckpt/out/zero2-native"], &[]));
+    assert!(e.contains("tensors/00000.safetensors"), "{e}");
     // A remote output that already holds a finished checkpoint is refused, untouched.
     let e = failed(&env.uc(
         &[
