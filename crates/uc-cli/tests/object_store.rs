@@ -286,6 +286,17 @@ fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
     let e = failed(&env.uc(&["convert", "s3://ckpt/in", s(&dst)], &[]));
     assert!(e.contains("did not answer"), "{e}");
     assert!(!dst.exists());
+    // A stalled server (the connection open, no answer): each request times out, then an error.
+    env.server.revive();
+    env.server.stall_after(3);
+    let t = std::time::Instant::now();
+    let e = failed(&env.uc(
+        &["convert", "s3://ckpt/in", s(&dst)],
+        &[("UC_OBJECT_TIMEOUT", "1")],
+    ));
+    assert!(e.contains("did not answer"), "{e}");
+    assert!(t.elapsed().as_secs() < 60, "took {:?}", t.elapsed());
+    assert!(!dst.exists());
     // Dying while uploading (the last requests are the markers): no marker, then a rerun finishes.
     env.server.revive();
     env.server.fail_after(whole - 2);

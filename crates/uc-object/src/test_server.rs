@@ -5,7 +5,7 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// The access key id the server accepts.
@@ -20,6 +20,7 @@ pub struct S3Server {
     rt: Option<tokio::runtime::Runtime>,
     budget: Arc<AtomicI64>,
     served: Arc<AtomicI64>,
+    stall: Arc<AtomicBool>,
 }
 
 impl S3Server {
@@ -37,9 +38,16 @@ impl S3Server {
         let service = b.build();
         let budget = Arc::new(AtomicI64::new(i64::MAX));
         let served = Arc::new(AtomicI64::new(0));
-        let (gate, count) = (budget.clone(), served.clone());
+        let stall = Arc::new(AtomicBool::new(false));
+        let (gate, count, hang) = (budget.clone(), served.clone(), stall.clone());
         let service = hyper::service::service_fn(move |req| {
-            gated(service.clone(), gate.clone(), count.clone(), req)
+            gated(
+                service.clone(),
+                gate.clone(),
+                count.clone(),
+                hang.clone(),
+                req,
+            )
         });
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
@@ -65,6 +73,7 @@ impl S3Server {
             rt: Some(rt),
             budget,
             served,
+            stall,
         })
     }
 
@@ -103,8 +112,15 @@ impl S3Server {
         self.budget.store(n, Ordering::SeqCst);
     }
 
-    /// Serves again after [`S3Server::fail_after`].
+    /// Serves `n` more requests, then accepts requests and never answers them (a stalled server).
+    pub fn stall_after(&self, n: i64) {
+        self.stall.store(true, Ordering::SeqCst);
+        self.budget.store(n, Ordering::SeqCst);
+    }
+
+    /// Serves again after [`S3Server::fail_after`] or [`S3Server::stall_after`].
     pub fn revive(&self) {
+        self.stall.store(false, Ordering::SeqCst);
         self.budget.store(i64::MAX, Ordering::SeqCst);
     }
 
@@ -124,14 +140,18 @@ impl S3Server {
 type BoxErr = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// One request through the budget: past it the server behaves as if it had died (no answer, the
-/// connection dropped).
+/// connection dropped) or, when stalled, never answers.
 async fn gated(
     inner: s3s::service::S3Service,
     gate: Arc<AtomicI64>,
     count: Arc<AtomicI64>,
+    stall: Arc<AtomicBool>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<s3s::HttpResponse, BoxErr> {
     if gate.fetch_sub(1, Ordering::SeqCst) <= 0 {
+        if stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         return Err("server stopped".into());
     }
     count.fetch_add(1, Ordering::SeqCst);
