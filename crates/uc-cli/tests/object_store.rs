@@ -220,6 +220,29 @@ fn export_from_s3_to_s3_equals_local_and_fetches_what_it_needs() {
     // Export reads the weights only: far less than the checkpoint holds.
     let total: u64 = tree(&env.obj("in")).values().map(|b| b.len() as u64).sum();
     assert!(fetched < total / 2, "fetched {fetched} of {total}");
+    // One tensor: only its runs of the ZeRO flat partitions are fetched.
+    let one = local.path().join("one");
+    ok(&env.uc(&["export", s(&src), s(&one), "--only", "^lm_head"], &[]));
+    let j1 = ok(&env.uc(
+        &[
+            "export",
+            "s3://ckpt/in",
+            "s3://ckpt/one",
+            "--only",
+            "^lm_head",
+            "--json",
+        ],
+        &[],
+    ));
+    let j1: serde_json::Value = serde_json::from_str(j1.trim()).unwrap();
+    same(&env.obj("one"), &one, "export --only");
+    let f1 = &j1["remote"]["fetch"];
+    let weights = std::fs::metadata(one.join("model.safetensors"))
+        .unwrap()
+        .len();
+    let fetched1 = f1["bytes_fetched"].as_u64().unwrap();
+    assert!(fetched1 < fetched / 2, "{fetched1} of {fetched}: {j1}");
+    assert!(fetched1 >= weights / 2, "{j1}");
     let v = tempfile::tempdir().unwrap();
     let page = v.path().join("view.html");
     ok(&env.uc(&["view", "s3://ckpt/in", "--out", s(&page)], &[]));

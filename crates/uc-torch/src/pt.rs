@@ -404,6 +404,29 @@ impl PtFile {
     /// The raw little-endian bytes of a contiguous tensor, borrowed from the map.
     /// `name` labels the tensor in errors (e.g. a [`Cursor::trail`]).
     pub fn tensor_bytes(&self, name: &str, t: &TensorRef) -> Result<&[u8]> {
+        let range = self.contiguous_range(name, t)?;
+        self.need(std::slice::from_ref(&range))?;
+        Ok(&self.backing.bytes()[range.start as usize..range.end as usize])
+    }
+
+    /// A contiguous tensor's bytes of which the caller reads only the element ranges `runs`: a lazily
+    /// filled file ([`crate::lazy`]) fetches just those, so the rest of the slice must not be read.
+    pub fn tensor_bytes_in(&self, name: &str, t: &TensorRef, runs: &[Range<u64>]) -> Result<&[u8]> {
+        let range = self.contiguous_range(name, t)?;
+        let es = t.dtype.size() as u64;
+        let clamp = |e: u64| {
+            range
+                .start
+                .saturating_add(e.saturating_mul(es))
+                .min(range.end)
+        };
+        let parts: Vec<Range<u64>> = runs.iter().map(|r| clamp(r.start)..clamp(r.end)).collect();
+        self.need(&parts)?;
+        Ok(&self.backing.bytes()[range.start as usize..range.end as usize])
+    }
+
+    /// Archive-relative byte range of a contiguous tensor's data, its view checked against its storage.
+    fn contiguous_range(&self, name: &str, t: &TensorRef) -> Result<Range<u64>> {
         if !t.is_contiguous() {
             return Err(self.bad_tensor(
                 name,
@@ -413,15 +436,13 @@ impl PtFile {
                 ),
             ));
         }
-        match self.check_tensor(name, t)? {
+        Ok(match self.check_tensor(name, t)? {
             Some(entry) if t.numel() > 0 => {
                 let start = PtFile::data_start(entry, t);
-                let end = start + t.nbytes();
-                self.need(&[start..end])?;
-                Ok(&self.backing.bytes()[start as usize..end as usize])
+                start..start + t.nbytes()
             }
-            _ => Ok(&[]),
-        }
+            _ => 0..0,
+        })
     }
 
     /// The tensor's bytes in row-major order: borrowed when contiguous, gathered otherwise.

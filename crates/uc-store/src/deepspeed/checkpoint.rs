@@ -414,9 +414,9 @@ impl DsCheckpoint {
                     ),
                 });
             }
-            bytes.insert(r, f.tensor_bytes(&name, t)?);
             let base = f.tensor_file_range(&name, t)?.start;
             let es = t.dtype.size() as u64;
+            let mut mine = Vec::new();
             for runs in reads.range((r, 0)..=(r, u32::MAX)).map(|(_, v)| v) {
                 if let Some(&(_, end)) = runs.iter().max_by_key(|(_, b)| *b) {
                     if end > t.numel() {
@@ -434,8 +434,11 @@ impl DsCheckpoint {
                 for &(a, b) in runs {
                     f.will_need(base + a * es..base + b * es);
                     trace(f.path(), base + a * es..base + b * es);
+                    mine.push(a..b);
                 }
             }
+            // Only the runs the plan reads (a remote input fetches just those).
+            bytes.insert(r, f.tensor_bytes_in(&name, t, &mine)?);
         }
         let from = from.unwrap_or(to);
         if from == to {
