@@ -30,9 +30,11 @@ pub enum FormatArg {
 #[derive(ClapArgs)]
 pub struct Args {
     /// Checkpoint folder: DeepSpeed (with `latest`, or a tag folder), PyTorch DCP (`.metadata`),
-    /// Megatron `torch_dist` (`.metadata` + `metadata.json`) or native.
+    /// Megatron `torch_dist` (`.metadata` + `metadata.json`) or native; or the same under an
+    /// `s3://bucket/prefix` (`gs://`, `az://`, `file://`) URL, read by ranged GETs.
     input: PathBuf,
-    /// Output folder (must not exist).
+    /// Output folder (must not exist), or a URL prefix holding no finished checkpoint (written
+    /// locally first, then uploaded with its completion markers last).
     output: PathBuf,
     /// Output layout.
     #[arg(long, value_enum, default_value = "native")]

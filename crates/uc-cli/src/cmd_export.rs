@@ -24,10 +24,12 @@ pub enum DTypeArg {
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Checkpoint: DeepSpeed folder (with `latest`) or tag folder, native unicheck checkpoint, …
+    /// Checkpoint: DeepSpeed folder (with `latest`) or tag folder, native unicheck checkpoint, …; or
+    /// an `s3://` (`gs://`, `az://`, `file://`) URL of one.
     checkpoint: PathBuf,
     /// Output folder: must not exist, or be a folder without Hugging Face weights in it (e.g. one
-    /// holding `config.json`); the files appear only when the export succeeded.
+    /// holding `config.json`); the files appear only when the export succeeded. Or a URL prefix
+    /// (uploaded after the export, the shard index last).
     out_dir: PathBuf,
     /// Type of floating-point weights (integer buffers keep theirs).
     #[arg(long, value_enum, default_value = "fp32")]

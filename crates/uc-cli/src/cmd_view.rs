@@ -22,7 +22,8 @@ use uc_wasm::dcp::{DcpSection, DcpTensor};
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Checkpoint folder (DeepSpeed, DCP / Megatron, or native).
+    /// Checkpoint folder (DeepSpeed, DCP / Megatron, or native), or its s3:// (gs://, az://,
+    /// file://) URL (only metadata is fetched).
     checkpoint: PathBuf,
     /// HTML file to write (must not exist).
     #[arg(long, default_value = "uc-view.html")]

@@ -45,6 +45,12 @@ enum Cmd {
     /// `global_step100`, a DCP or Megatron `torch_dist` folder, or a native checkpoint. OUTPUT is a
     /// universal checkpoint (native, DeepSpeed's universal layout, or both), a DCP or a `torch_dist`
     /// checkpoint; it must not exist and appears only when the conversion succeeded.
+    ///
+    /// Either may be an object-storage URL (`s3://bucket/prefix`, `gs://`, `az://`, `file://`),
+    /// configured from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, …; `UC_OBJECT_TIMEOUT`, `UC_OBJECT_RETRY_TIMEOUT` in
+    /// seconds, `UC_CACHE_DIR` for the local stand-ins and work folder). A URL input is read by
+    /// ranged GETs of the bytes needed; a URL output is uploaded with its completion markers last.
     Convert(cmd_convert::Args),
     /// Export the trained weights as a Hugging Face model folder (safetensors, sharded, with index).
     ///
@@ -53,7 +59,8 @@ enum Cmd {
     Export(cmd_export::Args),
     /// Show a checkpoint's topology, tensors, layouts and sizes (DeepSpeed, DCP, Megatron or native).
     Inspect {
-        /// Checkpoint folder (DeepSpeed, DCP, Megatron torch_dist or native).
+        /// Checkpoint folder (DeepSpeed, DCP, Megatron torch_dist or native), or its s3:// (gs://,
+        /// az://, file://) URL.
         checkpoint: PathBuf,
         #[command(flatten)]
         input: InputArgs,
@@ -64,7 +71,8 @@ enum Cmd {
     /// Check a checkpoint: complete and with matching checksums (native), or every file present
     /// and every tensor mergeable (DeepSpeed, DCP, Megatron). Exit code 0 when it is sound, 1 when not.
     Verify {
-        /// Checkpoint folder (DeepSpeed, DCP, Megatron torch_dist or native).
+        /// Checkpoint folder (DeepSpeed, DCP, Megatron torch_dist or native), or its s3:// (gs://,
+        /// az://, file://) URL.
         checkpoint: PathBuf,
         #[command(flatten)]
         input: InputArgs,
