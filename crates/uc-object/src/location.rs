@@ -85,59 +85,48 @@ impl Location {
         let (scheme, _) = ObjectStoreScheme::parse(&url).map_err(|e| bad(&e.to_string()))?;
         let timeout = secs("UC_OBJECT_TIMEOUT", 30);
         let t = format!("{}ms", timeout.as_millis());
-        let (store, path): (Arc<dyn ObjectStore>, &str) = match scheme {
-            ObjectStoreScheme::AmazonS3 => {
-                let mut b = AmazonS3Builder::from_env()
+        // The cloud clients: from the environment, the URL, retries and the request timeout.
+        macro_rules! cloud {
+            ($builder:expr, $key:expr) => {{
+                let store = $builder
                     .with_url(arg)
-                    .with_retry(retry());
-                if std::env::var_os("AWS_ENDPOINT_URL").is_some()
-                    || std::env::var_os("AWS_ENDPOINT").is_some()
-                {
-                    // A custom endpoint (MinIO, Ceph, a local server) serves path-style requests.
-                    b = b.with_virtual_hosted_style_request(false);
-                }
-                let b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), &t);
-                (
-                    Arc::new(
-                        b.build()
-                            .map_err(|e| bad(&crate::error::redact(&e.to_string())))?,
-                    ),
-                    url.path(),
-                )
+                    .with_retry(retry())
+                    .with_config($key(ClientConfigKey::Timeout), &t)
+                    .build()
+                    .map_err(|e| bad(&crate::error::redact(&e.to_string())))?;
+                Arc::new(store) as Arc<dyn ObjectStore>
+            }};
+        }
+        let store = match scheme {
+            ObjectStoreScheme::AmazonS3 => {
+                // A custom endpoint (MinIO, Ceph, a local server) serves path-style requests.
+                let custom = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+                    || std::env::var_os("AWS_ENDPOINT").is_some();
+                let b = AmazonS3Builder::from_env();
+                let b = if custom {
+                    b.with_virtual_hosted_style_request(false)
+                } else {
+                    b
+                };
+                cloud!(b, AmazonS3ConfigKey::Client)
             }
             ObjectStoreScheme::GoogleCloudStorage => {
-                let b = GoogleCloudStorageBuilder::from_env()
-                    .with_url(arg)
-                    .with_retry(retry());
-                let b = b.with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), &t);
-                (
-                    Arc::new(
-                        b.build()
-                            .map_err(|e| bad(&crate::error::redact(&e.to_string())))?,
-                    ),
-                    url.path(),
+                cloud!(
+                    GoogleCloudStorageBuilder::from_env(),
+                    GoogleConfigKey::Client
                 )
             }
             ObjectStoreScheme::MicrosoftAzure => {
-                let b = MicrosoftAzureBuilder::from_env()
-                    .with_url(arg)
-                    .with_retry(retry());
-                let b = b.with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), &t);
-                (
-                    Arc::new(
-                        b.build()
-                            .map_err(|e| bad(&crate::error::redact(&e.to_string())))?,
-                    ),
-                    url.path(),
-                )
+                cloud!(MicrosoftAzureBuilder::from_env(), AzureConfigKey::Client)
             }
-            ObjectStoreScheme::Local => (Arc::new(LocalFileSystem::new()), url.path()),
+            ObjectStoreScheme::Local => Arc::new(LocalFileSystem::new()) as Arc<dyn ObjectStore>,
             _ => {
                 return Err(bad(
                     "unsupported scheme (use s3://, gs://, az:// or file://)",
                 ))
             }
         };
+        let path = url.path();
         let prefix = Key::parse(path.trim_matches('/')).map_err(|e| bad(&e.to_string()))?;
         let base = arg.trim_end_matches('/').to_string();
         Ok(Location {
