@@ -291,14 +291,21 @@ fn missing_objects_and_refused_credentials_are_typed_errors() {
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
 
-#[test]
-fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
+/// A server holding the zero2 fixture at `s3://ckpt/in`, a temp folder, and the fixture's local
+/// native conversion in it (what every remote run must equal).
+fn zero2_in_s3() -> (Env, tempfile::TempDir, PathBuf) {
     let env = Env::new();
     let src = fixture("zero2");
     env.put(&src, "in", ds_files);
     let local = tempfile::tempdir().unwrap();
     let want = local.path().join("want");
     ok(&env.uc(&["convert", s(&src), s(&want)], &[]));
+    (env, local, want)
+}
+
+#[test]
+fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
+    let (env, local, want) = zero2_in_s3();
     // How many requests a whole run makes.
     let before = env.server.served();
     ok(&env.uc(&["convert", "s3://ckpt/in", "s3://ckpt/probe"], &[]));
@@ -338,12 +345,7 @@ fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
 
 #[test]
 fn cooperating_workers_read_from_and_write_to_s3() {
-    let env = Env::new();
-    let src = fixture("zero2");
-    env.put(&src, "in", ds_files);
-    let local = tempfile::tempdir().unwrap();
-    let want = local.path().join("want");
-    ok(&env.uc(&["convert", s(&src), s(&want)], &[]));
+    let (env, local, want) = zero2_in_s3();
     let run = |out: &str, rank: &str| {
         let args = [
             "convert",
