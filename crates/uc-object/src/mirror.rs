@@ -82,6 +82,9 @@ impl Mirror {
         let counters = Arc::new(Counters::default());
         let mut files = Vec::with_capacity(listing.len());
         for l in &listing {
+            if l.rel.is_empty() || (l.rel.ends_with('/') && l.size == 0) {
+                continue; // the prefix itself, or a console's zero-byte "folder" object
+            }
             let rel = local_rel(&l.rel).ok_or_else(|| ObjectError::Failed {
                 url: loc.url_of(&l.rel),
                 why: "this object's key cannot be a file name (empty, `.` or `..` parts)".into(),
@@ -286,6 +289,19 @@ impl uc_torch::lazy::Fill for Remote {
             }
             self.done.notify_all();
             res.map_err(ObjectError::into_io)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_rel;
+
+    #[test]
+    fn object_keys_become_relative_paths_or_nothing() {
+        assert_eq!(local_rel("a/b.pt").unwrap().to_str(), Some("a/b.pt"));
+        for bad in ["", "../x", "a/../b", "a//b", "/abs", "./x", "a/.", "a/"] {
+            assert!(local_rel(bad).is_none(), "{bad}");
         }
     }
 }
