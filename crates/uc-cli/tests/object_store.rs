@@ -282,6 +282,16 @@ fn missing_objects_and_refused_credentials_are_typed_errors() {
     ));
     assert!(e.contains("access refused"), "{e}");
     assert!(!env.obj("hf").exists());
+    // The stand-in folder of a killed run (its lock free, a few minutes old) is removed by the next.
+    let dead = env.cache.path().join(".uc-remote-dead1");
+    std::fs::create_dir_all(dead.join("global_step3")).unwrap();
+    std::fs::write(dead.join("global_step3/x.pt"), b"stale").unwrap();
+    let lock = std::fs::File::create(env.cache.path().join(".uc-remote-dead1.lock")).unwrap();
+    lock.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(300))
+        .unwrap();
+    drop(lock);
+    ok(&env.uc(&["inspect", "s3://ckpt/in"], &[]));
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
     // Credentials in the URL are refused without echoing them.
     let e = failed(&env.uc(&["inspect", "s3://AKIAX:hunter22@ck/in"], &[]));
     assert!(

@@ -56,6 +56,36 @@ pub struct Mirror {
     files: Vec<Arc<Remote>>,
     counters: Arc<Counters>,
     listing: Vec<Listed>,
+    /// `<dir>.lock`, locked while this process lives: a later run removes folders whose lock is free.
+    lock: (PathBuf, File),
+}
+
+/// Removes stand-in folders under `base` left by killed processes (their `.lock` is not held) and
+/// older than a minute (a folder just made may not be locked yet).
+fn remove_dead(base: &Path) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_prefix(".uc-remote-")
+            .and_then(|n| n.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 60));
+        let Ok(f) = File::open(e.path()) else {
+            continue;
+        };
+        if old && f.try_lock().is_ok() {
+            let _ = std::fs::remove_dir_all(base.join(format!(".uc-remote-{stem}")));
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 impl Mirror {
@@ -75,10 +105,16 @@ impl Mirror {
                 .unwrap_or_else(std::env::temp_dir),
         };
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+        remove_dead(&base);
         let dir = tempfile::Builder::new()
             .prefix(".uc-remote-")
             .tempdir_in(&base)
             .map_err(io_err(&base))?;
+        let mut lock_name = dir.path().file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".lock");
+        let lock_path = base.join(lock_name);
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
         let counters = Arc::new(Counters::default());
         let mut files = Vec::with_capacity(listing.len());
         for l in &listing {
@@ -119,6 +155,7 @@ impl Mirror {
             files,
             counters,
             listing,
+            lock: (lock_path, lock),
         })
     }
 
@@ -168,6 +205,7 @@ impl Mirror {
 impl Drop for Mirror {
     fn drop(&mut self) {
         uc_torch::lazy::unregister_under(self.dir.path());
+        let _ = std::fs::remove_file(&self.lock.0);
     }
 }
 
