@@ -312,7 +312,14 @@ pub fn upload_only(remote: &mut Remote, json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     if !remote.publish()? {
-        say!("another worker is uploading {}", url.unwrap_or_default());
+        if json {
+            say!(
+                "{}",
+                serde_json::json!({"output": url, "uploaded_by_another": true})
+            );
+        } else {
+            say!("another worker is uploading {}", url.unwrap_or_default());
+        }
         return Ok(());
     }
     if json {
