@@ -185,6 +185,7 @@ impl Location {
                     .e_tag
                     .clone()
                     .unwrap_or_else(|| m.last_modified.to_rfc3339()),
+                e_tag: m.e_tag.clone(),
             });
         }
         out.sort_by(|a, b| a.rel.cmp(&b.rel));
@@ -201,6 +202,8 @@ pub struct Listed {
     pub size: u64,
     /// ETag or modification time.
     pub version: String,
+    /// The ETag, when the store gave one (reads then require it: a rewritten object is an error).
+    pub e_tag: Option<String>,
 }
 
 #[cfg(test)]

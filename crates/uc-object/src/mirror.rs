@@ -5,7 +5,7 @@ use crate::error::{io_err, ObjectError, Result};
 use crate::location::{runtime, Listed, Location};
 use crate::ranges::{coalesce, split, RangeSet};
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
+use object_store::GetOptions;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -142,6 +142,7 @@ impl Mirror {
                 loc: loc.clone(),
                 file,
                 size: l.size,
+                e_tag: l.e_tag.clone(),
                 state: Mutex::new(State::default()),
                 done: Condvar::new(),
                 counters: counters.clone(),
@@ -238,6 +239,8 @@ struct Remote {
     loc: Location,
     file: File,
     size: u64,
+    /// Every GET requires this ETag (If-Match): an object rewritten mid-read fails, not mixes.
+    e_tag: Option<String>,
     state: Mutex<State>,
     done: Condvar,
     counters: Arc<Counters>,
@@ -255,10 +258,20 @@ impl Remote {
                     async move {
                         let want = r.end - r.start;
                         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                        let bytes = store
-                            .get_range(&self.key, r.clone())
-                            .await
-                            .map_err(|e| ObjectError::from_store(&self.url, e))?;
+                        let opts = GetOptions::new()
+                            .with_range(Some(r.clone()))
+                            .with_if_match(self.e_tag.clone());
+                        let got = match store.get_opts(&self.key, opts).await {
+                            Ok(g) => g.bytes().await,
+                            Err(e) => Err(e),
+                        };
+                        let bytes = got.map_err(|e| match e {
+                            object_store::Error::Precondition { .. } => ObjectError::Changed {
+                                url: self.url.clone(),
+                                why: "its ETag is not the one listed when the read began".into(),
+                            },
+                            e => ObjectError::from_store(&self.url, e),
+                        })?;
                         self.counters
                             .bytes
                             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
