@@ -147,15 +147,14 @@ fn page(
     src: &Path,
     file: &Path,
 ) -> Result<(), CliError> {
-    let io = |e: std::io::Error| CliError::Failed(format!("{}: {e}", file.display()));
     match build {
         Some(b) => out
             .write_all(uc_wasm::html::standalone(&b.wasm, &b.glue, meta, name).as_bytes())
-            .map_err(io),
+            .map_err(CliError::io(file)),
         None => {
             let viewer = uc_wasm::Viewer::new(meta)
                 .map_err(|e| CliError::Failed(format!("{}: {e}", src.display())))?;
-            uc_wasm::page::write(out, &viewer, name).map_err(io)
+            uc_wasm::page::write(out, &viewer, name).map_err(CliError::io(file))
         }
     }
 }
@@ -166,15 +165,14 @@ fn write_page(
     out: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    let io = |p: &Path, e: std::io::Error| CliError::Failed(format!("{}: {e}", p.display()));
     let result = File::create(tmp)
-        .map_err(|e| io(tmp, e))
+        .map_err(CliError::io(tmp))
         .and_then(|f| {
             let mut w = BufWriter::new(f);
             fill(&mut w)?;
-            w.flush().map_err(|e| io(tmp, e))
+            w.flush().map_err(CliError::io(tmp))
         })
-        .and_then(|()| std::fs::rename(tmp, out).map_err(|e| io(out, e)));
+        .and_then(|()| std::fs::rename(tmp, out).map_err(CliError::io(out)));
     if result.is_err() {
         let _ = std::fs::remove_file(tmp);
     }

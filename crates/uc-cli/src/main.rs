@@ -144,6 +144,13 @@ impl std::fmt::Display for CliError {
     }
 }
 
+impl CliError {
+    /// A closure turning an `io::Error` at `path` into [`CliError::Failed`] naming the path.
+    pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+        move |e| CliError::Failed(format!("{}: {e}", path.display()))
+    }
+}
+
 impl From<uc_object::ObjectError> for CliError {
     fn from(e: uc_object::ObjectError) -> Self {
         CliError::Object(e)

@@ -5,7 +5,9 @@
 use crate::progress::byte_bar;
 use crate::CliError;
 use std::path::{Path, PathBuf};
-use uc_object::{check_free, is_url, upload_dir, FetchStats, Location, Mirror, UploadStats};
+use uc_object::{
+    cache_dir, check_free, is_url, upload_dir, FetchStats, Location, Mirror, UploadStats,
+};
 
 /// The remote ends of one command.
 #[derive(Default)]
@@ -38,7 +40,7 @@ impl Remote {
         if let Some(out) = output {
             if let Some(arg) = out.to_str().filter(|s| is_url(s)) {
                 let dest = Location::parse(arg)?;
-                let work = work_dir(&dest, input, r.input.as_ref());
+                let work = work_dir(&dest, input, r.input_label());
                 match check_free(&dest) {
                     Err(uc_object::ObjectError::Exists { .. }) if done_stamp(&work).is_file() => {
                         r.already = true
@@ -47,8 +49,7 @@ impl Remote {
                     Ok(()) => {
                         // A stamp of an upload whose objects are gone since: not done any more.
                         let _ = std::fs::remove_file(done_stamp(&work));
-                        std::fs::create_dir_all(&work)
-                            .map_err(|e| CliError::Failed(format!("{}: {e}", work.display())))?
+                        std::fs::create_dir_all(&work).map_err(CliError::io(&work))?
                     }
                 }
                 *out = work.join("out");
@@ -61,15 +62,7 @@ impl Remote {
     /// A name for a remote input that every process of a job shares (URL and object versions).
     pub fn input_label(&self) -> Option<String> {
         let m = self.input.as_ref()?;
-        let mut h = blake3::Hasher::new();
-        for l in m.listing() {
-            h.update(format!("{}\0{}\0{}\n", l.rel, l.size, l.version).as_bytes());
-        }
-        Some(format!(
-            "{} {}",
-            m.location().url(),
-            &h.finalize().to_hex()[..16]
-        ))
+        Some(format!("{} {}", m.location().url(), m.fingerprint()))
     }
 
     /// Whether this command's output was uploaded before (by an earlier run or another worker).
@@ -95,8 +88,7 @@ impl Remote {
             return Ok(false); // another worker uploaded and cleaned up
         }
         let lock_path = u.work.join("upload.lock");
-        let lock = std::fs::File::create(&lock_path)
-            .map_err(|e| CliError::Failed(format!("{}: {e}", lock_path.display())))?;
+        let lock = std::fs::File::create(&lock_path).map_err(CliError::io(&lock_path))?;
         if lock.try_lock().is_err() {
             return Ok(false);
         }
@@ -104,12 +96,13 @@ impl Remote {
             return Ok(false);
         }
         let stamp = u.work.join(CONVERTED);
-        std::fs::write(&stamp, b"")
-            .map_err(|e| CliError::Failed(format!("{}: {e}", stamp.display())))?;
-        let local = u.work.join("out");
-        let total = dir_bytes(&local);
-        let pb = byte_bar(total, "upload");
-        let stats = upload_dir(&local, &u.dest, &|sent| pb.set_position(sent)).map_err(|e| {
+        std::fs::write(&stamp, b"").map_err(CliError::io(&stamp))?;
+        let pb = byte_bar(0, "upload");
+        let progress = |sent, total| {
+            pb.set_length(total);
+            pb.set_position(sent);
+        };
+        let stats = upload_dir(&u.work.join("out"), &u.dest, &progress).map_err(|e| {
             CliError::Failed(format!(
                 "{e}\nnothing marks {} complete; the converted files stay in {} and rerunning the \
                  same command uploads them again",
@@ -119,8 +112,7 @@ impl Remote {
         })?;
         pb.finish_and_clear();
         let done = done_stamp(&u.work);
-        std::fs::write(&done, u.dest.url())
-            .map_err(|e| CliError::Failed(format!("{}: {e}", done.display())))?;
+        std::fs::write(&done, u.dest.url()).map_err(CliError::io(&done))?;
         let _ = std::fs::remove_dir_all(&u.work);
         self.uploaded = Some(stats);
         Ok(true)
@@ -213,29 +205,24 @@ fn join_url(base: &str, rest: &Path) -> String {
     }
 }
 
-/// The local folder a remote output is written into first: under `UC_CACHE_DIR` (else the temp
-/// dir), named by a hash of the command line and of what the input holds (object versions, or
-/// sizes and modification times), so that only a rerun of the same command on the same input
-/// finds it again.
-fn work_dir(dest: &Location, input: &Path, mirror: Option<&Mirror>) -> PathBuf {
+/// The local folder a remote output is written into first: under [`cache_dir`], named by a hash of
+/// the command line and of what the input holds (a remote input's `label`: URL and object versions;
+/// else every file's size and modification time), so that only a rerun of the same command on the
+/// same input finds it again.
+fn work_dir(dest: &Location, input: &Path, label: Option<String>) -> PathBuf {
     let mut h = blake3::Hasher::new();
     for a in job_args() {
         h.update(a.as_bytes());
         h.update(b"\0");
     }
     h.update(dest.url().as_bytes());
-    match mirror {
-        Some(m) => {
-            for l in m.listing() {
-                h.update(format!("{}\0{}\0{}\n", l.rel, l.size, l.version).as_bytes());
-            }
+    match label {
+        Some(l) => {
+            h.update(l.as_bytes());
         }
         None => fingerprint(input, &mut h),
     }
-    let base = std::env::var_os("UC_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    base.join(format!(".uc-upload-{}", &h.finalize().to_hex()[..16]))
+    cache_dir().join(format!(".uc-upload-{}", &h.finalize().to_hex()[..16]))
 }
 
 /// The command line without the worker's own rank flags (the same for every worker of a job).
@@ -280,20 +267,6 @@ fn fingerprint(dir: &Path, h: &mut blake3::Hasher) {
             h.update(format!("{}\0{}\0{:?}\n", p.display(), m.len(), t).as_bytes());
         }
     }
-}
-
-/// Bytes of all files under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// Finishes a command whose output is uploaded already, or whose local output an earlier run

@@ -22,5 +22,5 @@ pub mod upload;
 
 pub use error::{find_in_io, ObjectError, Result};
 pub use location::{is_url, Listed, Location};
-pub use mirror::{FetchStats, Mirror};
+pub use mirror::{cache_dir, FetchStats, Mirror};
 pub use upload::{check_free, upload_dir, UploadStats, MARKERS};

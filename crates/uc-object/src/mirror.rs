@@ -60,6 +60,13 @@ pub struct Mirror {
     lock: (PathBuf, File),
 }
 
+/// Where stand-ins and upload work folders go: `UC_CACHE_DIR`, else the system temp dir.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("UC_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 /// Removes stand-in folders under `base` left by killed processes (their `.lock` is not held) and
 /// older than a minute (a folder just made may not be locked yet).
 fn remove_dead(base: &Path) {
@@ -98,12 +105,7 @@ impl Mirror {
                 url: loc.url().to_string(),
             });
         }
-        let base = match cache {
-            Some(c) => c.to_path_buf(),
-            None => std::env::var_os("UC_CACHE_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir),
-        };
+        let base = cache.map_or_else(cache_dir, Path::to_path_buf);
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
         remove_dead(&base);
         let dir = tempfile::Builder::new()
@@ -170,9 +172,18 @@ impl Mirror {
         &self.loc
     }
 
-    /// What the listing found (for keys that must change when the input does).
+    /// What the listing found.
     pub fn listing(&self) -> &[Listed] {
         &self.listing
+    }
+
+    /// A hash of the listing (every object's path, size and version): changes when the input does.
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for l in &self.listing {
+            h.update(format!("{}\0{}\0{}\n", l.rel, l.size, l.version).as_bytes());
+        }
+        h.finalize().to_hex()[..16].to_string()
     }
 
     /// Requests and bytes so far.

@@ -62,26 +62,33 @@ pub fn check_free(dest: &Location) -> Result<()> {
     }
 }
 
-fn is_marker(rel: &str) -> bool {
+/// Where `rel` stands in [`MARKERS`], if it is one (by its last path part).
+fn marker_rank(rel: &str) -> Option<usize> {
     let name = rel.rsplit('/').next().unwrap_or(rel);
-    MARKERS.contains(&name)
+    MARKERS.iter().position(|m| *m == name)
 }
 
-/// Uploads every file under `local` to `dest` (same relative paths), markers last.
+fn is_marker(rel: &str) -> bool {
+    marker_rank(rel).is_some()
+}
+
+/// Uploads every file under `local` to `dest` (same relative paths), markers last; `progress`
+/// gets the bytes sent so far and the bytes to send in all.
 pub fn upload_dir(
     local: &Path,
     dest: &Location,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<UploadStats> {
     let mut files = Vec::new();
     walk(local, local, &mut files)?;
-    let (mut markers, rest): (Vec<_>, Vec<_>) = files.into_iter().partition(|r| is_marker(r));
-    markers.sort_by_key(|r| {
-        let name = r.rsplit('/').next().unwrap_or(r);
-        (MARKERS.iter().position(|m| *m == name), r.clone())
-    });
+    let total = files.iter().map(|(_, n)| n).sum();
+    let (mut markers, rest): (Vec<String>, Vec<String>) = files
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .partition(|r| is_marker(r));
+    markers.sort_by_key(|r| (marker_rank(r), r.clone()));
     let sent = AtomicU64::new(0);
-    let bump = |n: u64| progress(sent.fetch_add(n, Ordering::Relaxed) + n);
+    let bump = |n: u64| progress(sent.fetch_add(n, Ordering::Relaxed) + n, total);
     let results: Vec<Result<()>> = runtime().block_on(async {
         futures::stream::iter(rest.iter())
             .map(|rel| put_file(local, rel, dest, &bump))
@@ -99,8 +106,8 @@ pub fn upload_dir(
     })
 }
 
-/// Every regular file under `dir`, as `/`-separated paths relative to `root`.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+/// Every regular file under `dir`, as a `/`-separated path relative to `root`, with its size.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
         let p = e.path();
@@ -108,12 +115,13 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
         if t.is_dir() {
             walk(root, &p, out)?;
         } else if t.is_file() {
+            let size = e.metadata().map_err(io_err(&p))?.len();
             let rel = p.strip_prefix(root).expect("under root");
             let rel: Vec<String> = rel
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
-            out.push(rel.join("/"));
+            out.push((rel.join("/"), size));
         }
     }
     Ok(())

@@ -121,12 +121,12 @@ fn uploads_put_markers_last_and_a_failure_publishes_none() {
     // The server dies after a few requests: the large file's parts fail, no marker appears.
     let dest = Location::parse("s3://mirror/up").unwrap();
     s.fail_after(2);
-    let e = upload_dir(local.path(), &dest, &|_| {}).unwrap_err();
+    let e = upload_dir(local.path(), &dest, &|_, _| {}).unwrap_err();
     s.revive();
     assert!(matches!(e, ObjectError::Unreachable { .. }), "{e}");
     let up = s.root().join("mirror/up");
     assert!(!up.join("COMPLETE").exists() && !up.join("uc.json").exists());
-    let st = upload_dir(local.path(), &dest, &|_| {}).unwrap();
+    let st = upload_dir(local.path(), &dest, &|_, _| {}).unwrap();
     assert_eq!(st.files, 3);
     assert_eq!(st.bytes, (20 << 20) + 3);
     for rel in ["tensors/00000.safetensors", "uc.json", "COMPLETE"] {
