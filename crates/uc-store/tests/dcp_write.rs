@@ -5,9 +5,8 @@
 mod common;
 
 use common::{DCP, DEEPSPEED, MEGATRON};
-use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
-use uc_schema::{Role, Value};
+use uc_schema::Value;
 use uc_store::convert::{convert, ConvertOptions, Format};
 use uc_store::dcp::{DcpCheckpoint, DcpOptions, Flavor};
 
@@ -29,29 +28,12 @@ fn to_dcp(input: &Path, files: usize) -> (tempfile::TempDir, DcpCheckpoint) {
     (tmp, ck)
 }
 
-/// Every tensor of `expected` equals what the DCP checkpoint gives for it.
-fn check(label: &str, ck: &DcpCheckpoint, expected: &Path) {
-    let bytes = std::fs::read(expected).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let outs = ck.outputs();
-    for name in st.names() {
-        let (param, key) = name.rsplit_once('/').unwrap();
-        let role = Role::from_key(key);
-        let meta = outs
-            .iter()
-            .find(|m| m.name == param && m.role == role)
-            .unwrap_or_else(|| panic!("{label}: no {name}"));
-        let got = ck.read(meta).unwrap();
-        assert!(got == st.tensor(name).unwrap().data(), "{label}: {name}");
-    }
-}
-
 #[test]
 fn deepspeed_fixtures_to_dcp() {
     for case in common::DEEPSPEED_CASES {
         let src = Path::new(DEEPSPEED).join(case);
         let (_t, ck) = to_dcp(&src, 2);
-        check(case, &ck, &src.join("expected.safetensors"));
+        common::dcp_equals_expected(case, &ck, &src.join("expected.safetensors"));
         // Param groups carry `params` (names from DeepSpeed's groups) for torch's set_state_dict.
         let Some(Value::List(groups)) = ck.state.get("param_groups") else {
             panic!("{case}: no param_groups")
@@ -71,7 +53,7 @@ fn deepspeed_moe_fixtures_to_dcp() {
     for case in common::DEEPSPEED_MOE_CASES {
         let src = Path::new(DEEPSPEED).join(case);
         let (_t, ck) = to_dcp(&src, 2);
-        check(case, &ck, &src.join("expected.safetensors"));
+        common::dcp_equals_expected(case, &ck, &src.join("expected.safetensors"));
     }
 }
 
@@ -81,7 +63,7 @@ fn dcp_fixtures_round_trip() {
         let src: PathBuf = Path::new(DCP).join(case);
         for files in [1, 3] {
             let (_t, ck) = to_dcp(&src.join("checkpoint"), files);
-            check(case, &ck, &src.join("expected.safetensors"));
+            common::dcp_equals_expected(case, &ck, &src.join("expected.safetensors"));
             let orig =
                 DcpCheckpoint::open(&src.join("checkpoint"), &DcpOptions::default()).unwrap();
             assert_eq!(ck.state, orig.state, "{case}");
@@ -94,5 +76,5 @@ fn dcp_fixtures_round_trip() {
 fn megatron_fixture_to_dcp() {
     let src = Path::new(MEGATRON).join("gpt_tp2_swiglu_tied");
     let (_t, ck) = to_dcp(&src.join("checkpoint"), 2);
-    check("swiglu", &ck, &src.join("expected.safetensors"));
+    common::dcp_equals_expected("swiglu", &ck, &src.join("expected.safetensors"));
 }

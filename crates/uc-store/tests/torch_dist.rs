@@ -7,7 +7,6 @@
 mod common;
 
 use common::MEGATRON;
-use safetensors::SafeTensors;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uc_schema::{DType, Role, TensorMeta};
@@ -70,21 +69,7 @@ fn megatron_fixtures_round_trip_through_torch_dist() {
                 assert_eq!(t.chunks.len() as u64, want, "{name}: {key}");
             }
         }
-        let bytes = std::fs::read(case(name).join("expected.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let outs = ours.outputs();
-        for key in st.names() {
-            let (param, role) = key.rsplit_once('/').unwrap();
-            let role = Role::from_key(role);
-            let meta = outs
-                .iter()
-                .find(|m| m.name == param && m.role == role)
-                .unwrap_or_else(|| panic!("{name}: no {key}"));
-            assert!(
-                ours.read(meta).unwrap() == st.tensor(key).unwrap().data(),
-                "{name}: {key}"
-            );
-        }
+        common::dcp_equals_expected(name, &ours, &case(name).join("expected.safetensors"));
         assert_eq!(ours.state, theirs.state, "{name}: common.pt state");
     }
 }
@@ -233,18 +218,6 @@ fn moe_fixtures_read_back_from_torch_dist() {
         to_torch_dist(&src, &out);
         let ck = DcpCheckpoint::open(&out, &DcpOptions::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let outs = ck.outputs();
-        let bytes = std::fs::read(src.join("expected.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        for key in st.names() {
-            let (param, role) = key.rsplit_once('/').unwrap();
-            let role = Role::from_key(role);
-            let meta = outs
-                .iter()
-                .find(|m| m.name == param && m.role == role)
-                .unwrap_or_else(|| panic!("{name}: no {key}"));
-            let got = ck.read(meta).unwrap();
-            assert!(got == st.tensor(key).unwrap().data(), "{name}: {key}");
-        }
+        common::dcp_equals_expected(name, &ck, &src.join("expected.safetensors"));
     }
 }

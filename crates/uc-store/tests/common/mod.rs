@@ -289,3 +289,20 @@ pub fn convert_err(
     assert!(leftovers.is_empty(), "{leftovers:?} after: {e}");
     e
 }
+
+/// Every tensor of `expected` equals what the DCP checkpoint gives for it.
+pub fn dcp_equals_expected(label: &str, ck: &uc_store::dcp::DcpCheckpoint, expected: &Path) {
+    let bytes = std::fs::read(expected).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let outs = ck.outputs();
+    for name in st.names() {
+        let (param, key) = name.rsplit_once('/').unwrap();
+        let role = uc_schema::Role::from_key(key);
+        let meta = outs
+            .iter()
+            .find(|m| m.name == param && m.role == role)
+            .unwrap_or_else(|| panic!("{label}: no {name}"));
+        let got = ck.read(meta).unwrap();
+        assert!(got == st.tensor(name).unwrap().data(), "{label}: {name}");
+    }
+}
