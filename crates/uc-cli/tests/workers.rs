@@ -51,6 +51,18 @@ fn beside(dir: &Path, keep: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Asserts a run left nothing in `dir` beside the names in `keep` (`what` labels a failure).
+fn assert_nothing_beside(dir: &Path, keep: &[&str], what: &str) {
+    assert_eq!(beside(dir, keep), Vec::<String>::new(), "{what}");
+}
+
+/// Converts `input` by one process into `<tmp>/single`: what every worker run must equal.
+fn single_conversion(tmp: &Path, input: &Path) -> std::path::PathBuf {
+    let single = tmp.join("single");
+    ok(&run(uc_cmd(&["convert", s(input), s(&single)])));
+    single
+}
+
 fn assert_same_tree(a: &Path, b: &Path) {
     let (ta, tb) = (tree(a), tree(b));
     assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
@@ -89,8 +101,7 @@ fn synthetic_input(dir: &Path, n: usize, elems: u64) {
 fn workers_by_flags_give_the_single_process_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let input = fixture("zero2");
-    let single = tmp.path().join("single");
-    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    let single = single_conversion(tmp.path(), &input);
     for world in [2usize, 3] {
         let out = tmp.path().join(format!("w{world}"));
         let children: Vec<Child> = (0..world)
@@ -121,18 +132,14 @@ fn workers_by_flags_give_the_single_process_bytes() {
         assert_same_tree(&single, &out);
         assert!(verify_ok(&out));
     }
-    assert_eq!(
-        beside(tmp.path(), &["single", "w2", "w3"]),
-        Vec::<String>::new()
-    );
+    assert_nothing_beside(tmp.path(), &["single", "w2", "w3"], "");
 }
 
 #[test]
 fn launcher_variables_pick_rank_and_size_and_late_workers_finish_the_job() {
     let tmp = tempfile::tempdir().unwrap();
     let input = fixture("tp2_zero1");
-    let single = tmp.path().join("single");
-    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    let single = single_conversion(tmp.path(), &input);
     let launchers = [
         ("WORLD_SIZE", "RANK"),
         ("SLURM_NTASKS", "SLURM_PROCID"),
@@ -192,8 +199,7 @@ fn killed_single_process_and_killed_worker_resume_to_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("input");
     synthetic_input(&input, 64, 1 << 20); // 64 × 4 MiB
-    let single = tmp.path().join("single");
-    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    let single = single_conversion(tmp.path(), &input);
     let t = Instant::now();
     ok(&run(uc_cmd(&[
         "convert",
@@ -228,10 +234,7 @@ fn killed_single_process_and_killed_worker_resume_to_the_same_bytes() {
     assert_eq!(kills, 8, "kills that landed inside a run");
     ok(&run(uc_cmd(&["convert", s(&input), s(&out)])));
     assert_same_tree(&single, &out);
-    assert_eq!(
-        beside(tmp.path(), &["input", "single", "out"]),
-        Vec::<String>::new()
-    );
+    assert_nothing_beside(tmp.path(), &["input", "single", "out"], "");
 
     // Two workers, one SIGKILLed mid-way: no output; rerunning both finishes with the same bytes.
     let out2 = tmp.path().join("out2");
@@ -272,18 +275,14 @@ fn killed_single_process_and_killed_worker_resume_to_the_same_bytes() {
     }
     assert_same_tree(&single, &out2);
     assert!(verify_ok(&out2));
-    assert_eq!(
-        beside(tmp.path(), &["input", "single", "out", "out2"]),
-        Vec::<String>::new()
-    );
+    assert_nothing_beside(tmp.path(), &["input", "single", "out", "out2"], "");
 }
 
 #[test]
 fn a_rerun_reuses_verified_parts_and_redoes_corrupted_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let input = fixture("zero1");
-    let single = tmp.path().join("single");
-    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    let single = single_conversion(tmp.path(), &input);
     let out = tmp.path().join("out");
     // Rank 0 of 2 alone: its share is recorded, nothing is published.
     let o = ok(&run(uc_cmd(&[
@@ -317,7 +316,7 @@ fn a_rerun_reuses_verified_parts_and_redoes_corrupted_ones() {
     let reused = j["reused_tensors"].as_u64().unwrap();
     assert!(reused > 0 && reused < j["tensors"].as_u64().unwrap(), "{j}");
     assert_same_tree(&single, &out);
-    assert_eq!(beside(tmp.path(), &["single", "out"]), Vec::<String>::new());
+    assert_nothing_beside(tmp.path(), &["single", "out"], "");
     // --fresh discards a staging folder instead of reusing it.
     let out3 = tmp.path().join("out3");
     ok(&run(uc_cmd(&[
@@ -386,7 +385,7 @@ fn live_writers_of_another_job_are_refused_and_dead_ones_removed() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("note: removed"), "{err}");
     assert!(err.contains(".out.uc-0123456789abcdef") && err.contains(".out.tmp-999999"));
-    assert_eq!(beside(tmp.path(), &["out"]), Vec::<String>::new());
+    assert_nothing_beside(tmp.path(), &["out"], "");
 }
 
 /// Mounts a tmpfs of `size` at `dir` (root only); false when this machine does not allow it.
@@ -429,12 +428,12 @@ fn a_full_disk_is_refused_before_writing_and_a_rerun_after_freeing_space_complet
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains("not enough free space"), "{err}");
         assert!(err.contains(s(&mnt)), "{err}");
-        assert_eq!(beside(&mnt, &[]), Vec::<String>::new(), "{format}");
+        assert_nothing_beside(&mnt, &[], format);
     }
     assert!(mount_tmpfs(&mnt, "64m", true));
     ok(&run(uc_cmd(&["convert", s(&input), s(&out)])));
     assert!(verify_ok(&out));
-    assert_eq!(beside(&mnt, &["out"]), Vec::<String>::new());
+    assert_nothing_beside(&mnt, &["out"], "");
 }
 
 #[test]
@@ -495,10 +494,7 @@ fn export_by_workers_and_after_a_kill_equals_one_process() {
     assert!(j["published"] == true || j["already"] == true, "{j}");
     eprintln!("export killed mid-way: {killed}");
     assert_same_tree(&single, &k);
-    assert_eq!(
-        beside(tmp.path(), &["input", "single", "w2", "k"]),
-        Vec::<String>::new()
-    );
+    assert_nothing_beside(tmp.path(), &["input", "single", "w2", "k"], "");
 }
 
 #[test]
@@ -507,8 +503,7 @@ fn workers_rerun_on_a_finished_but_unpublished_job_all_succeed() {
     // first worker publishes at once, and one that starts while it does (or after) succeeds too.
     let tmp = tempfile::tempdir().unwrap();
     let input = fixture("tp2_dp2_zero2_bf16");
-    let single = tmp.path().join("single");
-    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    let single = single_conversion(tmp.path(), &input);
     for delay_ms in 0..10u64 {
         let d = tmp.path().join(format!("r{delay_ms}"));
         std::fs::create_dir(&d).unwrap();
@@ -537,11 +532,7 @@ fn workers_rerun_on_a_finished_but_unpublished_job_all_succeed() {
         ok(&a.wait_with_output().unwrap());
         ok(&b.wait_with_output().unwrap());
         assert_same_tree(&single, &out);
-        assert_eq!(
-            beside(&d, &["out"]),
-            Vec::<String>::new(),
-            "delay {delay_ms} ms"
-        );
+        assert_nothing_beside(&d, &["out"], &format!("delay {delay_ms} ms"));
     }
 }
 
@@ -553,8 +544,7 @@ fn a_disk_that_fills_mid_run_keeps_the_finished_tensors_for_the_rerun() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("input");
     synthetic_input(&input, 8, 1 << 16);
-    let single = tmp.path().join("single");
-    ok(&run(uc_cmd(&["convert", s(&input), s(&single)])));
+    let single = single_conversion(tmp.path(), &input);
     let mnt = tmp.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let mut failed_late = false;
@@ -575,7 +565,7 @@ fn a_disk_that_fills_mid_run_keeps_the_finished_tensors_for_the_rerun() {
             if j["reused_tensors"] == 8 {
                 failed_late = true;
                 assert_same_tree(&single, &out);
-                assert_eq!(beside(&mnt, &["out"]), Vec::<String>::new());
+                assert_nothing_beside(&mnt, &["out"], "");
             }
         }
         let _ = Command::new("umount").arg(&mnt).status();
