@@ -20,10 +20,7 @@ pub(crate) const WRITEBACK_MIN: u64 = 1 << 20;
 /// Copies `src` to `dst` (in the kernel where it can) and starts the copy's write-back. A lazily
 /// filled `src` ([`uc_torch::lazy`]) is filled whole first: the kernel copy bypasses the hook.
 pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<()> {
-    if uc_torch::lazy::lookup(src).is_some() {
-        let len = std::fs::metadata(src).map_err(io_err(src))?.len();
-        uc_torch::lazy::need(src, &[0..len])?;
-    }
+    uc_torch::lazy::need_whole(src)?;
     std::fs::copy(src, dst).map_err(io_err(dst))?;
     if let Ok(f) = File::open(dst) {
         start_writeback(&f, 0, 0);

@@ -66,14 +66,20 @@ pub fn fill_with(f: &dyn Fill, path: &Path, ranges: &[Range<u64>]) -> Result<()>
     })
 }
 
-/// The whole of `path`, filled first when it is a stand-in.
-pub fn read(path: &Path) -> Result<Vec<u8>> {
+/// Makes sure all of `path` is present (before something that bypasses the hooks reads it).
+pub fn need_whole(path: &Path) -> Result<()> {
     if let Some(f) = lookup(path) {
         let len = std::fs::metadata(path)
             .map_err(crate::error::io_err(path))?
             .len();
         fill_with(&*f, path, &[0..len])?;
     }
+    Ok(())
+}
+
+/// The whole of `path`, filled first when it is a stand-in.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    need_whole(path)?;
     std::fs::read(path).map_err(crate::error::io_err(path))
 }
 
