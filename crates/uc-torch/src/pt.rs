@@ -252,7 +252,7 @@ impl PtFile {
         let need = |ranges: &[Range<u64>]| need_in(&lazy, &path, base, ranges);
         let index = zipfile::parse_filling(bytes, &path, &need)?;
         let prefix = find_prefix(&index, &path)?;
-        let need_entry = |e: &ZipEntry| need(&[e.data_start..e.data_start.saturating_add(e.size)]);
+        let need_entry = |e: &ZipEntry| need(&[e.data_range()]);
         if let Some(e) = index.get(&format!("{prefix}/byteorder")) {
             need_entry(e)?;
             let b = entry_slice(bytes, e, &path)?;
@@ -324,7 +324,7 @@ impl PtFile {
             path: self.path.clone(),
             key: name.to_owned(),
         })?;
-        self.need(&[e.data_start..e.data_start.saturating_add(e.size)])?;
+        self.need(&[e.data_range()])?;
         entry_slice(self.backing.bytes(), e, &self.path)
     }
 
@@ -453,7 +453,7 @@ impl PtFile {
         let Some(entry) = self.check_tensor(name, t)? else {
             return Ok(Cow::Owned(Vec::new()));
         };
-        self.need(&[entry.data_start..entry.data_start.saturating_add(entry.size)])?;
+        self.need(&[entry.data_range()])?;
         let storage = entry_slice(self.backing.bytes(), entry, &self.path)?;
         let esize = t.dtype.size();
         // Expanded views (stride 0) can describe far more bytes than are stored; bound the copy.

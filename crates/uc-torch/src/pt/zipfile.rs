@@ -29,6 +29,13 @@ pub struct ZipEntry {
     pub method: u16,
 }
 
+impl ZipEntry {
+    /// The member's data bytes, relative to the start of the archive.
+    pub fn data_range(&self) -> Range<u64> {
+        self.data_start..self.data_start.saturating_add(self.size)
+    }
+}
+
 /// The members of one archive, by name.
 #[derive(Debug, Clone, Default)]
 pub struct ZipIndex {
