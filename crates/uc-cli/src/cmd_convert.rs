@@ -77,15 +77,17 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
     };
     let w = opts.worker;
     if remote.already() || remote.converted_earlier() {
-        return upload_only(remote, a.json);
+        return upload_only(remote, a.json, w);
     }
     let what = label("convert", w);
+    let converting = remote.converting()?;
     let (report, secs) = timed(&what, |progress| {
         convert(&a.input, &a.output, &opts, progress)
     });
+    drop(converting);
     let report = report?;
-    if report.published || report.already {
-        remote.publish()?;
+    if report.published || report.already || remote.await_conversion() {
+        remote.publish(w)?;
     }
     if a.json {
         let j = serde_json::json!({

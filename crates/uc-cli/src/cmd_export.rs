@@ -95,14 +95,16 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
     };
     let w = opts.worker;
     if remote.already() || remote.converted_earlier() {
-        return upload_only(remote, a.json);
+        return upload_only(remote, a.json, w);
     }
+    let converting = remote.converting()?;
     let (report, secs) = timed(&label("export", w), |progress| {
         export(&a.checkpoint, &a.out_dir, &opts, progress)
     });
+    drop(converting);
     let report = report?;
-    if report.published || report.already {
-        remote.publish()?;
+    if report.published || report.already || remote.await_conversion() {
+        remote.publish(w)?;
     }
     // Read ÷ the checkpoint bytes of the tensors this worker exported (a resumed run reads less).
     let exported = report.share_source_bytes.saturating_sub(

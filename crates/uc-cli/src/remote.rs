@@ -1,13 +1,19 @@
 //! `s3://`, `gs://`, `az://` and `file://` arguments. A remote input is read through a local folder
 //! of lazily filled stand-ins (only the byte ranges a command touches are fetched); a remote output
 //! is written into a local work folder, then uploaded with its completion markers last and removed.
+//! Cooperating workers share the work folder (it must be on a shared file system: `UC_CACHE_DIR`):
+//! each converts its share, waits while another is still converting, then uploads its share of the
+//! pieces; the last one completes the upload.
 
 use crate::progress::byte_bar;
 use crate::CliError;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use uc_object::{
-    cache_dir, check_free, is_url, upload_dir, FetchStats, Location, Mirror, UploadStats,
+    cache_dir, check_free, is_url, upload_shared, FetchStats, Location, Mirror, UploadEnd,
+    UploadStats,
 };
+use uc_store::staging::{share, Worker};
 
 /// The remote ends of one command.
 #[derive(Default)]
@@ -27,6 +33,8 @@ struct Upload {
 
 /// Stamp written into the work folder once the local conversion finished.
 const CONVERTED: &str = "converted";
+/// File in the work folder on which every converting worker holds a shared lock.
+const CONVERTING: &str = "converting.lock";
 
 impl Remote {
     /// Replaces a remote `input` (and `output`) by local stand-ins; plain paths pass unchanged.
@@ -45,6 +53,9 @@ impl Remote {
                     Err(uc_object::ObjectError::Exists { .. }) if done_stamp(&work).is_file() => {
                         r.already = true
                     }
+                    // Markers of this very command's upload that failed after putting some.
+                    Err(uc_object::ObjectError::Exists { .. })
+                        if work.join(CONVERTED).is_file() => {}
                     Err(e) => return Err(e.into()),
                     Ok(()) => {
                         // A stamp of an upload whose objects are gone since: not done any more.
@@ -77,45 +88,88 @@ impl Remote {
             .is_some_and(|u| u.work.join(CONVERTED).is_file() && u.work.join("out").is_dir())
     }
 
-    /// After a successful local write: uploads a remote output (markers last) and removes the work
-    /// folder; on failure the folder stays so that rerunning the command only uploads again. One
-    /// process uploads: another that finds the upload under way leaves it (returns `false`).
-    pub fn publish(&mut self) -> Result<bool, CliError> {
+    /// Held while this process converts into a remote output's work folder: a shared lock that
+    /// tells a worker whose share is done whether another is still converting.
+    pub fn converting(&self) -> Result<Option<File>, CliError> {
+        let Some(u) = &self.output else {
+            return Ok(None);
+        };
+        let path = u.work.join(CONVERTING);
+        let f = File::create(&path).map_err(CliError::io(&path))?;
+        f.lock_shared().map_err(CliError::io(&path))?;
+        Ok(Some(f))
+    }
+
+    /// After this worker's share (its [`Remote::converting`] lock released): waits while another
+    /// worker is still converting; true when the local output is then complete (published by the
+    /// last converting worker), false when no one converts any more and it is not.
+    pub fn await_conversion(&self) -> bool {
+        let Some(u) = &self.output else {
+            return false;
+        };
+        let out = u.work.join("out");
+        loop {
+            if out.is_dir() {
+                return true;
+            }
+            let Ok(f) = File::open(u.work.join(CONVERTING)) else {
+                return out.is_dir();
+            };
+            if f.try_lock().is_ok() {
+                return out.is_dir();
+            }
+            drop(f);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// After the local output is complete: uploads worker `w`'s share of a remote output (every
+    /// worker that converted joins); the last one uploading sends what is missing, puts the
+    /// markers last and removes the work folder. True when this process finished the upload. On
+    /// failure the converted files stay, so rerunning the command only uploads again.
+    pub fn publish(&mut self, w: Worker) -> Result<bool, CliError> {
         let Some(u) = &self.output else {
             return Ok(true);
         };
-        if !u.work.is_dir() {
-            return Ok(false); // another worker uploaded and cleaned up
-        }
-        let lock_path = u.work.join("upload.lock");
-        let lock = std::fs::File::create(&lock_path).map_err(CliError::io(&lock_path))?;
-        if lock.try_lock().is_err() {
-            return Ok(false);
-        }
         if done_stamp(&u.work).is_file() {
             return Ok(false);
         }
         let stamp = u.work.join(CONVERTED);
-        std::fs::write(&stamp, b"").map_err(CliError::io(&stamp))?;
+        match std::fs::write(&stamp, b"") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            r => r.map_err(CliError::io(&stamp))?,
+        }
         let pb = byte_bar(0, "upload");
         let progress = |sent, total| {
             pb.set_length(total);
             pb.set_position(sent);
         };
-        let stats = upload_dir(&u.work.join("out"), &u.dest, &progress).map_err(|e| {
-            CliError::Failed(format!(
-                "{e}\nnothing marks {} complete; the converted files stay in {} and rerunning the \
-                 same command uploads them again",
-                u.dest.url(),
-                u.work.display()
-            ))
-        })?;
+        let state = u.work.join("upload");
+        let pick = |sizes: &[u64]| share(sizes, w);
+        let end =
+            upload_shared(&u.work.join("out"), &u.dest, &state, &pick, &progress).map_err(|e| {
+                CliError::Failed(format!(
+                    "{e}\nnothing marks {} complete; the converted files stay in {} and rerunning \
+                     the same command uploads them again",
+                    u.dest.url(),
+                    u.work.display()
+                ))
+            })?;
         pb.finish_and_clear();
-        let done = done_stamp(&u.work);
-        std::fs::write(&done, u.dest.url()).map_err(CliError::io(&done))?;
-        let _ = std::fs::remove_dir_all(&u.work);
-        self.uploaded = Some(stats);
-        Ok(true)
+        match end {
+            UploadEnd::Gone => Ok(false),
+            UploadEnd::Others(stats) => {
+                self.uploaded = Some(stats);
+                Ok(false)
+            }
+            UploadEnd::Finished(stats) => {
+                let done = done_stamp(&u.work);
+                std::fs::write(&done, u.dest.url()).map_err(CliError::io(&done))?;
+                let _ = std::fs::remove_dir_all(&u.work);
+                self.uploaded = Some(stats);
+                Ok(true)
+            }
+        }
     }
 
     /// How a local path of this command is shown: the URL it stands for, when it stands for one.
@@ -225,14 +279,15 @@ fn work_dir(dest: &Location, input: &Path, label: Option<String>) -> PathBuf {
     cache_dir().join(format!(".uc-upload-{}", &h.finalize().to_hex()[..16]))
 }
 
-/// The command line without the worker's own rank flags (the same for every worker of a job).
+/// The command line without the worker's own rank flags and `--json` (the same for every worker
+/// of a job, whatever each prints).
 fn job_args() -> Vec<String> {
     let mut out = Vec::new();
     let mut args = std::env::args();
     while let Some(a) = args.next() {
         if a == "--rank" || a == "--world-size" {
             args.next();
-        } else if !(a.starts_with("--rank=") || a.starts_with("--world-size=")) {
+        } else if !(a.starts_with("--rank=") || a.starts_with("--world-size=") || a == "--json") {
             out.push(a);
         }
     }
@@ -271,7 +326,7 @@ fn fingerprint(dir: &Path, h: &mut blake3::Hasher) {
 
 /// Finishes a command whose output is uploaded already, or whose local output an earlier run
 /// completed (then uploads it); reports either.
-pub fn upload_only(remote: &mut Remote, json: bool) -> Result<(), CliError> {
+pub fn upload_only(remote: &mut Remote, json: bool, w: Worker) -> Result<(), CliError> {
     let url = remote.output.as_ref().map(|u| u.dest.url().to_string());
     if remote.already {
         if json {
@@ -284,14 +339,21 @@ pub fn upload_only(remote: &mut Remote, json: bool) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    if !remote.publish()? {
+    if !remote.publish(w)? {
         if json {
             say!(
                 "{}",
-                serde_json::json!({"output": url, "uploaded_by_another": true})
+                serde_json::json!({"output": url, "uploaded_by_another": true, "remote": remote.json()})
             );
         } else {
-            say!("another worker is uploading {}", url.unwrap_or_default());
+            say!(
+                "another worker finishes the upload of {}{}",
+                url.unwrap_or_default(),
+                remote
+                    .summary()
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default()
+            );
         }
         return Ok(());
     }

@@ -17,7 +17,8 @@ const LAUNCHERS: [(&str, &str, &str); 4] = [
 pub struct WorkerArgs {
     /// Number of cooperating workers running this same command on the same input and output (a
     /// shared file system). Default: the launcher's (WORLD_SIZE, SLURM_NTASKS, OMPI_COMM_WORLD_SIZE,
-    /// PMI_SIZE), else 1. `uc convert` splits `--format native` only.
+    /// PMI_SIZE), else 1. `uc convert` splits `--format native` only. With a URL output the work
+    /// folder (`UC_CACHE_DIR`) must be shared too; workers then also split the upload.
     #[arg(long = "world-size", value_name = "N", requires = "rank")]
     world_size: Option<usize>,
     /// This worker's rank in 0..N. Default: the launcher's (RANK, SLURM_PROCID, OMPI_COMM_WORLD_RANK,

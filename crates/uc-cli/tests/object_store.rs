@@ -379,14 +379,37 @@ fn cooperating_workers_read_from_and_write_to_s3() {
     });
     outs.iter().for_each(|o| drop(ok(o)));
     same(&out, &want, "2 workers, s3 → local");
-    // S3 in, S3 out: the worker that publishes uploads; a late worker finds it done.
+    // S3 in, S3 out: each worker that is still there once the conversion is complete uploads its
+    // share of the pieces, the last one the markers; every byte goes up once.
+    let json = |out: &'static str, rank: &'static str| {
+        let args = [
+            "convert",
+            "s3://ckpt/in",
+            out,
+            "--world-size",
+            "2",
+            "--rank",
+            rank,
+            "--json",
+        ];
+        let env = &env;
+        move || env.uc(&args, &[])
+    };
     let outs = std::thread::scope(|sc| {
-        let a = sc.spawn(run("s3://ckpt/two", "0"));
-        let b = sc.spawn(run("s3://ckpt/two", "1"));
+        let a = sc.spawn(json("s3://ckpt/two", "0"));
+        let b = sc.spawn(json("s3://ckpt/two", "1"));
         [a.join().unwrap(), b.join().unwrap()]
     });
-    outs.iter().for_each(|o| drop(ok(o)));
+    let sent: u64 = outs
+        .iter()
+        .map(|o| {
+            let j: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+            j["remote"]["upload"]["bytes"].as_u64().unwrap_or(0)
+        })
+        .sum();
     same(&env.obj("two"), &want, "2 workers, s3 → s3");
+    let whole: u64 = tree(&want).values().map(|b| b.len() as u64).sum();
+    assert_eq!(sent, whole, "bytes uploaded by the two workers");
     let late = ok(&run("s3://ckpt/two", "1")());
     assert!(late.contains("already"), "{late}");
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());

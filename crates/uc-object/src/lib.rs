@@ -5,7 +5,9 @@
 //!
 //! - [`location`]: a URL → a store client and a key prefix ([`Location`], [`is_url`]).
 //! - [`mirror`]: a remote checkpoint as a local folder of lazily filled stand-ins ([`Mirror`]).
-//! - [`upload`]: a finished local folder sent to a prefix, markers last ([`upload_dir`]).
+//! - [`upload`]: the completion markers ([`MARKERS`]) and the check that a prefix holds none.
+//! - [`shared_upload`]: a finished local folder sent to a prefix by one or several cooperating
+//!   processes, markers last ([`upload_shared`]).
 //! - [`error`]: [`ObjectError`], naming the object's URL.
 //! - `ranges`: byte-range sets and request coalescing.
 
@@ -16,6 +18,7 @@ pub mod error;
 pub mod location;
 pub mod mirror;
 mod ranges;
+pub mod shared_upload;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 pub mod upload;
@@ -23,4 +26,5 @@ pub mod upload;
 pub use error::{find_in_io, ObjectError, Result};
 pub use location::{is_url, Listed, Location};
 pub use mirror::{cache_dir, FetchStats, Mirror};
-pub use upload::{check_free, upload_dir, UploadStats, MARKERS};
+pub use shared_upload::{upload_shared, UploadEnd};
+pub use upload::{check_free, UploadStats, MARKERS};

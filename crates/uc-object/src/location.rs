@@ -6,6 +6,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as Key;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
 use std::sync::{Arc, OnceLock};
@@ -21,11 +22,19 @@ pub fn is_url(arg: &str) -> bool {
 }
 
 /// A prefix in an object store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Location {
     url: String,
     store: Arc<dyn ObjectStore>,
+    /// The same client's part-by-part uploads, where the store has them (not `file://`).
+    parts: Option<Arc<dyn MultipartStore>>,
     prefix: Key,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location").field("url", &self.url).finish()
+    }
 }
 
 /// The one runtime every store request runs on (callers block on it from their own threads).
@@ -94,10 +103,14 @@ impl Location {
                     .with_config($key(ClientConfigKey::Timeout), &t)
                     .build()
                     .map_err(|e| bad(&crate::error::redact(&e.to_string())))?;
-                Arc::new(store) as Arc<dyn ObjectStore>
+                let store = Arc::new(store);
+                (
+                    store.clone() as Arc<dyn ObjectStore>,
+                    Some(store as Arc<dyn MultipartStore>),
+                )
             }};
         }
-        let store = match scheme {
+        let (store, parts) = match scheme {
             ObjectStoreScheme::AmazonS3 => {
                 // A custom endpoint (MinIO, Ceph, a local server) serves path-style requests.
                 let custom = std::env::var_os("AWS_ENDPOINT_URL").is_some()
@@ -119,7 +132,10 @@ impl Location {
             ObjectStoreScheme::MicrosoftAzure => {
                 cloud!(MicrosoftAzureBuilder::from_env(), AzureConfigKey::Client)
             }
-            ObjectStoreScheme::Local => Arc::new(LocalFileSystem::new()) as Arc<dyn ObjectStore>,
+            ObjectStoreScheme::Local => (
+                Arc::new(LocalFileSystem::new()) as Arc<dyn ObjectStore>,
+                None,
+            ),
             _ => {
                 return Err(bad(
                     "unsupported scheme (use s3://, gs://, az:// or file://)",
@@ -132,6 +148,7 @@ impl Location {
         Ok(Location {
             url: base,
             store,
+            parts,
             prefix,
         })
     }
@@ -158,6 +175,11 @@ impl Location {
     /// The store client.
     pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The client's part-by-part upload interface (`None` for `file://`).
+    pub(crate) fn parts(&self) -> Option<&Arc<dyn MultipartStore>> {
+        self.parts.as_ref()
     }
 
     /// Every object under the prefix: path relative to it, size, and a version tag (ETag or

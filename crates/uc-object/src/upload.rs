@@ -1,14 +1,12 @@
-//! A finished local checkpoint folder sent to a prefix: large files as multipart uploads, small
-//! ones in parallel, and the files that mark a checkpoint complete last, so that a reader never
-//! finds a marker beside missing or partial objects.
+//! The pieces of an upload: the files that mark a checkpoint complete (sent last, so that a reader
+//! never finds a marker beside missing or partial objects), the check that a prefix holds none,
+//! and one file sent whole.
 
 use crate::error::{io_err, ObjectError, Result};
-use crate::location::{runtime, Location};
-use futures::StreamExt;
+use crate::location::Location;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Files whose presence tells a reader a checkpoint is complete, uploaded after everything else
 /// in this order: Hugging Face's shard index, Megatron's and DCP's metadata, DeepSpeed's `latest*`,
@@ -24,13 +22,11 @@ pub const MARKERS: &[&str] = &[
 ];
 
 /// Files up to this size go up in one PUT; larger ones as multipart uploads.
-const SINGLE_PUT: u64 = 8 << 20;
-/// Files uploaded at once.
-const FILES_AT_ONCE: usize = 4;
+pub(crate) const SINGLE_PUT: u64 = 8 << 20;
 /// Parts in flight per multipart upload.
 const PARTS_AT_ONCE: usize = 4;
 /// S3 allows at most 10,000 parts.
-const MAX_PARTS: u64 = 9_000;
+pub(crate) const MAX_PARTS: u64 = 9_000;
 
 /// What an upload did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,51 +59,17 @@ pub fn check_free(dest: &Location) -> Result<()> {
 }
 
 /// Where `rel` stands in [`MARKERS`], if it is one (by its last path part).
-fn marker_rank(rel: &str) -> Option<usize> {
+pub(crate) fn marker_rank(rel: &str) -> Option<usize> {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     MARKERS.iter().position(|m| *m == name)
 }
 
-fn is_marker(rel: &str) -> bool {
+pub(crate) fn is_marker(rel: &str) -> bool {
     marker_rank(rel).is_some()
 }
 
-/// Uploads every file under `local` to `dest` (same relative paths), markers last; `progress`
-/// gets the bytes sent so far and the bytes to send in all.
-pub fn upload_dir(
-    local: &Path,
-    dest: &Location,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<UploadStats> {
-    let mut files = Vec::new();
-    walk(local, local, &mut files)?;
-    let total = files.iter().map(|(_, n)| n).sum();
-    let (mut markers, rest): (Vec<String>, Vec<String>) = files
-        .into_iter()
-        .map(|(rel, _)| rel)
-        .partition(|r| is_marker(r));
-    markers.sort_by_key(|r| (marker_rank(r), r.clone()));
-    let sent = AtomicU64::new(0);
-    let bump = |n: u64| progress(sent.fetch_add(n, Ordering::Relaxed) + n, total);
-    let results: Vec<Result<()>> = runtime().block_on(async {
-        futures::stream::iter(rest.iter())
-            .map(|rel| put_file(local, rel, dest, &bump))
-            .buffer_unordered(FILES_AT_ONCE)
-            .collect()
-            .await
-    });
-    results.into_iter().collect::<Result<()>>()?;
-    for rel in &markers {
-        runtime().block_on(put_file(local, rel, dest, &bump))?;
-    }
-    Ok(UploadStats {
-        files: (rest.len() + markers.len()) as u64,
-        bytes: sent.load(Ordering::Relaxed),
-    })
-}
-
 /// Every regular file under `dir`, as a `/`-separated path relative to `root`, with its size.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
+pub(crate) fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
         let p = e.path();
@@ -127,13 +89,14 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
     Ok(())
 }
 
-/// Uploads one file: one PUT when small, else a multipart upload aborted on any failure.
-async fn put_file(
+/// Uploads one file whole: one PUT when small, else a multipart upload aborted on any failure;
+/// returns its size.
+pub(crate) async fn put_file(
     local: &Path,
     rel: &str,
     dest: &Location,
     bump: &(dyn Fn(u64) + Sync),
-) -> Result<()> {
+) -> Result<u64> {
     let path: PathBuf = local.join(rel);
     let url = dest.url_of(rel);
     let key = dest.key(rel);
@@ -148,7 +111,7 @@ async fn put_file(
             .await
             .map_err(|e| ObjectError::from_store(&url, e))?;
         bump(size);
-        return Ok(());
+        return Ok(size);
     }
     let chunk = (SINGLE_PUT).max(size.div_ceil(MAX_PARTS)) as usize;
     let upload = store
@@ -175,7 +138,7 @@ async fn put_file(
         Ok(()) => w
             .finish()
             .await
-            .map(|_| ())
+            .map(|_| size)
             .map_err(|e| ObjectError::from_store(&url, e)),
         Err(e) => {
             let _ = w.abort().await;

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::sync::Once;
 use uc_object::test_server::S3Server;
-use uc_object::{upload_dir, Location, Mirror, ObjectError};
+use uc_object::{upload_shared, Location, Mirror, ObjectError, UploadEnd, UploadStats};
 
 /// One server for this test binary, its environment set once for the store clients; the guard
 /// keeps tests that make it fail from overlapping the others.
@@ -106,9 +106,13 @@ fn an_empty_prefix_is_not_found() {
     );
 }
 
-#[test]
-fn uploads_put_markers_last_and_a_failure_publishes_none() {
-    let (s, _one) = server();
+/// Every piece: what one process alone sends.
+fn all(sizes: &[u64]) -> Vec<usize> {
+    (0..sizes.len()).collect()
+}
+
+/// A finished local checkpoint: a 20 MiB file (3 parts of 8 MiB), a small one, two markers.
+fn checkpoint() -> tempfile::TempDir {
     let local = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(local.path().join("tensors")).unwrap();
     std::fs::write(
@@ -116,30 +120,120 @@ fn uploads_put_markers_last_and_a_failure_publishes_none() {
         bytes(20 << 20, 1),
     )
     .unwrap();
+    std::fs::write(
+        local.path().join("tensors/00001.safetensors"),
+        bytes(1000, 2),
+    )
+    .unwrap();
     std::fs::write(local.path().join("uc.json"), b"{}").unwrap();
     std::fs::write(local.path().join("COMPLETE"), b"x").unwrap();
+    local
+}
+
+const FILES: [&str; 4] = [
+    "tensors/00000.safetensors",
+    "tensors/00001.safetensors",
+    "uc.json",
+    "COMPLETE",
+];
+
+/// Every file of `local` is under the server's `up` folder with the same bytes, COMPLETE last.
+fn uploaded_like(up: &std::path::Path, local: &std::path::Path) {
+    for rel in FILES {
+        assert_eq!(
+            std::fs::read(up.join(rel)).unwrap(),
+            std::fs::read(local.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    let t = |rel: &str| std::fs::metadata(up.join(rel)).unwrap().modified().unwrap();
+    assert!(t("COMPLETE") >= t("uc.json") && t("uc.json") >= t("tensors/00000.safetensors"));
+}
+
+#[test]
+fn uploads_put_markers_last_and_a_failure_publishes_none() {
+    let (s, _one) = server();
+    let local = checkpoint();
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().join("upload");
     // The server dies after a few requests: the large file's parts fail, no marker appears.
     let dest = Location::parse("s3://mirror/up").unwrap();
     s.fail_after(2);
-    let e = upload_dir(local.path(), &dest, &|_, _| {}).unwrap_err();
+    let e = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap_err();
     s.revive();
     assert!(matches!(e, ObjectError::Unreachable { .. }), "{e}");
     let up = s.root().join("mirror/up");
     assert!(!up.join("COMPLETE").exists() && !up.join("uc.json").exists());
-    let st = upload_dir(local.path(), &dest, &|_, _| {}).unwrap();
-    assert_eq!(st.files, 3);
-    assert_eq!(st.bytes, (20 << 20) + 3);
-    for rel in ["tensors/00000.safetensors", "uc.json", "COMPLETE"] {
-        assert_eq!(
-            std::fs::read(up.join(rel)).unwrap(),
-            std::fs::read(local.path().join(rel)).unwrap()
-        );
-    }
-    // COMPLETE was written after everything else.
-    let t = |rel: &str| std::fs::metadata(up.join(rel)).unwrap().modified().unwrap();
-    assert!(t("COMPLETE") >= t("uc.json") && t("uc.json") >= t("tensors/00000.safetensors"));
+    // The failed run left no records: the rerun sends everything.
+    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
+    let UploadEnd::Finished(st) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(st.files, 4);
+    assert_eq!(st.bytes, (20 << 20) + 1000 + 3);
+    uploaded_like(&up, local.path());
     assert!(matches!(
         uc_object::check_free(&dest).unwrap_err(),
         ObjectError::Exists { .. }
     ));
+    // A process joining after the upload finished finds nothing to do.
+    let late = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
+    assert_eq!(late, UploadEnd::Gone);
+}
+
+#[test]
+fn two_processes_split_an_upload_and_the_last_one_completes_it() {
+    let (s, _one) = server();
+    let local = checkpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("upload");
+    std::fs::create_dir(&state).unwrap();
+    let dest = Location::parse("s3://mirror/split").unwrap();
+    let up = s.root().join("mirror/split");
+    // Pieces: 3 parts of the large file (8, 8, 4 MiB) and the small file; even pieces to one
+    // process, odd ones to the other.
+    let half = |r: usize| move |sizes: &[u64]| (r..sizes.len()).step_by(2).collect::<Vec<_>>();
+    // While another process holds its share of the lock (still uploading), the first sends its
+    // share and leaves the rest to it: nothing is published yet.
+    let other = std::fs::File::create(state.join("lock")).unwrap();
+    other.lock_shared().unwrap();
+    let end = upload_shared(local.path(), &dest, &state, &half(0), &|_, _| {}).unwrap();
+    let sent0 = (8 << 20) + (4 << 20);
+    assert_eq!(
+        end,
+        UploadEnd::Others(UploadStats {
+            files: 0,
+            bytes: sent0
+        })
+    );
+    assert!(!up.join("uc.json").exists() && !up.join("tensors/00000.safetensors").exists());
+    // The other process, killed before sending anything, is rerun: it sends only its own pieces,
+    // is the last one, completes the multipart upload and puts the markers.
+    drop(other);
+    let end = upload_shared(local.path(), &dest, &state, &half(1), &|_, _| {}).unwrap();
+    let sent1 = (8 << 20) + 1000;
+    assert_eq!(
+        end,
+        UploadEnd::Finished(UploadStats {
+            files: 4,
+            bytes: sent1 + 3
+        })
+    );
+    uploaded_like(&up, local.path());
+    // A process whose share another one already sent (it was killed after sending) sends
+    // nothing and, being the last, finishes.
+    let dest = Location::parse("s3://mirror/resent").unwrap();
+    let state = dir.path().join("again");
+    let other = {
+        std::fs::create_dir(&state).unwrap();
+        let f = std::fs::File::create(state.join("lock")).unwrap();
+        f.lock_shared().unwrap();
+        f
+    };
+    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
+    assert!(matches!(end, UploadEnd::Others(_)), "{end:?}");
+    drop(other);
+    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
+    assert_eq!(end, UploadEnd::Finished(UploadStats { files: 3, bytes: 3 }));
+    uploaded_like(&s.root().join("mirror/resent"), local.path());
 }
