@@ -356,8 +356,9 @@ fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
 #[test]
 fn cooperating_workers_read_from_and_write_to_s3() {
     let (env, local, want) = zero2_in_s3();
-    let run = |out: &str, rank: &str| {
-        let args = [
+    // `uc convert s3://ckpt/in OUT --world-size 2 --rank R [--json]`, to run on a thread.
+    let run = |out: &str, rank: &str, json: bool| {
+        let mut args: Vec<String> = [
             "convert",
             "s3://ckpt/in",
             out,
@@ -365,39 +366,30 @@ fn cooperating_workers_read_from_and_write_to_s3() {
             "2",
             "--rank",
             rank,
-        ];
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if json {
+            args.push("--json".into());
+        }
         let env = &env;
         move || env.uc(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
     };
     // S3 in, local out: each worker fetches what its share reads.
     let out = local.path().join("two");
     let outs = std::thread::scope(|sc| {
-        let a = sc.spawn(run(s(&out), "0"));
-        let b = sc.spawn(run(s(&out), "1"));
+        let a = sc.spawn(run(s(&out), "0", false));
+        let b = sc.spawn(run(s(&out), "1", false));
         [a.join().unwrap(), b.join().unwrap()]
     });
     outs.iter().for_each(|o| drop(ok(o)));
     same(&out, &want, "2 workers, s3 → local");
     // S3 in, S3 out: each worker that is still there once the conversion is complete uploads its
     // share of the pieces, the last one the markers; every byte goes up once.
-    let json = |out: &'static str, rank: &'static str| {
-        let args = [
-            "convert",
-            "s3://ckpt/in",
-            out,
-            "--world-size",
-            "2",
-            "--rank",
-            rank,
-            "--json",
-        ];
-        let env = &env;
-        move || env.uc(&args, &[])
-    };
     let outs = std::thread::scope(|sc| {
-        let a = sc.spawn(json("s3://ckpt/two", "0"));
-        let b = sc.spawn(json("s3://ckpt/two", "1"));
+        let a = sc.spawn(run("s3://ckpt/two", "0", true));
+        let b = sc.spawn(run("s3://ckpt/two", "1", true));
         [a.join().unwrap(), b.join().unwrap()]
     });
     let sent: u64 = outs
@@ -410,7 +402,7 @@ fn cooperating_workers_read_from_and_write_to_s3() {
     same(&env.obj("two"), &want, "2 workers, s3 → s3");
     let whole: u64 = tree(&want).values().map(|b| b.len() as u64).sum();
     assert_eq!(sent, whole, "bytes uploaded by the two workers");
-    let late = ok(&run("s3://ckpt/two", "1")());
+    let late = ok(&run("s3://ckpt/two", "1", false)());
     assert!(late.contains("already"), "{late}");
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
