@@ -52,7 +52,8 @@ pub struct Args {
 }
 
 pub fn run(mut a: Args) -> Result<(), CliError> {
-    let mut remote = Remote::resolve(&mut a.input, Some(&mut a.output))?;
+    let w = a.workers.worker()?;
+    let mut remote = Remote::resolve(&mut a.input, Some((&mut a.output, w)))?;
     run_with(a, &mut remote).map_err(|e| remote.explain(e))
 }
 

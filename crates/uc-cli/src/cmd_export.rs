@@ -71,7 +71,8 @@ fn rename(s: &str) -> Result<(Regex, String), String> {
 }
 
 pub fn run(mut a: Args) -> Result<(), CliError> {
-    let mut remote = Remote::resolve(&mut a.checkpoint, Some(&mut a.out_dir))?;
+    let w = a.workers.worker()?;
+    let mut remote = Remote::resolve(&mut a.checkpoint, Some((&mut a.out_dir, w)))?;
     run_with(a, &mut remote).map_err(|e| remote.explain(e))
 }
 

@@ -37,16 +37,27 @@ const CONVERTED: &str = "converted";
 const CONVERTING: &str = "converting.lock";
 
 impl Remote {
-    /// Replaces a remote `input` (and `output`) by local stand-ins; plain paths pass unchanged.
-    pub fn resolve(input: &mut PathBuf, output: Option<&mut PathBuf>) -> Result<Remote, CliError> {
+    /// Replaces a remote `input` (and the `output` of worker `w`) by local stand-ins; plain paths
+    /// pass unchanged.
+    pub fn resolve(
+        input: &mut PathBuf,
+        output: Option<(&mut PathBuf, Worker)>,
+    ) -> Result<Remote, CliError> {
         let mut r = Remote::default();
         if let Some(arg) = input.to_str().filter(|s| is_url(s)) {
             let m = Mirror::open(Location::parse(arg)?, None)?;
             *input = m.path().to_path_buf();
             r.input = Some(m);
         }
-        if let Some(out) = output {
+        if let Some((out, w)) = output {
             if let Some(arg) = out.to_str().filter(|s| is_url(s)) {
+                if w.world > 1 && std::env::var_os("UC_CACHE_DIR").is_none() {
+                    return Err(CliError::Failed(format!(
+                        "{} cooperating workers writing to {arg} share a work folder: set \
+                         UC_CACHE_DIR to a folder on a file system every worker sees",
+                        w.world
+                    )));
+                }
                 let dest = Location::parse(arg)?;
                 let work = work_dir(&dest, input, r.input_label());
                 match check_free(&dest) {

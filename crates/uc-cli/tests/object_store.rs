@@ -1,6 +1,7 @@
 //! `s3://` end to end against a real S3 server on 127.0.0.1 (s3s-fs, SigV4 auth): every fixture
 //! family converted from and to S3 equal to the local conversion, export, verify, inspect, the
-//! bytes-fetched ratio, a missing object, a refused credential, a server that dies mid-run, resume.
+//! bytes-fetched ratio, a missing object, a refused credential, a server that dies mid-run, resume;
+//! and `gs://` through object_store's GCS client against the same server answering GCS's XML API.
 
 mod common;
 
@@ -9,18 +10,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use uc_object::test_server::{S3Server, SECRET_KEY};
 
-/// A server with bucket `ckpt`, and a cache folder the runs must leave empty.
+/// A server with bucket `ckpt`, the environment a client needs, and a cache folder the runs must
+/// leave empty.
 struct Env {
     server: S3Server,
+    vars: Vec<(String, String)>,
     cache: tempfile::TempDir,
 }
 
 impl Env {
+    /// The S3 server with SigV4 authentication, for `s3://` URLs.
     fn new() -> Env {
         let server = S3Server::start().expect("start the S3 server");
+        let vars = server.env();
+        Env::with(server, vars)
+    }
+
+    /// The server without authentication answering GCS's XML API, for `gs://` URLs.
+    fn gcs() -> Env {
+        let server = S3Server::start_anonymous().expect("start the server");
+        let vars = server.gcs_env();
+        Env::with(server, vars)
+    }
+
+    fn with(server: S3Server, vars: Vec<(String, String)>) -> Env {
         server.bucket("ckpt").unwrap();
         Env {
             server,
+            vars,
             cache: tempfile::tempdir().unwrap(),
         }
     }
@@ -29,7 +46,7 @@ impl Env {
     fn uc(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_uc"));
         c.args(args)
-            .envs(self.server.env())
+            .envs(self.vars.iter().cloned())
             .env("UC_CACHE_DIR", self.cache.path())
             .env("UC_OBJECT_RETRY_TIMEOUT", "2")
             .env("UC_OBJECT_TIMEOUT", "5");
@@ -196,6 +213,59 @@ fn every_family_converts_from_and_to_s3_like_local() {
         "left in the cache: {:?}",
         env.leftovers()
     );
+}
+
+#[test]
+fn gs_urls_convert_verify_and_export_like_local() {
+    let env = Env::gcs();
+    let local = tempfile::tempdir().unwrap();
+    let cases: Vec<Case> = vec![
+        ("zero2", fixture("zero2"), ds_files),
+        (
+            "fsdp2_tp_2x2",
+            fixtures("dcp").join("fsdp2_tp_2x2/checkpoint"),
+            |_| true,
+        ),
+        (
+            "gpt_tp2_dp2",
+            fixtures("megatron").join("gpt_tp2_dp2/checkpoint"),
+            |_| true,
+        ),
+    ];
+    for (name, src, keep) in cases {
+        env.put(&src, &format!("in/{name}"), keep);
+        let url = format!("gs://ckpt/in/{name}");
+        let want = local.path().join(format!("{name}-local"));
+        ok(&env.uc(&["convert", s(&src), s(&want)], &[]));
+        let got = local.path().join(format!("{name}-gs"));
+        ok(&env.uc(&["convert", &url, s(&got)], &[]));
+        same(&got, &want, &format!("{name}: gs → local"));
+        let out = format!("gs://ckpt/out/{name}");
+        ok(&env.uc(&["convert", &url, &out], &[]));
+        same(
+            &env.obj(&format!("out/{name}")),
+            &want,
+            &format!("{name}: gs → gs"),
+        );
+        let v = ok(&env.uc(&["verify", &out, "--json"], &[]));
+        assert!(v.contains(r#""ok":true"#), "{v}");
+    }
+    let src = fixture("zero2");
+    let want = local.path().join("hf");
+    ok(&env.uc(&["export", s(&src), s(&want)], &[]));
+    let j = ok(&env.uc(
+        &["export", "gs://ckpt/in/zero2", "gs://ckpt/hf", "--json"],
+        &[],
+    ));
+    same(&env.obj("hf"), &want, "export gs → gs");
+    let j: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+    assert!(
+        j["remote"]["fetch"]["ratio"].as_f64().unwrap() <= 1.05,
+        "{j}"
+    );
+    let e = failed(&env.uc(&["inspect", "gs://ckpt/nothing-here"], &[]));
+    assert!(e.contains("gs://ckpt/nothing-here: no such object"), "{e}");
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
 
 #[test]
@@ -404,5 +474,23 @@ fn cooperating_workers_read_from_and_write_to_s3() {
     assert_eq!(sent, whole, "bytes uploaded by the two workers");
     let late = ok(&run("s3://ckpt/two", "1", false)());
     assert!(late.contains("already"), "{late}");
+    // Workers on several hosts need one work folder: without UC_CACHE_DIR they are refused.
+    let args = [
+        "convert",
+        "s3://ckpt/in",
+        "s3://ckpt/three",
+        "--world-size",
+        "2",
+        "--rank",
+        "0",
+    ];
+    let mut c = Command::new(env!("CARGO_BIN_EXE_uc"));
+    let o = c
+        .args(args)
+        .envs(env.vars.iter().cloned())
+        .output()
+        .unwrap();
+    let e = failed(&o);
+    assert!(e.contains("UC_CACHE_DIR"), "{e}");
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }

@@ -114,21 +114,51 @@ fn one_line(e: &dyn std::error::Error) -> String {
 /// Removes every credential value found in the environment from `s` (defence in depth: the store
 /// errors we pass on name URLs and statuses, never keys, but a proxy's message might echo one).
 pub(crate) fn redact(s: &str) -> String {
+    redact_with(s, std::env::vars())
+}
+
+/// Names of environment variables whose values are secrets (or hold one): AWS's secret key and
+/// session token, Azure's account key and SAS, Google's service-account key, passwords.
+const SECRET_NAMES: &[&str] = &[
+    "SECRET",
+    "TOKEN",
+    "ACCESS_KEY",
+    "ACCOUNT_KEY",
+    "SERVICE_ACCOUNT",
+    "PRIVATE_KEY",
+    "PASSWORD",
+    "SAS",
+    "CREDENTIALS",
+];
+
+fn redact_with(s: &str, vars: impl Iterator<Item = (String, String)>) -> String {
     let mut out = s.to_string();
-    for (k, v) in std::env::vars() {
-        let secret = [
-            "SECRET",
-            "TOKEN",
-            "ACCESS_KEY",
-            "PASSWORD",
-            "SAS",
-            "CREDENTIALS",
-        ]
-        .iter()
-        .any(|w| k.contains(w));
+    for (k, v) in vars {
+        let secret = SECRET_NAMES.iter().any(|w| k.contains(w));
         if secret && v.len() >= 4 && out.contains(&v) {
             out = out.replace(&v, "<redacted>");
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_values_of_every_cloud_are_redacted() {
+        let vars = [
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-1"),
+            ("AWS_SESSION_TOKEN", "aws-token-2"),
+            ("AZURE_STORAGE_ACCOUNT_KEY", "azure-key-3"),
+            ("AZURE_STORAGE_SAS_KEY", "azure-sas-4"),
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", "{google-key-5}"),
+            ("AWS_REGION", "us-east-1"),
+        ];
+        let msg = "aws-secret-1 aws-token-2 azure-key-3 azure-sas-4 {google-key-5} us-east-1";
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            super::redact_with(msg, vars),
+            "<redacted> <redacted> <redacted> <redacted> <redacted> us-east-1"
+        );
+    }
 }

@@ -26,6 +26,27 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server on a free port of 127.0.0.1, storing buckets as folders of a temp dir.
     pub fn start() -> std::io::Result<S3Server> {
+        S3Server::start_with(true)
+    }
+
+    /// The same server without authentication: it also answers Google Cloud Storage's XML API
+    /// (S3's requests under another name), which object_store's `gs://` client speaks to an
+    /// emulator given by [`S3Server::gcs_env`].
+    pub fn start_anonymous() -> std::io::Result<S3Server> {
+        S3Server::start_with(false)
+    }
+
+    /// The environment a `gs://` client needs to use this server: a service-account key with the
+    /// server as base URL and OAuth off (how object_store talks to GCS emulators).
+    pub fn gcs_env(&self) -> Vec<(String, String)> {
+        let key = format!(
+            r#"{{"private_key": "", "private_key_id": "", "client_email": "uc-test", "disable_oauth": true, "gcs_base_url": "{}"}}"#,
+            self.endpoint()
+        );
+        vec![("GOOGLE_SERVICE_ACCOUNT_KEY".to_string(), key)]
+    }
+
+    fn start_with(auth: bool) -> std::io::Result<S3Server> {
         let root = tempfile::tempdir()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -34,7 +55,9 @@ impl S3Server {
         let fs = s3s_fs::FileSystem::new(root.path())
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        if auth {
+            b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        }
         let service = b.build();
         let budget = Arc::new(AtomicI64::new(i64::MAX));
         let served = Arc::new(AtomicI64::new(0));
@@ -46,6 +69,7 @@ impl S3Server {
                 gate.clone(),
                 count.clone(),
                 hang.clone(),
+                auth,
                 req,
             )
         });
@@ -146,8 +170,18 @@ async fn gated(
     gate: Arc<AtomicI64>,
     count: Arc<AtomicI64>,
     stall: Arc<AtomicBool>,
-    req: hyper::Request<hyper::body::Incoming>,
+    signed: bool,
+    mut req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<s3s::HttpResponse, BoxErr> {
+    // A GCS client's OAuth token (empty towards an emulator) is no S3 signature: the anonymous
+    // server takes such requests as unsigned ones; the signing server refuses them.
+    let bearer = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"Bearer"));
+    if bearer && !signed {
+        req.headers_mut().remove(hyper::header::AUTHORIZATION);
+    }
     if gate.fetch_sub(1, Ordering::SeqCst) <= 0 {
         if stall.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
