@@ -35,7 +35,8 @@ fn gs_urls_list_read_and_upload() {
     assert_eq!(std::fs::read(on_disk).unwrap(), big);
     let m = Mirror::open(dest, None).unwrap();
     let path = m.path().join("00000.safetensors");
-    uc_torch::lazy::need(&path, &[(5 << 20)..(5 << 20) + 1000]).unwrap();
+    let range = (5 << 20)..(5 << 20) + 1000;
+    uc_torch::lazy::need(&path, std::slice::from_ref(&range)).unwrap();
     let got = std::fs::read(&path).unwrap();
     assert_eq!(
         got[5 << 20..(5 << 20) + 1000],
