@@ -8,7 +8,8 @@
 //! <state>/lock                    every uploading process holds a shared flock(2) on it; the one
 //!                                 that can then take it exclusively finishes the upload
 //! <state>/ids                     `plan <hash>`, then `<file> <upload id>` per multipart file
-//! <state>/sent/<host>-<pid>-<t>   `plan <hash>`, then `<piece> <part id>` per piece sent
+//! <state>/sent/<host>-<pid>-<t>   `plan <hash> ids <tag>`, then `<piece> <part id>` per piece
+//!                                 sent (records of another set of upload ids never count)
 //! <state>/finished                written by the process that finished
 //! ```
 //!
@@ -55,6 +56,28 @@ struct PlanFile {
     /// Its pieces: `first..first + count` of [`Plan::pieces`].
     first: usize,
     count: usize,
+}
+
+/// The multipart upload id of every file sent part by part, and a tag naming this set of ids:
+/// records of parts sent into other uploads (an earlier, abandoned set) never count.
+struct Ids {
+    of: HashMap<usize, String>,
+    tag: String,
+}
+
+impl Ids {
+    fn new(plan: &Plan, of: HashMap<usize, String>) -> Ids {
+        let mut sorted: Vec<_> = of.iter().collect();
+        sorted.sort();
+        let tag =
+            blake3::hash(format!("{}{sorted:?}", plan.hash).as_bytes()).to_hex()[..16].to_string();
+        Ids { of, tag }
+    }
+
+    /// First line of a record file of pieces sent into these uploads.
+    fn header(&self, plan: &Plan) -> String {
+        format!("plan {} ids {}\n", plan.hash, self.tag)
+    }
 }
 
 /// One piece: a whole file, or part `part` of a multipart file (bytes `start..start + len`).
@@ -127,13 +150,14 @@ impl Plan {
         })
     }
 
+    /// First line of the ids file.
     fn header(&self) -> String {
         format!("plan {}\n", self.hash)
     }
 
-    /// The `<index> <text>` lines of a record file of this plan (a torn last line is skipped).
-    fn lines<'a>(&self, text: &'a str, count: usize) -> Option<Vec<(usize, &'a str)>> {
-        let body = text.strip_prefix(&self.header())?;
+    /// The `<index> <text>` lines after `header` (else `None`; a torn last line is skipped).
+    fn lines<'a>(text: &'a str, header: &str, count: usize) -> Option<Vec<(usize, &'a str)>> {
+        let body = text.strip_prefix(header)?;
         let mut out = Vec::new();
         for line in body.split_inclusive('\n') {
             let Some((i, rest)) = line.strip_suffix('\n').and_then(|l| l.split_once(' ')) else {
@@ -249,7 +273,7 @@ impl Job<'_> {
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<()> {
         let ids = self.upload_ids()?;
-        let done = self.sent_records()?;
+        let done = self.sent_records(&ids)?;
         let sizes: Vec<u64> = self.plan.pieces.iter().map(|p| p.len).collect();
         let todo: Vec<usize> = mine(&sizes)
             .into_iter()
@@ -261,14 +285,14 @@ impl Job<'_> {
     /// Sends what is still missing, completes the multipart uploads, then puts the markers.
     fn finish(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<()> {
         let ids = self.upload_ids()?;
-        let done = self.sent_records()?;
+        let done = self.sent_records(&ids)?;
         let missing: Vec<usize> = (0..self.plan.pieces.len())
             .filter(|i| !done.contains_key(i))
             .collect();
         self.send(&missing, &ids, progress)?;
-        let done = self.sent_records()?;
+        let done = self.sent_records(&ids)?;
         let completions = self.plan.files.iter().enumerate().filter_map(|(i, f)| {
-            let id = ids.get(&i)?;
+            let id = ids.of.get(&i)?;
             let parts: Option<Vec<PartId>> = (f.first..f.first + f.count)
                 .map(|p| {
                     done.get(&p).map(|c| PartId {
@@ -308,14 +332,14 @@ impl Job<'_> {
     fn send(
         &self,
         pieces: &[usize],
-        ids: &HashMap<usize, String>,
+        ids: &Ids,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<()> {
         if pieces.is_empty() {
             return Ok(());
         }
         let total: u64 = pieces.iter().map(|&i| self.plan.pieces[i].len).sum();
-        let log = Mutex::new(self.record_file()?);
+        let log = Mutex::new(self.record_file(ids)?);
         let base = self.sent.load(Ordering::Relaxed);
         runtime().block_on(async {
             let mut sends = futures::stream::iter(pieces)
@@ -336,7 +360,7 @@ impl Job<'_> {
     }
 
     /// Sends piece `i`; returns its part id (`-` for a whole file).
-    async fn send_piece(&self, i: usize, ids: &HashMap<usize, String>) -> Result<String> {
+    async fn send_piece(&self, i: usize, ids: &Ids) -> Result<String> {
         let p = &self.plan.pieces[i];
         let f = &self.plan.files[p.file];
         let Some(k) = p.part else {
@@ -351,7 +375,7 @@ impl Job<'_> {
             .and_then(|h| h.read_exact_at(&mut buf, p.start))
             .map_err(io_err(&path))?;
         let mp = self.dest.parts().ok_or_else(|| no_parts(&url))?;
-        let id = ids.get(&p.file).ok_or_else(|| ObjectError::Failed {
+        let id = ids.of.get(&p.file).ok_or_else(|| ObjectError::Failed {
             url: url.clone(),
             why: format!(
                 "no multipart upload id recorded in {}",
@@ -367,15 +391,15 @@ impl Job<'_> {
 
     /// The multipart upload id of every file sent part by part: read from the state folder, or
     /// created by the first process to get here (under `ids.lock`).
-    fn upload_ids(&self) -> Result<HashMap<usize, String>> {
+    fn upload_ids(&self) -> Result<Ids> {
         let lock_path = self.state.join("ids.lock");
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
         if let Some(ids) = self.recorded_ids() {
-            return Ok(ids);
+            return Ok(Ids::new(&self.plan, ids));
         }
         let Some(mp) = self.dest.parts() else {
-            return Ok(HashMap::new());
+            return Ok(Ids::new(&self.plan, HashMap::new()));
         };
         let wanted = self
             .plan
@@ -411,24 +435,25 @@ impl Job<'_> {
         fs::write(&tmp, text)
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(io_err(&path))?;
-        Ok(ids)
+        Ok(Ids::new(&self.plan, ids))
     }
 
     /// The ids file of this plan, when it is there and whole.
     fn recorded_ids(&self) -> Option<HashMap<usize, String>> {
         let text = fs::read_to_string(self.state.join("ids")).ok()?;
-        let ids: HashMap<usize, String> = self
-            .plan
-            .lines(&text, self.plan.files.len())?
-            .into_iter()
-            .map(|(i, id)| (i, id.to_string()))
-            .collect();
+        let ids: HashMap<usize, String> =
+            Plan::lines(&text, &self.plan.header(), self.plan.files.len())?
+                .into_iter()
+                .map(|(i, id)| (i, id.to_string()))
+                .collect();
         let wanted = self.plan.files.iter().filter(|f| f.part.is_some()).count();
         (ids.len() == wanted).then_some(ids)
     }
 
-    /// Every piece recorded as sent (by any process, this run or an earlier one): its part id.
-    fn sent_records(&self) -> Result<HashMap<usize, String>> {
+    /// Every piece recorded as sent into the uploads `ids` (by any process, this run or an
+    /// earlier one): its part id.
+    fn sent_records(&self, ids: &Ids) -> Result<HashMap<usize, String>> {
+        let header = ids.header(&self.plan);
         let dir = self.state.join("sent");
         let mut out = HashMap::new();
         let entries = match fs::read_dir(&dir) {
@@ -439,19 +464,15 @@ impl Job<'_> {
         for e in entries {
             let p = e.map_err(io_err(&dir))?.path();
             let text = fs::read_to_string(&p).map_err(io_err(&p))?;
-            for (i, id) in self
-                .plan
-                .lines(&text, self.plan.pieces.len())
-                .unwrap_or_default()
-            {
+            for (i, id) in Plan::lines(&text, &header, self.plan.pieces.len()).unwrap_or_default() {
                 out.insert(i, id.to_string());
             }
         }
         Ok(out)
     }
 
-    /// A new record file of this process, its plan header written.
-    fn record_file(&self) -> Result<File> {
+    /// A new record file of this process for pieces sent into `ids`, its header written.
+    fn record_file(&self, ids: &Ids) -> Result<File> {
         let dir = self.state.join("sent");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -467,7 +488,7 @@ impl Job<'_> {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        f.write_all(self.plan.header().as_bytes())
+        f.write_all(ids.header(&self.plan).as_bytes())
             .map_err(io_err(&path))?;
         Ok(f)
     }

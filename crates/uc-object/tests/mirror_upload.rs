@@ -236,4 +236,25 @@ fn two_processes_split_an_upload_and_the_last_one_completes_it() {
     let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
     assert_eq!(end, UploadEnd::Finished(UploadStats { files: 3, bytes: 3 }));
     uploaded_like(&s.root().join("mirror/resent"), local.path());
+    // Records of parts sent into uploads whose ids are gone (a crash while clearing them) do not
+    // count: the next run makes new uploads and sends everything into them.
+    let dest = Location::parse("s3://mirror/stale").unwrap();
+    let state = dir.path().join("stale");
+    std::fs::create_dir(&state).unwrap();
+    let other = std::fs::File::create(state.join("lock")).unwrap();
+    other.lock_shared().unwrap();
+    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
+    assert!(matches!(end, UploadEnd::Others(_)), "{end:?}");
+    drop(other);
+    std::fs::remove_file(state.join("ids")).unwrap();
+    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
+    let whole = (20 << 20) + 1000 + 3;
+    assert_eq!(
+        end,
+        UploadEnd::Finished(UploadStats {
+            files: 4,
+            bytes: whole
+        })
+    );
+    uploaded_like(&s.root().join("mirror/stale"), local.path());
 }
