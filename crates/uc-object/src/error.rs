@@ -54,11 +54,20 @@ impl ObjectError {
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
                 ObjectError::Denied { url, why }
             }
-            _ if why.contains(" 403 ") || why.contains(" 401 ") || why.contains("Forbidden") => {
-                ObjectError::Denied { url, why }
-            }
-            _ if looks_unreachable(&why) => ObjectError::Unreachable { url, why },
-            _ => ObjectError::Failed { url, why },
+            ref e => match transport_failure(e) {
+                // No answer: refused or dropped connections, timeouts (after the retries).
+                Some(true) => ObjectError::Unreachable { url, why },
+                Some(false) => ObjectError::Failed { url, why },
+                // An answer: object_store types 401/403 on most requests, not all (a listing's).
+                None if why.contains(" 403 ")
+                    || why.contains(" 401 ")
+                    || why.contains("Forbidden") =>
+                {
+                    ObjectError::Denied { url, why }
+                }
+                None if looks_unreachable(&why) => ObjectError::Unreachable { url, why },
+                None => ObjectError::Failed { url, why },
+            },
         }
     }
 
@@ -80,6 +89,25 @@ pub fn find_in_io(e: &std::io::Error) -> Option<&ObjectError> {
         .and_then(|inner| inner.downcast_ref::<ObjectError>())
 }
 
+/// Whether the HTTP client failed before any answer came (`Some(true)`: no connection, a timeout,
+/// an interrupted request; `Some(false)`: an answer it could not read), found in `e`'s sources;
+/// `None` when the failure is not the transport's (a status, or a store without HTTP).
+fn transport_failure(e: &object_store::Error) -> Option<bool> {
+    use object_store::client::{HttpError, HttpErrorKind as K};
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<HttpError>() {
+            return Some(matches!(
+                h.kind(),
+                K::Connect | K::Request | K::Timeout | K::Interrupted
+            ));
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// For failures without a typed transport error: words of a connection that never answered.
 fn looks_unreachable(why: &str) -> bool {
     let w = why.to_ascii_lowercase();
     [
@@ -87,7 +115,6 @@ fn looks_unreachable(why: &str) -> bool {
         "timed out",
         "timeout",
         "connection",
-        "retries",
         "dns",
         "reset",
         "closed",
@@ -144,6 +171,33 @@ fn redact_with(s: &str, vars: impl Iterator<Item = (String, String)>) -> String 
 
 #[cfg(test)]
 mod tests {
+    use super::ObjectError;
+    use object_store::client::{HttpError, HttpErrorKind};
+
+    fn store_error(kind: HttpErrorKind, msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(HttpError::new(kind, std::io::Error::other(msg.to_string()))),
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_classified_by_kind_not_words() {
+        let e = |k, m| ObjectError::from_store("s3://b/k", store_error(k, m));
+        assert!(matches!(
+            e(HttpErrorKind::Timeout, "x"),
+            ObjectError::Unreachable { .. }
+        ));
+        assert!(matches!(
+            e(HttpErrorKind::Connect, "x"),
+            ObjectError::Unreachable { .. }
+        ));
+        // An answer that could not be decoded is no silent store, whatever its text says.
+        assert!(matches!(
+            e(HttpErrorKind::Decode, "connection header"),
+            ObjectError::Failed { .. }
+        ));
+    }
     #[test]
     fn secret_values_of_every_cloud_are_redacted() {
         let vars = [
