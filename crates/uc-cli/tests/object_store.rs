@@ -117,30 +117,34 @@ fn ds_files(rel: &Path) -> bool {
 /// A fixture: its name, its folder, which of its files to upload.
 type Case = (&'static str, PathBuf, fn(&Path) -> bool);
 
+/// The DCP fixture `fsdp2_tp_2x2`, the Megatron one `gpt_tp2_dp2`, else a DeepSpeed one.
+fn case(name: &'static str) -> Case {
+    match name {
+        "fsdp2_tp_2x2" => (name, fixtures("dcp").join(name).join("checkpoint"), |_| {
+            true
+        }),
+        "gpt_tp2_dp2" => (
+            name,
+            fixtures("megatron").join(name).join("checkpoint"),
+            |_| true,
+        ),
+        _ => (name, fixture(name), ds_files),
+    }
+}
+
 #[test]
 fn every_family_converts_from_and_to_s3_like_local() {
     let env = Env::new();
     let local = tempfile::tempdir().unwrap();
-    let cases: Vec<Case> = vec![
-        ("zero2", fixture("zero2"), ds_files),
-        (
-            "tp2_dp2_zero2_bf16",
-            fixture("tp2_dp2_zero2_bf16"),
-            ds_files,
-        ),
-        ("moe_ep2_zero2", fixture("moe_ep2_zero2"), ds_files),
-        ("ep2_tp2_zero1", fixture("ep2_tp2_zero1"), ds_files),
-        (
-            "fsdp2_tp_2x2",
-            fixtures("dcp").join("fsdp2_tp_2x2/checkpoint"),
-            |_| true,
-        ),
-        (
-            "gpt_tp2_dp2",
-            fixtures("megatron").join("gpt_tp2_dp2/checkpoint"),
-            |_| true,
-        ),
-    ];
+    let cases = [
+        "zero2",
+        "tp2_dp2_zero2_bf16",
+        "moe_ep2_zero2",
+        "ep2_tp2_zero1",
+        "fsdp2_tp_2x2",
+        "gpt_tp2_dp2",
+    ]
+    .map(case);
     for (name, src, keep) in cases {
         env.put(&src, &format!("in/{name}"), keep);
         let url = format!("s3://ckpt/in/{name}");
@@ -219,19 +223,7 @@ fn every_family_converts_from_and_to_s3_like_local() {
 fn gs_urls_convert_verify_and_export_like_local() {
     let env = Env::gcs();
     let local = tempfile::tempdir().unwrap();
-    let cases: Vec<Case> = vec![
-        ("zero2", fixture("zero2"), ds_files),
-        (
-            "fsdp2_tp_2x2",
-            fixtures("dcp").join("fsdp2_tp_2x2/checkpoint"),
-            |_| true,
-        ),
-        (
-            "gpt_tp2_dp2",
-            fixtures("megatron").join("gpt_tp2_dp2/checkpoint"),
-            |_| true,
-        ),
-    ];
+    let cases = ["zero2", "fsdp2_tp_2x2", "gpt_tp2_dp2"].map(case);
     for (name, src, keep) in cases {
         env.put(&src, &format!("in/{name}"), keep);
         let url = format!("gs://ckpt/in/{name}");
