@@ -412,6 +412,16 @@ fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
     let o = ok(&env.uc(&["convert", "s3://ckpt/in", "s3://ckpt/out"], &[]));
     assert!(o.contains("earlier run"), "{o}");
     same(&env.obj("out"), &want, "resumed upload");
+    // A flaky network (every third request dropped unanswered): reads, uploads and multipart
+    // calls are retried with backoff, and the result is the same.
+    env.server.drop_every(3);
+    let flaky = env.uc(
+        &["convert", "s3://ckpt/in", "s3://ckpt/flaky"],
+        &[("UC_OBJECT_RETRY_TIMEOUT", "30")],
+    );
+    env.server.revive();
+    ok(&flaky);
+    same(&env.obj("flaky"), &want, "through a flaky network");
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
 

@@ -184,6 +184,15 @@ pub fn upload_shared(
     mine: &dyn Fn(&[u64]) -> Vec<usize>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<UploadEnd> {
+    if state.starts_with(local) {
+        return Err(ObjectError::Failed {
+            url: dest.url().to_string(),
+            why: format!(
+                "the upload's state folder {} lies inside the folder uploaded",
+                state.display()
+            ),
+        });
+    }
     match fs::create_dir(state) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}

@@ -18,9 +18,20 @@ pub struct S3Server {
     addr: SocketAddr,
     root: tempfile::TempDir,
     rt: Option<tokio::runtime::Runtime>,
-    budget: Arc<AtomicI64>,
-    served: Arc<AtomicI64>,
-    stall: Arc<AtomicBool>,
+    gate: Arc<Gate>,
+}
+
+/// What the server does with the requests to come (a test changes it while the server runs).
+struct Gate {
+    /// Requests still answered before the server plays dead (or stalls).
+    budget: AtomicI64,
+    /// Past the budget: hold requests unanswered instead of dropping them.
+    stall: AtomicBool,
+    /// Drop every n-th request (0: none), as a flaky network does.
+    every: AtomicI64,
+    /// Requests received, and answered.
+    seen: AtomicI64,
+    served: AtomicI64,
 }
 
 impl S3Server {
@@ -59,20 +70,16 @@ impl S3Server {
             b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         }
         let service = b.build();
-        let budget = Arc::new(AtomicI64::new(i64::MAX));
-        let served = Arc::new(AtomicI64::new(0));
-        let stall = Arc::new(AtomicBool::new(false));
-        let (gate, count, hang) = (budget.clone(), served.clone(), stall.clone());
-        let service = hyper::service::service_fn(move |req| {
-            gated(
-                service.clone(),
-                gate.clone(),
-                count.clone(),
-                hang.clone(),
-                auth,
-                req,
-            )
+        let gate = Arc::new(Gate {
+            budget: AtomicI64::new(i64::MAX),
+            stall: AtomicBool::new(false),
+            every: AtomicI64::new(0),
+            seen: AtomicI64::new(0),
+            served: AtomicI64::new(0),
         });
+        let g = gate.clone();
+        let service =
+            hyper::service::service_fn(move |req| gated(service.clone(), g.clone(), auth, req));
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         rt.spawn(async move {
@@ -95,9 +102,7 @@ impl S3Server {
             addr,
             root,
             rt: Some(rt),
-            budget,
-            served,
-            stall,
+            gate,
         })
     }
 
@@ -133,24 +138,32 @@ impl S3Server {
     /// Serves `n` more requests, then answers none (each connection is dropped unanswered) until
     /// [`S3Server::revive`].
     pub fn fail_after(&self, n: i64) {
-        self.budget.store(n, Ordering::SeqCst);
+        self.gate.budget.store(n, Ordering::SeqCst);
     }
 
     /// Serves `n` more requests, then accepts requests and never answers them (a stalled server).
     pub fn stall_after(&self, n: i64) {
-        self.stall.store(true, Ordering::SeqCst);
-        self.budget.store(n, Ordering::SeqCst);
+        self.gate.stall.store(true, Ordering::SeqCst);
+        self.gate.budget.store(n, Ordering::SeqCst);
     }
 
-    /// Serves again after [`S3Server::fail_after`] or [`S3Server::stall_after`].
+    /// Drops every `n`-th request it receives unanswered (0: none) until [`S3Server::revive`]:
+    /// transient failures a client must retry.
+    pub fn drop_every(&self, n: i64) {
+        self.gate.every.store(n, Ordering::SeqCst);
+    }
+
+    /// Serves every request again after [`S3Server::fail_after`], [`S3Server::stall_after`] or
+    /// [`S3Server::drop_every`].
     pub fn revive(&self) {
-        self.stall.store(false, Ordering::SeqCst);
-        self.budget.store(i64::MAX, Ordering::SeqCst);
+        self.gate.stall.store(false, Ordering::SeqCst);
+        self.gate.every.store(0, Ordering::SeqCst);
+        self.gate.budget.store(i64::MAX, Ordering::SeqCst);
     }
 
     /// Requests answered so far.
     pub fn served(&self) -> i64 {
-        self.served.load(Ordering::SeqCst)
+        self.gate.served.load(Ordering::SeqCst)
     }
 
     /// Stops serving: open connections are dropped and new ones refused.
@@ -163,13 +176,11 @@ impl S3Server {
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// One request through the budget: past it the server behaves as if it had died (no answer, the
-/// connection dropped) or, when stalled, never answers.
+/// One request through the gate: past the budget the server behaves as if it had died (no answer,
+/// the connection dropped) or, when stalled, never answers; a flaky one drops every n-th request.
 async fn gated(
     inner: s3s::service::S3Service,
-    gate: Arc<AtomicI64>,
-    count: Arc<AtomicI64>,
-    stall: Arc<AtomicBool>,
+    gate: Arc<Gate>,
     signed: bool,
     mut req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<s3s::HttpResponse, BoxErr> {
@@ -182,13 +193,18 @@ async fn gated(
     if bearer && !signed {
         req.headers_mut().remove(hyper::header::AUTHORIZATION);
     }
-    if gate.fetch_sub(1, Ordering::SeqCst) <= 0 {
-        if stall.load(Ordering::SeqCst) {
+    let k = gate.seen.fetch_add(1, Ordering::SeqCst) + 1;
+    let every = gate.every.load(Ordering::SeqCst);
+    if every > 0 && k % every == 0 {
+        return Err("request dropped".into());
+    }
+    if gate.budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
+        if gate.stall.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
         return Err("server stopped".into());
     }
-    count.fetch_add(1, Ordering::SeqCst);
+    gate.served.fetch_add(1, Ordering::SeqCst);
     match hyper::service::Service::call(&inner, req).await {
         Ok(r) => Ok(r),
         Err(e) => Err(format!("{e:?}").into()),

@@ -179,6 +179,15 @@ fn uploads_put_markers_last_and_a_failure_publishes_none() {
     // A process joining after the upload finished finds nothing to do.
     let late = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
     assert_eq!(late, UploadEnd::Gone);
+    // Every third request dropped: creating, sending and completing the parts are retried.
+    s.drop_every(3);
+    let dest = Location::parse("s3://mirror/flaky").unwrap();
+    let flaky_state = tempfile::tempdir().unwrap();
+    let state = flaky_state.path().join("upload");
+    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {});
+    s.revive();
+    assert!(matches!(end, Ok(UploadEnd::Finished(_))), "{end:?}");
+    uploaded_like(&s.root().join("mirror/flaky"), local.path());
 }
 
 #[test]
