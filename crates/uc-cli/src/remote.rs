@@ -242,10 +242,10 @@ impl Remote {
         }
         if let (Some(u), Some(s)) = (&self.output, self.uploaded) {
             parts.push(format!(
-                "uploaded {} objects ({}) to {}",
-                s.files,
+                "uploaded {} to {} ({} objects completed by this process)",
                 crate::progress::human(s.bytes),
-                u.dest.url()
+                u.dest.url(),
+                s.files
             ));
         }
         (!parts.is_empty()).then(|| parts.join("; "))
