@@ -67,6 +67,9 @@ node -e 'const j=JSON.parse(process.argv[1]); const r=j.remote.fetch.ratio;
   if (!(r >= 1 && r <= 1.05)) { console.error("fetch ratio", r); process.exit(1) }
   console.log("fetch ratio", r.toFixed(4), "in", j.remote.fetch.requests, "requests")' "$json"
 
+step "a 20 MiB block upload split between two processes (cargo test -p uc-object --test azure)"
+cargo test -q -p uc-object --test azure 2>&1 | tail -20
+
 step "a missing prefix is an error naming it; nothing is left in the cache"
 if out=$("$UC" inspect az://ckpt/nothing 2>&1); then echo "should have failed: $out"; exit 1; fi
 grep -q "az://ckpt/nothing: no such object" <<<"$out" || { echo "$out"; exit 1; }
