@@ -87,13 +87,12 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
     });
     drop(converting);
     let report = report?;
-    if report.published || report.already || remote.await_conversion() {
-        remote.publish(w)?;
-    }
+    let upload = remote.upload(w, report.published || report.already)?;
     if a.json {
         let j = serde_json::json!({
             "output": remote.show(&report.output),
             "remote": remote.json(),
+            "upload": upload.json(),
             "published": report.published,
             "tensors": report.tensors,
             "bytes": report.bytes,
@@ -140,7 +139,7 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
             report.missing_tensors,
         );
         let shown = std::path::PathBuf::from(remote.show(&report.output));
-        say!("{}", unpublished(w, n, b, m, secs, &shown));
+        say!("{}", unpublished(w, n, b, m, secs, &shown, upload));
     }
     if let Some(line) = remote.summary() {
         say!("{line}");

@@ -104,9 +104,7 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
     });
     drop(converting);
     let report = report?;
-    if report.published || report.already || remote.await_conversion() {
-        remote.publish(w)?;
-    }
+    let upload = remote.upload(w, report.published || report.already)?;
     // Read ÷ the checkpoint bytes of the tensors this worker exported (a resumed run reads less).
     let exported = report.share_source_bytes.saturating_sub(
         report.share_source_bytes * report.share.reused_bytes / report.share.bytes.max(1),
@@ -116,6 +114,7 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
         let j = serde_json::json!({
             "output": remote.show(&report.output),
             "remote": remote.json(),
+            "upload": upload.json(),
             "files": report.files,
             "tensors": report.tensors,
             "total_size": report.total_size,
@@ -147,7 +146,7 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
             report.missing_tensors,
         );
         let shown = std::path::PathBuf::from(remote.show(&report.output));
-        say!("{}", unpublished(w, n, b, m, secs, &shown));
+        say!("{}", unpublished(w, n, b, m, secs, &shown, upload));
     } else {
         say!(
             "exported {} tensors ({}) into {} ({}) in {secs:.2} s",

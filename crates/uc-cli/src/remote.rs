@@ -19,16 +19,41 @@ use uc_store::staging::{share, Worker};
 #[derive(Default)]
 pub struct Remote {
     input: Option<Mirror>,
-    output: Option<Upload>,
+    output: Option<Output>,
     uploaded: Option<UploadStats>,
     /// The output was uploaded by an earlier run of this command (or another worker of it).
     already: bool,
 }
 
 /// A remote output and the local folder it is written into first.
-struct Upload {
+struct Output {
     dest: Location,
     work: PathBuf,
+}
+
+/// How a worker's part in a remote output ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// The output is local.
+    Local,
+    /// This worker finished the upload: the output is complete.
+    Finished,
+    /// This worker sent its share (or found the upload done); another one finishes.
+    Shared,
+    /// No other worker converts any more and the local output is not complete: nothing uploaded.
+    OthersStopped,
+}
+
+impl Upload {
+    /// For `--json`: `null` for a local output.
+    pub fn json(self) -> serde_json::Value {
+        match self {
+            Upload::Local => serde_json::Value::Null,
+            Upload::Finished => "finished".into(),
+            Upload::Shared => "shared".into(),
+            Upload::OthersStopped => "others_stopped".into(),
+        }
+    }
 }
 
 /// Stamp written into the work folder once the local conversion finished.
@@ -75,7 +100,7 @@ impl Remote {
                     }
                 }
                 *out = work.join("out");
-                r.output = Some(Upload { dest, work });
+                r.output = Some(Output { dest, work });
             }
         }
         Ok(r)
@@ -111,10 +136,26 @@ impl Remote {
         Ok(Some(f))
     }
 
+    /// After worker `w`'s local conversion (`complete`: the local output is complete — this worker
+    /// or an earlier run published it): uploads a remote output once it is complete, at once or
+    /// after waiting while another worker still converts, as [`Remote::publish`] does.
+    pub fn upload(&mut self, w: Worker, complete: bool) -> Result<Upload, CliError> {
+        if self.output.is_none() {
+            return Ok(Upload::Local);
+        }
+        if !complete && !self.await_conversion() {
+            return Ok(Upload::OthersStopped);
+        }
+        Ok(match self.publish(w)? {
+            true => Upload::Finished,
+            false => Upload::Shared,
+        })
+    }
+
     /// After this worker's share (its [`Remote::converting`] lock released): waits while another
     /// worker is still converting; true when the local output is then complete (published by the
     /// last converting worker), false when no one converts any more and it is not.
-    pub fn await_conversion(&self) -> bool {
+    fn await_conversion(&self) -> bool {
         let Some(u) = &self.output else {
             return false;
         };

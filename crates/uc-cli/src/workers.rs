@@ -1,6 +1,7 @@
 //! `--world-size` / `--rank` of cooperating workers, or the rank and size the cluster's launcher put in
 //! the environment (torchrun, Slurm, Open MPI, PMI), checked against each other.
 
+use crate::remote::Upload;
 use crate::CliError;
 use clap::Args as ClapArgs;
 use uc_store::staging::Worker;
@@ -65,7 +66,8 @@ impl WorkerArgs {
     }
 }
 
-/// What a worker that did not publish says: its share, and who publishes.
+/// What a worker that did not publish the local output says: its share, and who publishes (or,
+/// for a remote output, how its upload ended).
 pub fn unpublished(
     w: Worker,
     tensors: usize,
@@ -73,6 +75,7 @@ pub fn unpublished(
     missing: usize,
     secs: f64,
     out: &std::path::Path,
+    upload: Upload,
 ) -> String {
     let head = format!(
         "worker {}/{}: share of {tensors} tensors ({}) done in {secs:.2} s",
@@ -80,17 +83,19 @@ pub fn unpublished(
         w.world,
         crate::progress::human(bytes)
     );
-    if missing > 0 {
-        format!(
-            "{head}; {missing} tensors of other shares are not finished (a worker still to start, or one \
-             that was killed: run it again) — {} appears when they are",
-            out.display()
-        )
-    } else {
-        format!(
-            "{head}; the last worker to finish publishes {}",
-            out.display()
-        )
+    let out = out.display();
+    match upload {
+        Upload::Finished => format!("{head}; this worker finished the upload: {out} is complete"),
+        Upload::Shared => format!("{head}; another worker finishes the upload of {out}"),
+        Upload::OthersStopped => format!(
+            "{head}; no other worker is converting any more and the output is not complete: run \
+             the same command again for the ranks that did not finish — {out} appears when they have"
+        ),
+        Upload::Local if missing > 0 => format!(
+            "{head}; {missing} tensors of other shares are not finished (a worker still to start, or \
+             one that was killed: run it again) — {out} appears when they are"
+        ),
+        Upload::Local => format!("{head}; the last worker to finish publishes {out}"),
     }
 }
 

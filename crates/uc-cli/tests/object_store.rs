@@ -476,6 +476,19 @@ fn cooperating_workers_read_from_and_write_to_s3() {
     assert_eq!(sent, whole, "bytes uploaded by the two workers");
     let late = ok(&run("s3://ckpt/two", "1", false)());
     assert!(late.contains("already"), "{late}");
+    // One worker after the other: the first finds no one else converting and uploads nothing;
+    // the second completes the conversion and the upload.
+    let json = |o: &Output| -> serde_json::Value { serde_json::from_str(&ok(o)).unwrap() };
+    let first = json(&run("s3://ckpt/seq", "0", true)());
+    assert_eq!(first["upload"], "others_stopped", "{first}");
+    assert!(!env.obj("seq").exists());
+    let second = json(&run("s3://ckpt/seq", "1", true)());
+    assert_eq!(second["upload"], "finished", "{second}");
+    same(
+        &env.obj("seq"),
+        &want,
+        "2 workers one after the other, s3 → s3",
+    );
     // Workers on several hosts need one work folder: without UC_CACHE_DIR they are refused.
     let args = [
         "convert",
