@@ -261,6 +261,31 @@ fn gs_urls_convert_verify_and_export_like_local() {
 }
 
 #[test]
+fn file_urls_convert_verify_and_export_like_local() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let url = |p: &Path| format!("file://{}", p.display());
+    for name in ["zero2", "fsdp2_tp_2x2", "gpt_tp2_dp2"] {
+        let (_, src, _) = case(name);
+        let want = dir.path().join(format!("{name}-local"));
+        ok(&env.uc(&["convert", s(&src), s(&want), "--format", "dcp"], &[]));
+        let out = dir.path().join(format!("{name}-url"));
+        ok(&env.uc(&["convert", &url(&src), &url(&out), "--format", "dcp"], &[]));
+        same(&out, &want, &format!("{name}: file:// → file://"));
+    }
+    let src = fixture("zero2");
+    let native = dir.path().join("native");
+    ok(&env.uc(&["convert", &url(&src), &url(&native)], &[]));
+    let v = ok(&env.uc(&["verify", &url(&native), "--json"], &[]));
+    assert!(v.contains(r#""ok":true"#), "{v}");
+    let (want, got) = (dir.path().join("hf-local"), dir.path().join("hf-url"));
+    ok(&env.uc(&["export", s(&src), s(&want)], &[]));
+    ok(&env.uc(&["export", &url(&src), &url(&got)], &[]));
+    same(&got, &want, "export file:// → file://");
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
 fn export_from_s3_to_s3_equals_local_and_fetches_what_it_needs() {
     let env = Env::new();
     let src = fixture("zero2");
