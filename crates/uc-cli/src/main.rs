@@ -48,9 +48,11 @@ enum Cmd {
     ///
     /// Either may be an object-storage URL (`s3://bucket/prefix`, `gs://`, `az://`, `file://`),
     /// configured from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-    /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, …; `UC_OBJECT_TIMEOUT`, `UC_OBJECT_RETRY_TIMEOUT` in
-    /// seconds, `UC_CACHE_DIR` for the local stand-ins and work folder). A URL input is read by
-    /// ranged GETs of the bytes needed; a URL output is uploaded with its completion markers last.
+    /// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, …; `GOOGLE_SERVICE_ACCOUNT`, …;
+    /// `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, …; `UC_OBJECT_TIMEOUT`,
+    /// `UC_OBJECT_RETRY_TIMEOUT` in seconds, `UC_CACHE_DIR` for the local stand-ins and work
+    /// folder). A URL input is read by ranged GETs of the bytes needed; a URL output is uploaded
+    /// with its completion markers last (by every worker, each its share, when there are several).
     Convert(cmd_convert::Args),
     /// Export the trained weights as a Hugging Face model folder (safetensors, sharded, with index).
     ///
