@@ -92,6 +92,30 @@ fn concurrent_fills_fetch_each_byte_once_and_read_back_exact() {
 }
 
 #[test]
+fn an_object_rewritten_during_a_read_is_refused_not_mixed() {
+    // file:// lists ETags (inode, modification time, size) and honours If-Match, as the clouds do.
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("blob.bin");
+    std::fs::write(&blob, bytes(1 << 20, 3)).unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let m = Mirror::open(Location::parse(&url).unwrap(), None).unwrap();
+    let path = m.path().join("blob.bin");
+    uc_torch::lazy::need(&path, std::slice::from_ref(&(0..1000))).unwrap();
+    // Rewritten with other bytes of the same size: the next range is not taken from it.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&blob, bytes(1 << 20, 4)).unwrap();
+    let e = uc_torch::lazy::need(&path, std::slice::from_ref(&(500_000..501_000))).unwrap_err();
+    let uc_torch::TorchError::Io { source, .. } = &e else {
+        panic!("{e}")
+    };
+    let e = uc_object::find_in_io(source).expect("the store's error inside the I/O error");
+    assert!(
+        matches!(e, ObjectError::Changed { url: u, .. } if *u == format!("{url}/blob.bin")),
+        "{e}"
+    );
+}
+
+#[test]
 fn an_empty_prefix_is_not_found() {
     let _one = server();
     let e = Mirror::open(Location::parse("s3://mirror/none").unwrap(), None).unwrap_err();
