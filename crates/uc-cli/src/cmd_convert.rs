@@ -53,7 +53,8 @@ pub struct Args {
 
 pub fn run(mut a: Args) -> Result<(), CliError> {
     let w = a.workers.worker()?;
-    let mut remote = Remote::resolve(&mut a.input, Some((&mut a.output, w)))?;
+    let fresh = a.workers.fresh();
+    let mut remote = Remote::resolve(&mut a.input, Some((&mut a.output, w, fresh)))?;
     run_with(a, &mut remote).map_err(|e| remote.explain(e))
 }
 

@@ -72,7 +72,8 @@ fn rename(s: &str) -> Result<(Regex, String), String> {
 
 pub fn run(mut a: Args) -> Result<(), CliError> {
     let w = a.workers.worker()?;
-    let mut remote = Remote::resolve(&mut a.checkpoint, Some((&mut a.out_dir, w)))?;
+    let fresh = a.workers.fresh();
+    let mut remote = Remote::resolve(&mut a.checkpoint, Some((&mut a.out_dir, w, fresh)))?;
     run_with(a, &mut remote).map_err(|e| remote.explain(e))
 }
 

@@ -10,8 +10,8 @@ use crate::CliError;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use uc_object::{
-    cache_dir, check_free, is_url, upload_shared, FetchStats, Location, Mirror, UploadEnd,
-    UploadStats,
+    cache_dir, check_free, discard_upload, is_url, upload_shared, FetchStats, Location, Mirror,
+    UploadEnd, UploadStats,
 };
 use uc_store::staging::{share, Worker};
 
@@ -63,10 +63,11 @@ const CONVERTING: &str = "converting.lock";
 
 impl Remote {
     /// Replaces a remote `input` (and the `output` of worker `w`) by local stand-ins; plain paths
-    /// pass unchanged.
+    /// pass unchanged. With `fresh`, what an earlier run of the command left in its work folder
+    /// (converted files, recorded parts) is discarded, when no process of the job runs.
     pub fn resolve(
         input: &mut PathBuf,
-        output: Option<(&mut PathBuf, Worker)>,
+        output: Option<(&mut PathBuf, Worker, bool)>,
     ) -> Result<Remote, CliError> {
         let mut r = Remote::default();
         if let Some(arg) = input.to_str().filter(|s| is_url(s)) {
@@ -74,7 +75,7 @@ impl Remote {
             *input = m.path().to_path_buf();
             r.input = Some(m);
         }
-        if let Some((out, w)) = output {
+        if let Some((out, w, fresh)) = output {
             if let Some(arg) = out.to_str().filter(|s| is_url(s)) {
                 if w.world > 1 && std::env::var_os("UC_CACHE_DIR").is_none() {
                     return Err(CliError::Failed(format!(
@@ -85,6 +86,9 @@ impl Remote {
                 }
                 let dest = Location::parse(arg)?;
                 let work = work_dir(&dest, input, r.input_label());
+                if fresh {
+                    discard_work(&work, &dest)?;
+                }
                 match check_free(&dest) {
                     Err(uc_object::ObjectError::Exists { .. }) if done_stamp(&work).is_file() => {
                         r.already = true
@@ -331,19 +335,49 @@ fn work_dir(dest: &Location, input: &Path, label: Option<String>) -> PathBuf {
     cache_dir().join(format!(".uc-upload-{}", &h.finalize().to_hex()[..16]))
 }
 
-/// The command line without the worker's own rank flags and `--json` (the same for every worker
-/// of a job, whatever each prints).
+/// The command line without the worker's own rank flags, `--json` and `--fresh` (the same for
+/// every worker and every run of a job, whatever each prints or discards).
 fn job_args() -> Vec<String> {
     let mut out = Vec::new();
     let mut args = std::env::args();
     while let Some(a) = args.next() {
         if a == "--rank" || a == "--world-size" {
             args.next();
-        } else if !(a.starts_with("--rank=") || a.starts_with("--world-size=") || a == "--json") {
+        } else if !(a.starts_with("--rank=")
+            || a.starts_with("--world-size=")
+            || a == "--json"
+            || a == "--fresh")
+        {
             out.push(a);
         }
     }
     out
+}
+
+/// `--fresh`: removes the work folder of an earlier run of this command (aborting the multipart
+/// uploads it recorded), unless a process of the job still converts or uploads in it.
+fn discard_work(work: &Path, dest: &Location) -> Result<(), CliError> {
+    if !work.exists() {
+        return Ok(());
+    }
+    let mut held = Vec::new();
+    for lock in [work.join(CONVERTING), work.join("upload").join("lock")] {
+        if let Ok(f) = File::open(&lock) {
+            if f.try_lock().is_err() {
+                return Err(CliError::Failed(format!(
+                    "--fresh: a process of this job still runs in {} ({} is locked); stop it first",
+                    work.display(),
+                    lock.display()
+                )));
+            }
+            held.push(f);
+        }
+    }
+    discard_upload(&work.join("out"), dest, &work.join("upload"))?;
+    std::fs::remove_dir_all(work).map_err(CliError::io(work))?;
+    let _ = std::fs::remove_file(done_stamp(work));
+    drop(held);
+    Ok(())
 }
 
 /// The file left beside the work folder once its upload finished (so that late workers and

@@ -27,7 +27,9 @@ pub struct WorkerArgs {
     #[arg(long, value_name = "R", requires = "world_size")]
     rank: Option<usize>,
     /// Discard what an earlier, killed run of this same command left in its staging folder and start
-    /// over (by default it is verified and reused).
+    /// over (by default it is verified and reused); for a URL output also its work folder (converted
+    /// files, recorded parts: their multipart uploads are aborted). Refused while a process of the
+    /// job still runs.
     #[arg(long)]
     fresh: bool,
 }

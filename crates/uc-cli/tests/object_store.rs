@@ -447,6 +447,37 @@ fn a_server_dying_mid_run_publishes_nothing_and_the_rerun_finishes() {
     env.server.revive();
     ok(&flaky);
     same(&env.obj("flaky"), &want, "through a flaky network");
+    // `--fresh` after a failed upload: the earlier run's work folder is discarded (its recorded
+    // uploads aborted) and the conversion runs again.
+    env.server.fail_after(whole - 2);
+    failed(&env.uc(&["convert", "s3://ckpt/in", "s3://ckpt/fresh"], &[]));
+    env.server.revive();
+    // Not while a process of the job runs (here: holds the converting lock).
+    let work = std::fs::read_dir(env.cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".uc-upload-")
+        })
+        .expect("the failed run's work folder");
+    let running = std::fs::File::open(work.join("converting.lock")).unwrap();
+    running.lock_shared().unwrap();
+    let e = failed(&env.uc(
+        &["convert", "s3://ckpt/in", "s3://ckpt/fresh", "--fresh"],
+        &[],
+    ));
+    assert!(e.contains("still runs"), "{e}");
+    drop(running);
+    let o = ok(&env.uc(
+        &["convert", "s3://ckpt/in", "s3://ckpt/fresh", "--fresh"],
+        &[],
+    ));
+    assert!(o.contains("converted") && !o.contains("earlier run"), "{o}");
+    same(&env.obj("fresh"), &want, "--fresh after a failed upload");
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
 

@@ -213,14 +213,7 @@ pub fn upload_shared(
     if !same_file(&lock, &lock_path) || state.join("finished").exists() {
         return Ok(UploadEnd::Gone);
     }
-    let job = Job {
-        local,
-        dest,
-        state,
-        plan: Plan::of(local, dest.parts().is_some())?,
-        sent: AtomicU64::new(0),
-        objects: AtomicU64::new(0),
-    };
+    let job = Job::new(local, dest, state)?;
     let share = job.send_share(mine, progress);
     lock.unlock().map_err(io_err(&lock_path))?;
     // The last one still uploading (exclusive lock) finishes — or, after a failure, cleans up.
@@ -247,6 +240,19 @@ pub fn upload_shared(
     }
 }
 
+/// Discards the state folder of an upload no process runs any more (the caller makes sure): aborts
+/// the multipart uploads it recorded (`local`, the folder they upload, names their objects) and
+/// removes it, so that the next upload starts over.
+pub fn discard_upload(local: &Path, dest: &Location, state: &Path) -> Result<()> {
+    if !state.exists() {
+        return Ok(());
+    }
+    if local.is_dir() {
+        Job::new(local, dest, state)?.abandon();
+    }
+    fs::remove_dir_all(state).map_err(io_err(state))
+}
+
 /// True when the open file `f` is still the file at `path` (not unlinked or replaced).
 fn same_file(f: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -267,7 +273,18 @@ struct Job<'a> {
     objects: AtomicU64,
 }
 
-impl Job<'_> {
+impl<'a> Job<'a> {
+    fn new(local: &'a Path, dest: &'a Location, state: &'a Path) -> Result<Job<'a>> {
+        Ok(Job {
+            local,
+            dest,
+            state,
+            plan: Plan::of(local, dest.parts().is_some())?,
+            sent: AtomicU64::new(0),
+            objects: AtomicU64::new(0),
+        })
+    }
+
     fn stats(&self) -> UploadStats {
         UploadStats {
             files: self.objects.load(Ordering::Relaxed),
