@@ -31,8 +31,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Pieces one process sends at once.
-const PIECES_AT_ONCE: usize = 8;
+/// Pieces one process sends at once (many small files are latency-bound: keep many in flight)…
+const PIECES_AT_ONCE: usize = 32;
+/// …holding at most this many MiB of them in memory (8 parts of 8 MiB).
+const MIB_AT_ONCE: u32 = 64;
 /// Multipart uploads created, completed or aborted at once.
 const CALLS_AT_ONCE: usize = 16;
 
@@ -367,9 +369,19 @@ impl<'a> Job<'a> {
         let total: u64 = pieces.iter().map(|&i| self.plan.pieces[i].len).sum();
         let log = Mutex::new(self.record_file(ids)?);
         let base = self.sent.load(Ordering::Relaxed);
+        let memory = tokio::sync::Semaphore::new(MIB_AT_ONCE as usize);
         runtime().block_on(async {
+            let memory = &memory;
             let mut sends = futures::stream::iter(pieces)
-                .map(|&i| async move { self.send_piece(i, ids).await.map(|id| (i, id)) })
+                .map(|&i| async move {
+                    let mib = self.plan.pieces[i]
+                        .len
+                        .div_ceil(1 << 20)
+                        .clamp(1, MIB_AT_ONCE as u64);
+                    // Never closed: a permit always comes.
+                    let _held = memory.acquire_many(mib as u32).await.ok();
+                    self.send_piece(i, ids).await.map(|id| (i, id))
+                })
                 .buffer_unordered(PIECES_AT_ONCE);
             while let Some(r) = sends.next().await {
                 let (i, id) = r?;
