@@ -62,7 +62,7 @@ fn scalars_and_containers() {
             s("é"),
             PyValue::Bytes(b"ab".to_vec()),
             PyValue::Tuple(vec![PyValue::Int(1)]),
-            PyValue::Dict(vec![(s("k"), PyValue::Int(2))]),
+            PyValue::Dict(vec![(s("k"), PyValue::Int(2))].into()),
         ])
     );
 }
@@ -161,7 +161,7 @@ fn dict_key_set_twice_keeps_last_value() {
     p.extend([b'K', 3, b'u', b'.']);
     assert_eq!(
         ok(&p),
-        PyValue::Dict(vec![(s("a"), PyValue::Int(3)), (s("b"), PyValue::Int(2))])
+        PyValue::Dict(vec![(s("a"), PyValue::Int(3)), (s("b"), PyValue::Int(2))].into())
     );
 }
 
@@ -175,7 +175,10 @@ fn ordered_dict_zero_stage_and_objects() {
     p.extend([b'K', 1, b's', b'}']);
     p.extend(unicode("_metadata"));
     p.extend([b'N', b's', b'b', b'.']);
-    assert_eq!(ok(&p), PyValue::Dict(vec![(s("x"), PyValue::Int(1))]));
+    assert_eq!(
+        ok(&p),
+        PyValue::Dict(vec![(s("x"), PyValue::Int(1))].into())
+    );
 
     let mut p = vec![0x80, 2];
     p.extend(global("deepspeed.runtime.zero.config", "ZeroStageEnum"));
@@ -374,4 +377,28 @@ fn corrupted_real_pickle_never_panics() {
     }
     // Keep int() helper exercised for protocol-2 BININT.
     assert_eq!(ok(&[int(-5), vec![b'.']].concat()), PyValue::Int(-5));
+}
+
+#[test]
+fn large_dicts_find_every_string_key_like_small_ones() {
+    use uc_torch::PyDict;
+    let s = |x: String| PyValue::Str(x);
+    for n in [3usize, 33, 5000] {
+        let mut entries: Vec<(PyValue, PyValue)> = (0..n)
+            .map(|i| (s(format!("k{i}")), PyValue::Int(i as i64)))
+            .collect();
+        entries.push((PyValue::Int(7), PyValue::Int(-1)));
+        let d = PyValue::Dict(PyDict::new(entries.clone()));
+        for i in 0..n {
+            assert_eq!(
+                d.get(&format!("k{i}")),
+                Some(&PyValue::Int(i as i64)),
+                "n={n} i={i}"
+            );
+        }
+        assert_eq!(d.get("k-missing"), None);
+        assert_eq!(d.get("7"), None, "an int key is not a string key");
+        // Equality is the entries', whether or not an index was built.
+        assert_eq!(d, PyValue::Dict(entries.into()));
+    }
 }

@@ -995,7 +995,7 @@ impl<'a> Machine<'a> {
                 None => out.push((k, v)),
             }
         }
-        Ok(PyValue::Dict(out))
+        Ok(PyValue::Dict(out.into()))
     }
 
     #[inline(never)]

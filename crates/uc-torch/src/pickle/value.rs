@@ -1,7 +1,9 @@
 //! The plain value tree an unpickled file becomes, plus typed navigation (`Cursor`).
 
 use crate::error::{Result, TorchError};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 use uc_schema::DType;
 
 /// One unpickled Python value; nothing in it can run code.
@@ -18,7 +20,7 @@ pub enum PyValue {
     List(Vec<PyValue>),
     Tuple(Vec<PyValue>),
     /// Insertion-ordered; a key set twice keeps its first position and its last value (Python semantics).
-    Dict(Vec<(PyValue, PyValue)>),
+    Dict(PyDict),
     Set(Vec<PyValue>),
     FrozenSet(Vec<PyValue>),
     /// A bare allowlisted global (a class, a dtype such as `torch.float32`, a layout).
@@ -112,6 +114,81 @@ impl TensorRef {
     }
 }
 
+/// A resolved dict: its entries in insertion order (read as a slice), and for a large one an
+/// index of its string keys, built on the first lookup, so that finding each of a state dict's
+/// 10⁵ tensors by name is not a scan of all of them.
+#[derive(Debug, Clone, Default)]
+pub struct PyDict {
+    entries: Vec<(PyValue, PyValue)>,
+    by_str: OnceLock<HashMap<Box<str>, usize>>,
+}
+
+impl PyDict {
+    /// Dicts up to this many entries are scanned rather than indexed.
+    const SCAN: usize = 32;
+
+    /// The dict of `entries` (keys as the unpickler left them: each at most once).
+    pub fn new(entries: Vec<(PyValue, PyValue)>) -> PyDict {
+        PyDict {
+            entries,
+            by_str: OnceLock::new(),
+        }
+    }
+
+    /// The entries in insertion order.
+    pub fn entries(&self) -> &[(PyValue, PyValue)] {
+        &self.entries
+    }
+
+    /// The value under string key `key` (the first such entry).
+    pub fn get_str(&self, key: &str) -> Option<&PyValue> {
+        if self.entries.len() <= Self::SCAN {
+            return self
+                .entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v);
+        }
+        let index = self.by_str.get_or_init(|| {
+            let mut m = HashMap::with_capacity(self.entries.len());
+            for (i, (k, _)) in self.entries.iter().enumerate() {
+                if let Some(k) = k.as_str() {
+                    m.entry(k.into()).or_insert(i);
+                }
+            }
+            m
+        });
+        index.get(key).map(|&i| &self.entries[i].1)
+    }
+}
+
+impl std::ops::Deref for PyDict {
+    type Target = [(PyValue, PyValue)];
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl PartialEq for PyDict {
+    fn eq(&self, other: &PyDict) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl<'a> IntoIterator for &'a PyDict {
+    type Item = &'a (PyValue, PyValue);
+    type IntoIter = std::slice::Iter<'a, (PyValue, PyValue)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter()
+    }
+}
+
+impl From<Vec<(PyValue, PyValue)>> for PyDict {
+    fn from(entries: Vec<(PyValue, PyValue)>) -> PyDict {
+        PyDict::new(entries)
+    }
+}
+
 impl PyValue {
     /// Short Python-ish type name for error messages.
     pub fn type_name(&self) -> &'static str {
@@ -184,7 +261,7 @@ impl PyValue {
     /// Entries of a dict.
     pub fn as_dict(&self) -> Option<&[(PyValue, PyValue)]> {
         match self {
-            PyValue::Dict(d) => Some(d),
+            PyValue::Dict(d) => Some(d.entries()),
             _ => None,
         }
     }
@@ -218,10 +295,7 @@ impl PyValue {
     /// Value under a string key of a dict, or an attribute in an object's dict state.
     pub fn get(&self, key: &str) -> Option<&PyValue> {
         match self {
-            PyValue::Dict(d) => d
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            PyValue::Dict(d) => d.get_str(key),
             PyValue::Object { state: Some(s), .. } => s.get(key),
             _ => None,
         }
