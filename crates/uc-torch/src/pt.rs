@@ -33,10 +33,15 @@ impl Backing {
         }
     }
 
-    /// Best-effort `madvise` of bytes `[off, off+n)` of the archive (nothing for owned bytes).
+    /// Best-effort `madvise` of bytes `[off, off+n)` of the archive (nothing for owned bytes, nor
+    /// for an archive of a few pages — a DCP chunk — where the kernel's read-around costs nothing
+    /// and a system call per archive would: 10⁶ chunks made 10⁶ calls).
     #[cfg(unix)]
     fn advise(&self, advice: memmap2::Advice, off: u64, n: u64) {
         if let Backing::Map { map, start, len } = self {
+            if *len < ADVISE_MIN {
+                return;
+            }
             let off = off.min(*len as u64) as usize;
             let n = n.min((*len - off) as u64) as usize;
             if n > 0 {
@@ -49,6 +54,10 @@ impl Backing {
     #[cfg(not(unix))]
     fn advise(&self, _advice: (), _off: u64, _n: u64) {}
 }
+
+/// Archives smaller than this get no access advice.
+#[cfg(unix)]
+const ADVISE_MIN: usize = 1 << 20;
 
 /// Access advice, where the platform has it.
 #[cfg(unix)]
