@@ -1,8 +1,12 @@
 //! `gs://` through object_store's Google Cloud Storage client, against the test server answering
-//! GCS's XML API: listing, ranged reads, whole and multipart uploads, markers last.
+//! GCS's XML API: listing, ranged reads, an upload split between two processes (parts of one
+//! multipart upload from each), markers last.
 
+mod common;
+
+use common::{checkpoint, large, split_between_two};
 use uc_object::test_server::S3Server;
-use uc_object::{upload_shared, Location, Mirror, UploadEnd};
+use uc_object::{Location, Mirror};
 
 #[test]
 fn gs_urls_list_read_and_upload() {
@@ -12,29 +16,15 @@ fn gs_urls_list_read_and_upload() {
         // SAFETY (edition 2021: safe): the only test of this binary sets it before any client reads it.
         std::env::set_var(k, v);
     }
-    let local = tempfile::tempdir().unwrap();
-    let big: Vec<u8> = (0..(20u32 << 20))
-        .map(|i| (i * 7 + i / 4096) as u8)
-        .collect();
-    std::fs::create_dir_all(local.path().join("tensors")).unwrap();
-    std::fs::write(local.path().join("tensors/00000.safetensors"), &big).unwrap();
-    std::fs::write(local.path().join("uc.json"), b"{}").unwrap();
-    std::fs::write(local.path().join("COMPLETE"), b"x").unwrap();
+    let local = checkpoint();
     let dest = Location::parse("gs://gbucket/ckpt").unwrap();
-    let state = local.path().join("upload-state");
-    let all = |sizes: &[u64]| (0..sizes.len()).collect::<Vec<_>>();
-    let end = upload_shared(
-        &local.path().join("tensors"),
-        &dest,
-        &state,
-        &all,
-        &|_, _| {},
-    );
-    assert!(matches!(end, Ok(UploadEnd::Finished(_))), "{end:?}");
-    let on_disk = s.root().join("gbucket/ckpt/00000.safetensors");
+    let state = tempfile::tempdir().unwrap();
+    split_between_two(local.path(), &dest, &state.path().join("upload"), || {});
+    let big = large();
+    let on_disk = s.root().join("gbucket/ckpt/tensors/00000.safetensors");
     assert_eq!(std::fs::read(on_disk).unwrap(), big);
     let m = Mirror::open(dest, None).unwrap();
-    let path = m.path().join("00000.safetensors");
+    let path = m.path().join("tensors/00000.safetensors");
     let range = (5 << 20)..(5 << 20) + 1000;
     uc_torch::lazy::need(&path, std::slice::from_ref(&range)).unwrap();
     let got = std::fs::read(&path).unwrap();

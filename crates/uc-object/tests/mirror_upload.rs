@@ -4,6 +4,9 @@
 use std::io::Read;
 use std::sync::Once;
 use uc_object::test_server::S3Server;
+mod common;
+
+use common::{all, another_uploading, bytes, checkpoint, split_between_two, FILES};
 use uc_object::{upload_shared, Location, Mirror, ObjectError, UploadEnd, UploadStats};
 
 /// One server for this test binary, its environment set once for the store clients; the guard
@@ -26,19 +29,6 @@ fn server() -> (&'static S3Server, std::sync::MutexGuard<'static, ()>) {
         std::env::set_var("UC_OBJECT_RETRY_TIMEOUT", "2");
     });
     (s, guard)
-}
-
-/// Deterministic pseudo-random bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -130,37 +120,6 @@ fn an_empty_prefix_is_not_found() {
     );
 }
 
-/// Every piece: what one process alone sends.
-fn all(sizes: &[u64]) -> Vec<usize> {
-    (0..sizes.len()).collect()
-}
-
-/// A finished local checkpoint: a 20 MiB file (3 parts of 8 MiB), a small one, two markers.
-fn checkpoint() -> tempfile::TempDir {
-    let local = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(local.path().join("tensors")).unwrap();
-    std::fs::write(
-        local.path().join("tensors/00000.safetensors"),
-        bytes(20 << 20, 1),
-    )
-    .unwrap();
-    std::fs::write(
-        local.path().join("tensors/00001.safetensors"),
-        bytes(1000, 2),
-    )
-    .unwrap();
-    std::fs::write(local.path().join("uc.json"), b"{}").unwrap();
-    std::fs::write(local.path().join("COMPLETE"), b"x").unwrap();
-    local
-}
-
-const FILES: [&str; 4] = [
-    "tensors/00000.safetensors",
-    "tensors/00001.safetensors",
-    "uc.json",
-    "COMPLETE",
-];
-
 /// Every file of `local` is under the server's `up` folder with the same bytes, COMPLETE last.
 fn uploaded_like(up: &std::path::Path, local: &std::path::Path) {
     for rel in FILES {
@@ -219,50 +178,17 @@ fn two_processes_split_an_upload_and_the_last_one_completes_it() {
     let (s, _one) = server();
     let local = checkpoint();
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("upload");
-    std::fs::create_dir(&state).unwrap();
     let dest = Location::parse("s3://mirror/split").unwrap();
     let up = s.root().join("mirror/split");
-    // Pieces: 3 parts of the large file (8, 8, 4 MiB) and the small file; even pieces to one
-    // process, odd ones to the other.
-    let half = |r: usize| move |sizes: &[u64]| (r..sizes.len()).step_by(2).collect::<Vec<_>>();
-    // While another process holds its share of the lock (still uploading), the first sends its
-    // share and leaves the rest to it: nothing is published yet.
-    let other = std::fs::File::create(state.join("lock")).unwrap();
-    other.lock_shared().unwrap();
-    let end = upload_shared(local.path(), &dest, &state, &half(0), &|_, _| {}).unwrap();
-    let sent0 = (8 << 20) + (4 << 20);
-    assert_eq!(
-        end,
-        UploadEnd::Others(UploadStats {
-            files: 0,
-            bytes: sent0
-        })
-    );
-    assert!(!up.join("uc.json").exists() && !up.join("tensors/00000.safetensors").exists());
-    // The other process, killed before sending anything, is rerun: it sends only its own pieces,
-    // is the last one, completes the multipart upload and puts the markers.
-    drop(other);
-    let end = upload_shared(local.path(), &dest, &state, &half(1), &|_, _| {}).unwrap();
-    let sent1 = (8 << 20) + 1000;
-    assert_eq!(
-        end,
-        UploadEnd::Finished(UploadStats {
-            files: 4,
-            bytes: sent1 + 3
-        })
-    );
+    split_between_two(local.path(), &dest, &dir.path().join("upload"), || {
+        assert!(!up.join("uc.json").exists() && !up.join("tensors/00000.safetensors").exists())
+    });
     uploaded_like(&up, local.path());
     // A process whose share another one already sent (it was killed after sending) sends
     // nothing and, being the last, finishes.
     let dest = Location::parse("s3://mirror/resent").unwrap();
     let state = dir.path().join("again");
-    let other = {
-        std::fs::create_dir(&state).unwrap();
-        let f = std::fs::File::create(state.join("lock")).unwrap();
-        f.lock_shared().unwrap();
-        f
-    };
+    let other = another_uploading(&state);
     let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
     assert!(matches!(end, UploadEnd::Others(_)), "{end:?}");
     drop(other);
@@ -273,9 +199,7 @@ fn two_processes_split_an_upload_and_the_last_one_completes_it() {
     // count: the next run makes new uploads and sends everything into them.
     let dest = Location::parse("s3://mirror/stale").unwrap();
     let state = dir.path().join("stale");
-    std::fs::create_dir(&state).unwrap();
-    let other = std::fs::File::create(state.join("lock")).unwrap();
-    other.lock_shared().unwrap();
+    let other = another_uploading(&state);
     let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
     assert!(matches!(end, UploadEnd::Others(_)), "{end:?}");
     drop(other);
