@@ -9,6 +9,7 @@ use clap::{Args as ClapArgs, ValueEnum};
 use std::path::PathBuf;
 use uc_store::convert::{convert, ConvertOptions, Format};
 use uc_store::source::OpenOptions;
+use uc_store::staging::Worker;
 
 /// Output layout.
 #[derive(Clone, Copy, ValueEnum)]
@@ -55,10 +56,10 @@ pub fn run(mut a: Args) -> Result<(), CliError> {
     let w = a.workers.worker()?;
     let fresh = a.workers.fresh();
     let mut remote = Remote::resolve(&mut a.input, Some((&mut a.output, w, fresh)))?;
-    run_with(a, &mut remote).map_err(|e| remote.explain(e))
+    run_with(a, w, fresh, &mut remote).map_err(|e| remote.explain(e))
 }
 
-fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
+fn run_with(a: Args, w: Worker, fresh: bool, remote: &mut Remote) -> Result<(), CliError> {
     let opts = ConvertOptions {
         format: match a.format {
             FormatArg::Native => Format::Native,
@@ -74,10 +75,9 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
         threads: a.input_args.threads,
         native: Default::default(),
         dcp_files: a.dcp_files,
-        worker: a.workers.worker()?,
-        fresh: a.workers.fresh(),
+        worker: w,
+        fresh,
     };
-    let w = opts.worker;
     if remote.already() || remote.converted_earlier() {
         return upload_only(remote, a.json, w);
     }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use uc_schema::DType;
 use uc_store::export::{export, parse_size, ExportOptions, Regex};
 use uc_store::source::OpenOptions;
+use uc_store::staging::Worker;
 
 /// Type of the exported floating-point weights.
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,10 +75,10 @@ pub fn run(mut a: Args) -> Result<(), CliError> {
     let w = a.workers.worker()?;
     let fresh = a.workers.fresh();
     let mut remote = Remote::resolve(&mut a.checkpoint, Some((&mut a.out_dir, w, fresh)))?;
-    run_with(a, &mut remote).map_err(|e| remote.explain(e))
+    run_with(a, w, fresh, &mut remote).map_err(|e| remote.explain(e))
 }
 
-fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
+fn run_with(a: Args, w: Worker, fresh: bool, remote: &mut Remote) -> Result<(), CliError> {
     let opts = ExportOptions {
         dtype: match a.dtype {
             DTypeArg::Fp32 => DType::F32,
@@ -92,10 +93,9 @@ fn run_with(a: Args, remote: &mut Remote) -> Result<(), CliError> {
             ..a.input_args.open_options()
         },
         threads: a.input_args.threads,
-        worker: a.workers.worker()?,
-        fresh: a.workers.fresh(),
+        worker: w,
+        fresh,
     };
-    let w = opts.worker;
     if remote.already() || remote.converted_earlier() {
         return upload_only(remote, a.json, w);
     }

@@ -189,9 +189,6 @@ pub fn run(mut a: Args) -> Result<(), CliError> {
 }
 
 fn run_with(a: Args, shown: &Path) -> Result<(), CliError> {
-    if a.out.exists() {
-        return Err(uc_store::StoreError::OutputExists { path: a.out }.into());
-    }
     // A missing build is reported before the checkpoint is read.
     let build = a.pkg.as_deref().map(build).transpose()?;
     let src = Source::open(

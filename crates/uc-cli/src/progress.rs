@@ -4,11 +4,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Instant;
 
-/// A bar over `total` items, hidden unless stderr is a terminal.
-/// A bar counting bytes (uploads), hidden when stderr is not a terminal.
-pub fn byte_bar(total: u64, what: &str) -> ProgressBar {
+/// A bar counting bytes (uploads; its length set as it goes), hidden unless stderr is a terminal.
+pub fn byte_bar(what: &str) -> ProgressBar {
     let pb = bar(0, what);
-    pb.set_length(total);
     pb.set_style(
         ProgressStyle::with_template(
             "{prefix} [{bar:30}] {bytes}/{total_bytes} ({elapsed}, ETA {eta})",
@@ -19,6 +17,7 @@ pub fn byte_bar(total: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A bar over `total` items, hidden unless stderr is a terminal.
 pub fn bar(total: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
     if !std::io::stderr().is_terminal() {

@@ -60,6 +60,9 @@ impl Upload {
 const CONVERTED: &str = "converted";
 /// File in the work folder on which every converting worker holds a shared lock.
 const CONVERTING: &str = "converting.lock";
+/// The work folder's output (what is uploaded) and the upload's state folder.
+const OUT: &str = "out";
+const UPLOAD: &str = "upload";
 
 impl Remote {
     /// Replaces a remote `input` (and the `output` of worker `w`) by local stand-ins; plain paths
@@ -103,7 +106,7 @@ impl Remote {
                         std::fs::create_dir_all(&work).map_err(CliError::io(&work))?
                     }
                 }
-                *out = work.join("out");
+                *out = work.join(OUT);
                 r.output = Some(Output { dest, work });
             }
         }
@@ -125,7 +128,7 @@ impl Remote {
     pub fn converted_earlier(&self) -> bool {
         self.output
             .as_ref()
-            .is_some_and(|u| u.work.join(CONVERTED).is_file() && u.work.join("out").is_dir())
+            .is_some_and(|u| u.work.join(CONVERTED).is_file() && u.work.join(OUT).is_dir())
     }
 
     /// Held while this process converts into a remote output's work folder: a shared lock that
@@ -163,7 +166,7 @@ impl Remote {
         let Some(u) = &self.output else {
             return false;
         };
-        let out = u.work.join("out");
+        let out = u.work.join(OUT);
         loop {
             if out.is_dir() {
                 return true;
@@ -195,15 +198,15 @@ impl Remote {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             r => r.map_err(CliError::io(&stamp))?,
         }
-        let pb = byte_bar(0, "upload");
+        let pb = byte_bar("upload");
         let progress = |sent, total| {
             pb.set_length(total);
             pb.set_position(sent);
         };
-        let state = u.work.join("upload");
+        let state = u.work.join(UPLOAD);
         let pick = |sizes: &[u64]| share(sizes, w);
         let end =
-            upload_shared(&u.work.join("out"), &u.dest, &state, &pick, &progress).map_err(|e| {
+            upload_shared(&u.work.join(OUT), &u.dest, &state, &pick, &progress).map_err(|e| {
                 CliError::Failed(format!(
                     "{e}\nnothing marks {} complete; the converted files stay in {} and rerunning \
                      the same command uploads them again",
@@ -231,7 +234,7 @@ impl Remote {
     /// How a local path of this command is shown: the URL it stands for, when it stands for one.
     pub fn show(&self, p: &Path) -> String {
         if let Some(u) = &self.output {
-            if let Ok(rest) = p.strip_prefix(u.work.join("out")) {
+            if let Ok(rest) = p.strip_prefix(u.work.join(OUT)) {
                 return join_url(u.dest.url(), rest);
             }
         }
@@ -253,7 +256,7 @@ impl Remote {
             msg = m.explain(&msg);
         }
         if let Some(u) = &self.output {
-            let work = u.work.join("out").display().to_string();
+            let work = u.work.join(OUT).display().to_string();
             msg = msg.replace(&work, u.dest.url());
         }
         CliError::Failed(msg)
@@ -361,7 +364,7 @@ fn discard_work(work: &Path, dest: &Location) -> Result<(), CliError> {
         return Ok(());
     }
     let mut held = Vec::new();
-    for lock in [work.join(CONVERTING), work.join("upload").join("lock")] {
+    for lock in [work.join(CONVERTING), work.join(UPLOAD).join("lock")] {
         if let Ok(f) = File::open(&lock) {
             if f.try_lock().is_err() {
                 return Err(CliError::Failed(format!(
@@ -373,7 +376,7 @@ fn discard_work(work: &Path, dest: &Location) -> Result<(), CliError> {
             held.push(f);
         }
     }
-    discard_upload(&work.join("out"), dest, &work.join("upload"))?;
+    discard_upload(&work.join(OUT), dest, &work.join(UPLOAD))?;
     std::fs::remove_dir_all(work).map_err(CliError::io(work))?;
     let _ = std::fs::remove_file(done_stamp(work));
     drop(held);
