@@ -287,10 +287,8 @@ fn file_urls_convert_verify_and_export_like_local() {
 
 #[test]
 fn export_from_s3_to_s3_equals_local_and_fetches_what_it_needs() {
-    let env = Env::new();
+    let (env, local) = zero2_env();
     let src = fixture("zero2");
-    env.put(&src, "in", ds_files);
-    let local = tempfile::tempdir().unwrap();
     let want = local.path().join("hf");
     ok(&env.uc(&["export", s(&src), s(&want)], &[]));
     let j = ok(&env.uc(&["export", "s3://ckpt/in", "s3://ckpt/hf", "--json"], &[]));
@@ -388,15 +386,19 @@ fn missing_objects_and_refused_credentials_are_typed_errors() {
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
 
-/// A server holding the zero2 fixture at `s3://ckpt/in`, a temp folder, and the fixture's local
-/// native conversion in it (what every remote run must equal).
-fn zero2_in_s3() -> (Env, tempfile::TempDir, PathBuf) {
+/// A server holding the zero2 fixture at `s3://ckpt/in`, and a temp folder.
+fn zero2_env() -> (Env, tempfile::TempDir) {
     let env = Env::new();
-    let src = fixture("zero2");
-    env.put(&src, "in", ds_files);
-    let local = tempfile::tempdir().unwrap();
+    env.put(&fixture("zero2"), "in", ds_files);
+    (env, tempfile::tempdir().unwrap())
+}
+
+/// [`zero2_env`] with the fixture's local native conversion in the temp folder (what every remote
+/// run must equal).
+fn zero2_in_s3() -> (Env, tempfile::TempDir, PathBuf) {
+    let (env, local) = zero2_env();
     let want = local.path().join("want");
-    ok(&env.uc(&["convert", s(&src), s(&want)], &[]));
+    ok(&env.uc(&["convert", s(&fixture("zero2")), s(&want)], &[]));
     (env, local, want)
 }
 

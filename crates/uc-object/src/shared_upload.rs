@@ -29,7 +29,6 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 /// Pieces one process sends at once (many small files are latency-bound: keep many in flight)…
 const PIECES_AT_ONCE: usize = 32;
@@ -216,20 +215,26 @@ pub fn upload_shared(
         return Ok(UploadEnd::Gone);
     }
     let job = Job::new(local, dest, state)?;
-    let share = job.send_share(mine, progress);
+    let share = job.upload_ids().and_then(|ids| {
+        job.send_share(&ids, mine, progress)?;
+        Ok(ids)
+    });
     lock.unlock().map_err(io_err(&lock_path))?;
     // The last one still uploading (exclusive lock) finishes — or, after a failure, cleans up.
     let last = lock.try_lock().is_ok();
-    if let Err(e) = share {
-        if last {
-            job.abandon();
+    let ids = match share {
+        Ok(ids) => ids,
+        Err(e) => {
+            if last {
+                job.abandon();
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     if !last {
         return Ok(UploadEnd::Others(job.stats()));
     }
-    match job.finish(progress) {
+    match job.finish(&ids, progress) {
         Ok(()) => {
             let f = state.join("finished");
             fs::write(&f, b"").map_err(io_err(&f))?;
@@ -294,31 +299,29 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Sends this process's pieces that no record shows sent.
+    /// Sends this process's pieces that no record shows sent into the uploads `ids`.
     fn send_share(
         &self,
+        ids: &Ids,
         mine: &dyn Fn(&[u64]) -> Vec<usize>,
         progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<()> {
-        let ids = self.upload_ids()?;
-        let done = self.sent_records(&ids)?;
+        let done = self.sent_records(ids)?;
         let sizes: Vec<u64> = self.plan.pieces.iter().map(|p| p.len).collect();
         let todo: Vec<usize> = mine(&sizes)
             .into_iter()
             .filter(|i| *i < sizes.len() && !done.contains_key(i))
             .collect();
-        self.send(&todo, &ids, progress)
+        self.send(&todo, ids, progress).map(drop)
     }
 
     /// Sends what is still missing, completes the multipart uploads, then puts the markers.
-    fn finish(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<()> {
-        let ids = self.upload_ids()?;
-        let done = self.sent_records(&ids)?;
+    fn finish(&self, ids: &Ids, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<()> {
+        let mut done = self.sent_records(ids)?;
         let missing: Vec<usize> = (0..self.plan.pieces.len())
             .filter(|i| !done.contains_key(i))
             .collect();
-        self.send(&missing, &ids, progress)?;
-        let done = self.sent_records(&ids)?;
+        done.extend(self.send(&missing, ids, progress)?);
         let completions = self.plan.files.iter().enumerate().filter_map(|(i, f)| {
             let id = ids.of.get(&i)?;
             let parts: Option<Vec<PartId>> = (f.first..f.first + f.count)
@@ -356,18 +359,20 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Sends `pieces`, recording each in this process's record file once the store has it.
+    /// Sends `pieces`, recording each in this process's record file once the store has it;
+    /// returns their part ids.
     fn send(
         &self,
         pieces: &[usize],
         ids: &Ids,
         progress: &(dyn Fn(u64, u64) + Sync),
-    ) -> Result<()> {
+    ) -> Result<Vec<(usize, String)>> {
+        let mut sent = Vec::with_capacity(pieces.len());
         if pieces.is_empty() {
-            return Ok(());
+            return Ok(sent);
         }
         let total: u64 = pieces.iter().map(|&i| self.plan.pieces[i].len).sum();
-        let log = Mutex::new(self.record_file(ids)?);
+        let (log_path, mut log) = self.record_file(ids)?;
         let base = self.sent.load(Ordering::Relaxed);
         let memory = tokio::sync::Semaphore::new(MIB_AT_ONCE as usize);
         runtime().block_on(async {
@@ -385,15 +390,14 @@ impl<'a> Job<'a> {
                 .buffer_unordered(PIECES_AT_ONCE);
             while let Some(r) = sends.next().await {
                 let (i, id) = r?;
-                let line = format!("{i} {id}\n");
-                let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
-                f.write_all(line.as_bytes())
-                    .map_err(io_err(&self.state.join("sent")))?;
+                log.write_all(format!("{i} {id}\n").as_bytes())
+                    .map_err(io_err(&log_path))?;
                 let n = self.plan.pieces[i].len;
                 let now = self.sent.fetch_add(n, Ordering::Relaxed) + n;
                 progress(now - base, total);
+                sent.push((i, id));
             }
-            Ok(())
+            Ok(sent)
         })
     }
 
@@ -510,7 +514,7 @@ impl<'a> Job<'a> {
     }
 
     /// A new record file of this process for pieces sent into `ids`, its header written.
-    fn record_file(&self, ids: &Ids) -> Result<File> {
+    fn record_file(&self, ids: &Ids) -> Result<(PathBuf, File)> {
         let dir = self.state.join("sent");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -528,7 +532,7 @@ impl<'a> Job<'a> {
             .map_err(io_err(&path))?;
         f.write_all(ids.header(&self.plan).as_bytes())
             .map_err(io_err(&path))?;
-        Ok(f)
+        Ok((path, f))
     }
 
     /// After a failure with no other process uploading: aborts the multipart uploads (best

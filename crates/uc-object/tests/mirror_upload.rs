@@ -6,7 +6,9 @@ use std::sync::Once;
 use uc_object::test_server::S3Server;
 mod common;
 
-use common::{all, another_uploading, bytes, checkpoint, split_between_two, FILES};
+use common::{
+    all, all_sent_by_one_while_another_runs, bytes, checkpoint, split_between_two, FILES,
+};
 use uc_object::{upload_shared, Location, Mirror, ObjectError, UploadEnd, UploadStats};
 
 /// One server for this test binary, its environment set once for the store clients; the guard
@@ -188,10 +190,7 @@ fn two_processes_split_an_upload_and_the_last_one_completes_it() {
     // nothing and, being the last, finishes.
     let dest = Location::parse("s3://mirror/resent").unwrap();
     let state = dir.path().join("again");
-    let other = another_uploading(&state);
-    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
-    assert!(matches!(end, UploadEnd::Others(_)), "{end:?}");
-    drop(other);
+    all_sent_by_one_while_another_runs(local.path(), &dest, &state);
     let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
     assert_eq!(end, UploadEnd::Finished(UploadStats { files: 3, bytes: 3 }));
     uploaded_like(&s.root().join("mirror/resent"), local.path());
@@ -199,10 +198,7 @@ fn two_processes_split_an_upload_and_the_last_one_completes_it() {
     // count: the next run makes new uploads and sends everything into them.
     let dest = Location::parse("s3://mirror/stale").unwrap();
     let state = dir.path().join("stale");
-    let other = another_uploading(&state);
-    let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
-    assert!(matches!(end, UploadEnd::Others(_)), "{end:?}");
-    drop(other);
+    all_sent_by_one_while_another_runs(local.path(), &dest, &state);
     std::fs::remove_file(state.join("ids")).unwrap();
     let end = upload_shared(local.path(), &dest, &state, &all, &|_, _| {}).unwrap();
     let whole = (20 << 20) + 1000 + 3;

@@ -90,3 +90,12 @@ pub fn another_uploading(state: &Path) -> std::fs::File {
     f.lock_shared().unwrap();
     f
 }
+
+/// One process sends every piece of `local` while another holds the lock (so it publishes
+/// nothing); then that other one goes away without having sent anything (killed).
+pub fn all_sent_by_one_while_another_runs(local: &Path, dest: &Location, state: &Path) {
+    let other = another_uploading(state);
+    let end = upload_shared(local, dest, state, &all, &|_, _| {}).unwrap();
+    assert!(matches!(end, UploadEnd::Others(_)), "{end:?}");
+    drop(other);
+}
