@@ -76,13 +76,9 @@ fn u64_at(d: &[u8], at: usize) -> Option<u64> {
 /// Bytes a torch.save zip's end record can take (no comment, zip64 record and locator).
 const TAIL: u64 = 22 + 20 + 56 + 256;
 
-/// Reads the central directory of the archive in `data` (named `path` in errors).
-pub fn parse(data: &[u8], path: &Path) -> Result<ZipIndex> {
-    parse_filling(data, path, &|_| Ok(()))
-}
-
-/// [`parse`], first asking `need` for each byte range (relative to `data`) it is about to read, so
-/// that a lazily filled archive fetches only its zip records.
+/// Reads the central directory of the archive in `data` (named `path` in errors), first asking
+/// `need` for each byte range (relative to `data`) it is about to read, so that a lazily filled
+/// archive fetches only its zip records.
 pub fn parse_filling(
     data: &[u8],
     path: &Path,
