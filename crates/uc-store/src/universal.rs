@@ -314,20 +314,15 @@ fn plain(v: &PyValue) -> Option<PtValue<'static>> {
                 .filter_map(|(k, v)| Some((k.as_str()?.to_string(), plain(v)?)))
                 .collect(),
         ),
-        PyValue::Global { module, name } => PtValue::Global {
-            module: module.clone(),
-            name: name.clone(),
+        PyValue::Global(g) => PtValue::Global {
+            module: g.module.clone(),
+            name: g.name.clone(),
         },
         // An allowlisted plain object (the loss scaler): class and `__dict__`, as DeepSpeed has it.
-        PyValue::Object {
-            module,
-            name,
-            args,
-            state: Some(state),
-        } if args.is_empty() => PtValue::Object {
-            module: module.clone(),
-            name: name.clone(),
-            state: Box::new(plain(state)?),
+        PyValue::Object(o) if o.args.is_empty() => PtValue::Object {
+            module: o.class.module.clone(),
+            name: o.class.name.clone(),
+            state: Box::new(plain(o.state.as_ref()?)?),
         },
         _ => return None,
     })

@@ -170,24 +170,19 @@ fn dynamic_loss_scaler_is_carried_into_the_universal_optimizer_state() {
         c.key("dynamic_loss_scale").unwrap().value(),
         &PyValue::Bool(true)
     );
-    let PyValue::Object {
-        module,
-        name,
-        state: Some(state),
-        ..
-    } = c.key("loss_scaler").unwrap().value()
-    else {
+    let PyValue::Object(o) = c.key("loss_scaler").unwrap().value() else {
         panic!("loss_scaler is not an object");
     };
     assert_eq!(
-        (module.as_str(), name.as_str()),
+        (o.class.module.as_str(), o.class.name.as_str()),
         ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler")
     );
+    let state = o.state.as_ref().expect("loss_scaler state");
     assert_eq!(state.get("cur_scale"), Some(&PyValue::Float(1024.0)));
     assert_eq!(state.get("cur_iter"), Some(&PyValue::Int(3)));
     assert_eq!(state.get("last_overflow_iter"), Some(&PyValue::Int(1)));
     assert!(matches!(
         state.get("dtype"),
-        Some(PyValue::Global { module, name }) if module == "torch" && name == "float16"
+        Some(PyValue::Global(g)) if g.module == "torch" && g.name == "float16"
     ));
 }

@@ -23,7 +23,9 @@ pub mod pt;
 pub mod pt_write;
 
 pub use error::{Result, TorchError};
-pub use pickle::{unpickle, Allowlist, Cursor, PyDict, PyValue, StorageRef, TensorRef};
+pub use pickle::{
+    unpickle, Allowlist, Cursor, PyDict, PyGlobal, PyObject, PyValue, StorageRef, TensorRef,
+};
 pub use pt::PtFile;
 pub use pt_write::{
     write_pt, write_pt_file, write_pt_to, FillFn, PtTensor, PtValue, TensorData, STORAGE_ALIGNMENT,

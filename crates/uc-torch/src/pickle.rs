@@ -10,7 +10,7 @@ pub use allow::{
     storage_dtype, Allowlist, DCP_METADATA_GLOBALS, DEEPSPEED_EXTRA_GLOBALS,
     MEGATRON_PLANNER_GLOBALS, TORCH_SAVE_GLOBALS,
 };
-pub use value::{Cursor, PyDict, PyValue, StorageRef, TensorRef};
+pub use value::{Cursor, PyDict, PyGlobal, PyObject, PyValue, StorageRef, TensorRef};
 
 use crate::error::Result;
 use std::path::Path;

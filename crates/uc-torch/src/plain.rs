@@ -29,13 +29,13 @@ pub fn to_json(v: &PyValue) -> J {
             }
             J::Object(m)
         }
-        PyValue::Global { module, name } => J::String(format!("{module}.{name}")),
+        PyValue::Global(g) => J::String(format!("{}.{}", g.module, g.name)),
         PyValue::Storage(s) => J::String(format!("<storage {}>", s.key)),
         PyValue::Tensor(t) => J::String(format!("<tensor {} {:?}>", t.dtype, t.shape)),
-        PyValue::Object { args, state, .. } => match state {
+        PyValue::Object(o) => match &o.state {
             Some(s) => to_json(s),
-            None if args.len() == 1 => to_json(&args[0]),
-            None => J::Array(args.iter().map(to_json).collect()),
+            None if o.args.len() == 1 => to_json(&o.args[0]),
+            None => J::Array(o.args.iter().map(to_json).collect()),
         },
     }
 }

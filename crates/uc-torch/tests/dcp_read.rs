@@ -65,7 +65,9 @@ fn check_checkpoint(dir: &Path, allow: &Allowlist) -> usize {
                 let props = v.key("properties").unwrap();
                 let state = props.value().class().map(|_| props.value());
                 let dtype = match state {
-                    Some(PyValue::Object { state: Some(s), .. }) => s.as_seq().unwrap()[0].clone(),
+                    Some(PyValue::Object(o)) => {
+                        o.state.as_ref().unwrap().as_seq().unwrap()[0].clone()
+                    }
                     other => panic!("{fqn}: properties {other:?}"),
                 };
                 assert_eq!(dtype.class().unwrap(), ("torch", "float32"));

@@ -151,6 +151,76 @@ fn memo_shares_identity_like_python() {
 }
 
 #[test]
+fn a_shared_value_keeps_its_children_in_every_copy() {
+    // A = [[1]]; return (A, A): the inner list is referenced once, but from a shared list, so
+    // resolving must copy it into both places rather than move it into the first.
+    let p = [
+        0x80, 2, b']', b'q', 0, b']', b'K', 1, b'a', b'a', b'h', 0, 0x86, b'.',
+    ];
+    let a = PyValue::List(vec![PyValue::List(vec![PyValue::Int(1)])]);
+    assert_eq!(ok(&p), PyValue::Tuple(vec![a.clone(), a]));
+}
+
+#[test]
+fn memo_ids_far_apart_and_memoize_numbering() {
+    // ([1], [2], [3], [3]): MEMOIZE numbers by the count of distinct ids (0, then 2 after id 5000).
+    let mut p = vec![
+        0x80, 4, b'(', b']', b'K', 1, b'a', 0x94, b']', b'K', 2, b'a', b'r',
+    ];
+    p.extend(5000u32.to_le_bytes());
+    p.extend([b']', b'K', 3, b'a', 0x94, b'h', 2, b't', b'.']);
+    let l = |i| PyValue::List(vec![PyValue::Int(i)]);
+    assert_eq!(ok(&p), PyValue::Tuple(vec![l(1), l(2), l(3), l(3)]));
+    // An id near u32::MAX is kept in a map, not a vector of that length.
+    let mut p = vec![0x80, 2, b']', b'r'];
+    p.extend(4_000_000_000u32.to_le_bytes());
+    p.extend([b'0', b'j']);
+    p.extend(4_000_000_000u32.to_le_bytes());
+    p.push(b'.');
+    assert_eq!(ok(&p), PyValue::List(vec![]));
+}
+
+#[test]
+fn dict_keys_compare_as_python_does_in_small_and_large_dicts() {
+    // {1: 10, True: 20, 1.0: 30} == {1: 30}; unhashable keys (lists) are kept apart.
+    for filler in [0usize, 20] {
+        let mut p = vec![0x80, 2, b'}', b'('];
+        for i in 0..filler {
+            p.extend(unicode(&format!("k{i}")));
+            p.extend([b'K', 0]);
+        }
+        p.extend([b'K', 1, b'K', 10, 0x88, b'K', 20, b'G']);
+        p.extend(1.0f64.to_be_bytes());
+        p.extend([b'K', 30, b']', b'K', 1, b']', b'K', 2, b'u', b'.']);
+        let d = ok(&p);
+        let entries = d.as_dict().unwrap();
+        assert_eq!(entries.len(), filler + 3, "filler {filler}");
+        assert_eq!(entries[filler], (PyValue::Int(1), PyValue::Int(30)));
+        assert_eq!(entries[filler + 1].0, PyValue::List(vec![]));
+        assert_eq!(entries[filler + 2].1, PyValue::Int(2));
+    }
+}
+
+#[test]
+fn torch_size_is_a_tuple() {
+    let mut p = vec![0x80, 2];
+    p.extend(global("torch", "Size"));
+    p.extend([
+        b'(', b'K', 2, b'K', 3, b't', 0x85, b'R', b'q', 0, b'h', 0, 0x86,
+    ]);
+    p.extend(global("torch", "Size"));
+    p.extend([b']', b'K', 4, b'a', 0x85, b'R', 0x86, b'.']);
+    let t = PyValue::Tuple(vec![PyValue::Int(2), PyValue::Int(3)]);
+    assert_eq!(
+        ok(&p),
+        PyValue::Tuple(vec![
+            PyValue::Tuple(vec![t.clone(), t]),
+            PyValue::Tuple(vec![PyValue::Int(4)])
+        ])
+    );
+}
+
+#[test]
 fn dict_key_set_twice_keeps_last_value() {
     let mut p = vec![0x80, 2, b'}', b'('];
     p.extend(unicode("a"));

@@ -23,7 +23,7 @@ fn group_key<'a>(c: &Cursor<'a>, g: usize) -> Result<Cursor<'a>> {
 pub(crate) fn bad_value(c: &Cursor, expected: &'static str) -> StoreError {
     let v = c.value();
     let int = v.as_int().or_else(|| match v {
-        PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
+        PyValue::Object(o) => o.args.first().and_then(PyValue::as_int),
         _ => None,
     });
     let value = int.map_or_else(|| format!("a {}", v.type_name()), |i| i.to_string());
@@ -64,7 +64,7 @@ impl<'a> OptimFile<'a> {
             return Ok(None);
         };
         let n = c.value().as_int().or_else(|| match c.value() {
-            PyValue::Object { args, .. } => args.first().and_then(PyValue::as_int),
+            PyValue::Object(o) => o.args.first().and_then(PyValue::as_int),
             _ => None,
         });
         n.and_then(|n| u8::try_from(n).ok())

@@ -40,7 +40,7 @@ pub fn universal_param(path: &Path) -> (uc_schema::DType, Vec<u64>, Vec<u8>) {
     let f = uc_torch::PtFile::open(path, &Allowlist::deepspeed())
         .unwrap_or_else(|e| panic!("{path:?}: {e}"));
     let t = match f.root() {
-        PyValue::Tensor(t) => t.clone(),
+        PyValue::Tensor(t) => (**t).clone(),
         v => v
             .get("param")
             .and_then(PyValue::as_tensor)
@@ -140,9 +140,9 @@ fn to_pt(f: &uc_torch::PtFile, v: &uc_torch::PyValue) -> uc_torch::PtValue<'stat
                 .map(|(k, v)| (k.as_str().expect("str key").to_string(), to_pt(f, v)))
                 .collect(),
         ),
-        PyValue::Global { module, name } => PtValue::Global {
-            module: module.clone(),
-            name: name.clone(),
+        PyValue::Global(g) => PtValue::Global {
+            module: g.module.clone(),
+            name: g.name.clone(),
         },
         PyValue::Tensor(t) => {
             let bytes: &'static [u8] = Box::leak(
@@ -156,16 +156,11 @@ fn to_pt(f: &uc_torch::PtFile, v: &uc_torch::PyValue) -> uc_torch::PtValue<'stat
                     .with_requires_grad(t.requires_grad),
             )
         }
-        PyValue::Object { args, .. } if !args.is_empty() => to_pt(f, &args[0]),
-        PyValue::Object {
-            module,
-            name,
-            state,
-            ..
-        } => PtValue::Object {
-            module: module.clone(),
-            name: name.clone(),
-            state: Box::new(state.as_deref().map_or(PtValue::None, |s| to_pt(f, s))),
+        PyValue::Object(o) if !o.args.is_empty() => to_pt(f, &o.args[0]),
+        PyValue::Object(o) => PtValue::Object {
+            module: o.class.module.clone(),
+            name: o.class.name.clone(),
+            state: Box::new(o.state.as_ref().map_or(PtValue::None, |s| to_pt(f, s))),
         },
         other => panic!("{:?}: cannot rewrite a {}", f.path(), other.type_name()),
     }

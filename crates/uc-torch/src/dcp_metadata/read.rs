@@ -104,9 +104,7 @@ fn fmt_err(path: &Path, why: impl Into<String>) -> TorchError {
 /// Checks that a cursor is an instance of `module.name`.
 fn expect_class(c: &Cursor, module: &str, name: &str) -> Result<()> {
     match c.value() {
-        PyValue::Object {
-            module: m, name: n, ..
-        } if m == module && n == name => Ok(()),
+        PyValue::Object(o) if o.class.module == module && o.class.name == name => Ok(()),
         v => Err(fmt_err(
             c.path(),
             format!(
@@ -221,15 +219,15 @@ fn parse_item(key: &str, c: &Cursor) -> Result<Item> {
 fn properties(key: &str, c: &Cursor) -> Result<(DType, Option<Vec<u64>>)> {
     expect_class(c, MD, "TensorProperties")?;
     let (dtype, strides) = match c.value() {
-        PyValue::Object { state: Some(s), .. } => match &**s {
-            PyValue::Tuple(t) | PyValue::List(t) => (t.first(), t.get(5)),
-            d @ PyValue::Dict(_) => (d.get("dtype"), d.get("strides")),
+        PyValue::Object(o) => match &o.state {
+            Some(PyValue::Tuple(t) | PyValue::List(t)) => (t.first(), t.get(5)),
+            Some(d @ PyValue::Dict(_)) => (d.get("dtype"), d.get("strides")),
             _ => (None, None),
         },
         _ => (None, None),
     };
     let dtype = match dtype {
-        Some(PyValue::Global { module, name }) if module == "torch" => DType::parse(name),
+        Some(PyValue::Global(g)) if g.module == "torch" => DType::parse(&g.name),
         _ => None,
     }
     .ok_or_else(|| TorchError::BadTensor {

@@ -2,13 +2,14 @@
 //! filling behave as in Python) that resolves to a [`PyValue`] tree at STOP.
 
 use super::allow::{storage_dtype, Allowlist};
-use super::value::{PyValue, StorageRef, TensorRef};
+use super::value::{PyGlobal, PyObject, PyValue, StorageRef, TensorRef};
 use super::MAX_DEPTH;
 use crate::error::{Result, TorchError};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A stack/memo slot: small scalars inline, everything else an arena index (cheap to copy).
 #[derive(Debug, Clone, Copy)]
@@ -30,11 +31,46 @@ enum Obj {
     Set(Vec<Node>),
     FrozenSet(Vec<Node>),
     Object {
-        module: String,
-        name: String,
+        class: Arc<PyGlobal>,
         args: Vec<Node>,
         state: Option<Node>,
     },
+    /// Moved into the result tree by [`Machine::move_out`] (never read again).
+    Taken,
+}
+
+/// The memo: ids as picklers write them (0, 1, 2, …) in a vector, a far-off id in a map (so a
+/// hostile id cannot make the vector huge).
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Option<Node>>,
+    far: HashMap<u64, Node>,
+    /// Distinct ids defined (what MEMOIZE numbers the next entry).
+    len: usize,
+}
+
+impl Memo {
+    /// Ids this far past the vector's end go to the map.
+    const REACH: u64 = 1024;
+
+    fn insert(&mut self, i: u64, n: Node) {
+        let new = if i < self.dense.len() as u64 + Self::REACH {
+            let i = i as usize;
+            if i >= self.dense.len() {
+                self.dense.resize(i + 1, None);
+            }
+            let was_far = !self.far.is_empty() && self.far.remove(&(i as u64)).is_some();
+            self.dense[i].replace(n).is_none() && !was_far
+        } else {
+            self.far.insert(i, n).is_none()
+        };
+        self.len += usize::from(new);
+    }
+
+    fn get(&self, i: u64) -> Option<Node> {
+        let dense = usize::try_from(i).ok().and_then(|i| *self.dense.get(i)?);
+        dense.or_else(|| self.far.get(&i).copied())
+    }
 }
 
 /// Interpreter state for one pickle stream.
@@ -46,8 +82,11 @@ pub(super) struct Machine<'a> {
     path: &'a Path,
     stack: Vec<Node>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Node>,
+    memo: Memo,
     arena: Vec<Obj>,
+    /// Each global met so far, once (an allowlist is a few dozen names; a pickle without a memo
+    /// names a class again for every instance).
+    globals: Vec<Arc<PyGlobal>>,
     /// Work left for building values (guards against memo-sharing blowups).
     budget: Cell<u64>,
 }
@@ -64,8 +103,9 @@ impl<'a> Machine<'a> {
             path,
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: Memo::default(),
             arena: Vec::new(),
+            globals: Vec::new(),
             budget: Cell::new(budget),
         }
     }
@@ -238,7 +278,7 @@ impl<'a> Machine<'a> {
             self.pos += 1;
             if op == b'.' {
                 let top = self.pop()?;
-                return self.resolve(top, 0);
+                return self.resolve_root(top);
             }
             self.step(op)?;
         }
@@ -448,7 +488,7 @@ impl<'a> Machine<'a> {
                 self.put(i)?;
             }
             0x94 => {
-                let i = self.memo.len() as u64;
+                let i = self.memo.len as u64;
                 self.put(i)?;
             }
             b'h' => {
@@ -465,8 +505,8 @@ impl<'a> Machine<'a> {
                 self.get(i)?;
             }
             b'c' => {
-                let module = self.line_str("GLOBAL")?.to_owned();
-                let name = self.line_str("GLOBAL")?.to_owned();
+                let module = self.line_str("GLOBAL")?;
+                let name = self.line_str("GLOBAL")?;
                 self.global(module, name)?;
             }
             0x93 => {
@@ -476,7 +516,7 @@ impl<'a> Machine<'a> {
                     return Err(self.bad("STACK_GLOBAL: module and name must be str"));
                 };
                 let (m, n) = (m.to_owned(), n.to_owned());
-                self.global(m, n)?;
+                self.global(&m, &n)?;
             }
             b'R' => {
                 let args = self.pop()?;
@@ -505,8 +545,8 @@ impl<'a> Machine<'a> {
                 self.push(node);
             }
             b'i' => {
-                let module = self.line_str("INST")?.to_owned();
-                let name = self.line_str("INST")?.to_owned();
+                let module = self.line_str("INST")?;
+                let name = self.line_str("INST")?;
                 let args = self.pop_mark()?;
                 self.global(module, name)?;
                 let cls = self.pop()?;
@@ -601,23 +641,38 @@ impl<'a> Machine<'a> {
     }
 
     fn get(&mut self, i: u64) -> Result<()> {
-        let n = *self
+        let n = self
             .memo
-            .get(&i)
+            .get(i)
             .ok_or_else(|| self.bad(format!("memo index {i} is not defined")))?;
         self.push(n);
         Ok(())
     }
 
-    fn global(&mut self, module: String, name: String) -> Result<()> {
-        if !self.allow.allows(&module, &name) {
-            return Err(TorchError::DisallowedGlobal {
-                path: self.path.to_path_buf(),
-                module,
-                name,
-            });
-        }
-        self.push_obj(Obj::Val(PyValue::Global { module, name }));
+    fn global(&mut self, module: &str, name: &str) -> Result<()> {
+        let known = self
+            .globals
+            .iter()
+            .find(|g| g.module == module && g.name == name);
+        let g = match known {
+            Some(g) => g.clone(),
+            None if self.allow.allows(module, name) => {
+                let g = Arc::new(PyGlobal {
+                    module: module.to_owned(),
+                    name: name.to_owned(),
+                });
+                self.globals.push(g.clone());
+                g
+            }
+            None => {
+                return Err(TorchError::DisallowedGlobal {
+                    path: self.path.to_path_buf(),
+                    module: module.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+        };
+        self.push_obj(Obj::Val(PyValue::Global(g)));
         Ok(())
     }
 
@@ -628,21 +683,19 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn global_of(&self, n: Node) -> Option<(String, String)> {
+    fn global_of(&self, n: Node) -> Option<Arc<PyGlobal>> {
         match self.obj(n) {
-            Some(Obj::Val(PyValue::Global { module, name })) => {
-                Some((module.clone(), name.clone()))
-            }
+            Some(Obj::Val(PyValue::Global(g))) => Some(g.clone()),
             _ => None,
         }
     }
 
     /// REDUCE / NEWOBJ / INST / OBJ of an allowlisted global, interpreted as data.
     fn call(&mut self, callable: Node, args: Vec<Node>, what: &str) -> Result<Node> {
-        let (module, name) = self
+        let class = self
             .global_of(callable)
             .ok_or_else(|| self.bad(format!("{what}: callable is not a global")))?;
-        match (module.as_str(), name.as_str()) {
+        match (class.module.as_str(), class.name.as_str()) {
             ("collections", "OrderedDict") => {
                 let args = self.resolve_all(&args)?;
                 let pairs = match args.as_slice() {
@@ -669,6 +722,12 @@ impl<'a> Machine<'a> {
                 Ok(self.alloc(Obj::Dict(pairs)))
             }
             ("torch", "Size") => {
+                // A tuple is immutable: the Size is that tuple (no copy; 10⁶ of them in a `.metadata`).
+                if let [n @ Node::Obj(_)] = args.as_slice() {
+                    if matches!(self.obj(*n), Some(Obj::Tuple(_))) {
+                        return Ok(*n);
+                    }
+                }
                 let args = self.resolve_all(&args)?;
                 match args.as_slice() {
                     [] => Ok(self.alloc(Obj::Tuple(Vec::new()))),
@@ -691,10 +750,10 @@ impl<'a> Machine<'a> {
                 match args.as_slice() {
                     [PyValue::Str(s)] => {
                         let (m, n) = s.rsplit_once('.').unwrap_or(("torch", s.as_str()));
-                        let v = PyValue::Global {
+                        let v = PyValue::Global(Arc::new(PyGlobal {
                             module: m.to_owned(),
                             name: n.to_owned(),
-                        };
+                        }));
                         Ok(self.intern(v))
                     }
                     _ => Err(self.bad("_get_layout: expected one str argument")),
@@ -703,11 +762,10 @@ impl<'a> Machine<'a> {
             (m, n) if is_tensor_rebuilder(m, n) => {
                 let args = self.resolve_all(&args)?;
                 let t = self.rebuild(m, n, &args)?;
-                Ok(self.alloc(Obj::Val(PyValue::Tensor(t))))
+                Ok(self.alloc(Obj::Val(PyValue::Tensor(Box::new(t)))))
             }
             _ => Ok(self.alloc(Obj::Object {
-                module,
-                name,
+                class,
                 args,
                 state: None,
             })),
@@ -723,7 +781,7 @@ impl<'a> Machine<'a> {
             ("torch._utils", "_rebuild_parameter")
             | ("torch._utils", "_rebuild_parameter_with_state") => {
                 let mut t = match args.first() {
-                    Some(PyValue::Tensor(t)) => t.clone(),
+                    Some(PyValue::Tensor(t)) => (**t).clone(),
                     _ => return Err(self.bad(format!("{name}: first argument is not a tensor"))),
                 };
                 t.requires_grad = args.get(1).and_then(PyValue::as_bool).unwrap_or(false);
@@ -738,8 +796,8 @@ impl<'a> Machine<'a> {
                     return Err(self.bad("_rebuild_from_type_v2: expected 4 arguments"));
                 };
                 let (fm, fname) = match func {
-                    PyValue::Global { module, name } if is_tensor_rebuilder(module, name) => {
-                        (module, name)
+                    PyValue::Global(g) if is_tensor_rebuilder(&g.module, &g.name) => {
+                        (g.module.as_str(), g.name.as_str())
                     }
                     _ => {
                         return Err(self
@@ -877,18 +935,18 @@ impl<'a> Machine<'a> {
     fn persistent(&mut self, pid: Node) -> Result<Node> {
         let v = self.resolve(pid, 0)?;
         let bad = || self.bad(format!("unsupported persistent id {}", short(&v)));
-        let Some(
-            [PyValue::Str(tag), PyValue::Global { module, name }, key, PyValue::Str(location), numel],
-        ) = v.as_seq()
+        let Some([PyValue::Str(tag), PyValue::Global(class), key, PyValue::Str(location), numel]) =
+            v.as_seq()
         else {
             return Err(bad());
         };
         if tag != "storage" {
             return Err(bad());
         }
-        let dtype = storage_dtype(module, name).ok_or_else(|| {
+        let dtype = storage_dtype(&class.module, &class.name).ok_or_else(|| {
             self.bad(format!(
-                "persistent id names unknown storage type {module}.{name}"
+                "persistent id names unknown storage type {}.{}",
+                class.module, class.name
             ))
         })?;
         let key = match key {
@@ -906,7 +964,7 @@ impl<'a> Machine<'a> {
             location: location.clone(),
             numel,
         };
-        Ok(self.alloc(Obj::Val(PyValue::Storage(s))))
+        Ok(self.alloc(Obj::Val(PyValue::Storage(Box::new(s)))))
     }
 
     /// Puts an already-built value into the arena (scalars inline).
@@ -964,6 +1022,7 @@ impl<'a> Machine<'a> {
             Some(Obj::FrozenSet(v)) => self.resolve_seq(v, depth).map(PyValue::FrozenSet),
             Some(Obj::Dict(d)) => self.resolve_dict(d, depth),
             Some(Obj::Object { .. }) => self.resolve_object(i, depth),
+            Some(Obj::Taken) => Err(self.bad("internal: a moved value is read again")),
             None => Err(self.bad("internal: dangling object")),
         }
     }
@@ -976,51 +1035,162 @@ impl<'a> Machine<'a> {
         Ok(out)
     }
 
-    /// Resolves a dict; a key set twice keeps its first position and its last value.
     #[inline(never)]
     fn resolve_dict(&self, d: &[(Node, Node)], depth: usize) -> Result<PyValue> {
-        let mut out: Vec<(PyValue, PyValue)> = Vec::with_capacity(d.len());
-        let mut index: HashMap<HKey, usize> = HashMap::new();
+        let mut pairs = Vec::with_capacity(d.len());
         for (k, v) in d {
-            let k = self.resolve(*k, depth + 1)?;
-            let v = self.resolve(*v, depth + 1)?;
-            match HKey::of(&k) {
-                Some(h) => match index.get(&h) {
-                    Some(&at) => out[at].1 = v,
-                    None => {
-                        index.insert(h, out.len());
-                        out.push((k, v));
-                    }
-                },
-                None => out.push((k, v)),
-            }
+            pairs.push((self.resolve(*k, depth + 1)?, self.resolve(*v, depth + 1)?));
         }
-        Ok(PyValue::Dict(out.into()))
+        Ok(dict_of(pairs))
     }
 
     #[inline(never)]
     fn resolve_object(&self, i: usize, depth: usize) -> Result<PyValue> {
-        let Some(Obj::Object {
-            module,
-            name,
-            args,
-            state,
-        }) = self.arena.get(i)
-        else {
+        let Some(Obj::Object { class, args, state }) = self.arena.get(i) else {
             return Err(self.bad("internal: not an object"));
         };
         let args = self.resolve_seq(args, depth)?;
         let state = match state {
-            Some(s) => Some(Box::new(self.resolve(*s, depth + 1)?)),
+            Some(s) => Some(self.resolve(*s, depth + 1)?),
             None => None,
         };
-        Ok(PyValue::Object {
-            module: module.clone(),
-            name: name.clone(),
+        Ok(PyValue::Object(Box::new(PyObject {
+            class: class.clone(),
             args,
             state,
-        })
+        })))
     }
+
+    // ---- the result tree --------------------------------------------------------------------
+
+    /// The tree under the STOP value. Objects referenced once in it are moved out of the arena
+    /// rather than copied (a `.metadata` of 10⁶ chunks would otherwise be held twice); shared
+    /// ones are copied per reference by [`Machine::resolve`], as before.
+    fn resolve_root(&mut self, root: Node) -> Result<PyValue> {
+        let refs = self.count_refs(root);
+        self.move_out(root, 0, &refs)
+    }
+
+    /// How many times each arena object is referenced from the objects reachable from `root`
+    /// (`root` itself counts once).
+    fn count_refs(&self, root: Node) -> Vec<u32> {
+        fn visit(n: &Node, refs: &mut [u32], todo: &mut Vec<usize>) {
+            if let Node::Obj(i) = *n {
+                if let Some(r) = refs.get_mut(i) {
+                    *r = r.saturating_add(1);
+                    if *r == 1 {
+                        todo.push(i);
+                    }
+                }
+            }
+        }
+        let mut refs = vec![0u32; self.arena.len()];
+        let mut todo = Vec::new();
+        visit(&root, &mut refs, &mut todo);
+        while let Some(i) = todo.pop() {
+            match &self.arena[i] {
+                Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => {
+                    v.iter().for_each(|n| visit(n, &mut refs, &mut todo));
+                }
+                Obj::Dict(d) => d.iter().for_each(|(k, v)| {
+                    visit(k, &mut refs, &mut todo);
+                    visit(v, &mut refs, &mut todo);
+                }),
+                Obj::Object { args, state, .. } => {
+                    for n in args.iter().chain(state) {
+                        visit(n, &mut refs, &mut todo);
+                    }
+                }
+                Obj::Val(_) | Obj::Taken => {}
+            }
+        }
+        refs
+    }
+
+    /// Moves node `n` into the result when it is referenced once (and so is every object on
+    /// the way to it: children of a shared object are copied with it); copies it otherwise.
+    fn move_out(&mut self, n: Node, depth: usize, refs: &[u32]) -> Result<PyValue> {
+        let i = match n {
+            Node::Obj(i) if refs.get(i) == Some(&1) => i,
+            _ => return self.resolve(n, depth),
+        };
+        if depth >= MAX_DEPTH {
+            return Err(self.bad(format!(
+                "nesting deeper than {MAX_DEPTH} (or a recursive structure)"
+            )));
+        }
+        self.spend(1)?;
+        let take_all = |m: &mut Self, v: Vec<Node>| -> Result<Vec<PyValue>> {
+            v.into_iter()
+                .map(|x| m.move_out(x, depth + 1, refs))
+                .collect()
+        };
+        match std::mem::replace(&mut self.arena[i], Obj::Taken) {
+            Obj::Val(v) => Ok(v),
+            Obj::List(v) => take_all(self, v).map(PyValue::List),
+            Obj::Tuple(v) => take_all(self, v).map(PyValue::Tuple),
+            Obj::Set(v) => take_all(self, v).map(PyValue::Set),
+            Obj::FrozenSet(v) => take_all(self, v).map(PyValue::FrozenSet),
+            Obj::Dict(d) => {
+                let mut pairs = Vec::with_capacity(d.len());
+                for (k, v) in d {
+                    pairs.push((
+                        self.move_out(k, depth + 1, refs)?,
+                        self.move_out(v, depth + 1, refs)?,
+                    ));
+                }
+                Ok(dict_of(pairs))
+            }
+            Obj::Object { class, args, state } => {
+                let args = take_all(self, args)?;
+                let state = match state {
+                    Some(s) => Some(self.move_out(s, depth + 1, refs)?),
+                    None => None,
+                };
+                Ok(PyValue::Object(Box::new(PyObject { class, args, state })))
+            }
+            Obj::Taken => Err(self.bad("internal: a moved value is read again")),
+        }
+    }
+}
+
+/// A dict of `pairs` with Python's semantics: a key set twice keeps its first position and its
+/// last value. Small dicts (dataclass states, millions of them in a large `.metadata`) compare
+/// keys in place; larger ones go through a hash index.
+fn dict_of(mut pairs: Vec<(PyValue, PyValue)>) -> PyValue {
+    if pairs.len() <= 16 {
+        // In place: entries 0..kept are the dict so far, the rest is not yet seen or spent.
+        let mut kept = 0;
+        for i in 0..pairs.len() {
+            match pairs[..kept]
+                .iter()
+                .position(|(k, _)| same_key(k, &pairs[i].0))
+            {
+                Some(at) => pairs[at].1 = std::mem::replace(&mut pairs[i].1, PyValue::None),
+                None => {
+                    pairs.swap(kept, i);
+                    kept += 1;
+                }
+            }
+        }
+        pairs.truncate(kept);
+        return PyValue::Dict(pairs.into());
+    }
+    let mut out: Vec<(PyValue, PyValue)> = Vec::with_capacity(pairs.len());
+    let mut index: HashMap<HKey, usize> = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        match HKey::of(&k) {
+            Some(h) => match index.get(&h) {
+                Some(&at) => out[at].1 = v,
+                None => {
+                    index.insert(h, out.len());
+                    out.push((k, v));
+                }
+            },
+            None => out.push((k, v)),
+        }
+    }
+    PyValue::Dict(out.into())
 }
 
 /// True for the torch functions that return a tensor view of a storage.
@@ -1068,6 +1238,38 @@ fn short(v: &PyValue) -> String {
     }
 }
 
+/// True when two dict keys are equal as [`HKey`]s are (unhashable keys equal nothing).
+fn same_key(a: &PyValue, b: &PyValue) -> bool {
+    match (num_key(a), num_key(b)) {
+        (Some(x), Some(y)) => return x == y,
+        (Some(_), None) | (None, Some(_)) => return false,
+        (None, None) => {}
+    }
+    match (a, b) {
+        (PyValue::None, PyValue::None) => true,
+        (PyValue::Str(x), PyValue::Str(y)) => x == y,
+        (PyValue::Bytes(x), PyValue::Bytes(y)) | (PyValue::BigInt(x), PyValue::BigInt(y)) => x == y,
+        (PyValue::Tuple(x), PyValue::Tuple(y)) => {
+            x.len() == y.len()
+                && x.iter().all(|e| HKey::of(e).is_some())
+                && x.iter().zip(y).all(|(x, y)| same_key(x, y))
+        }
+        (PyValue::Global(x), PyValue::Global(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The numeric part of [`HKey::of`]: bools, ints and floats as Python compares them.
+fn num_key(v: &PyValue) -> Option<HKey> {
+    Some(match v {
+        PyValue::Bool(b) => HKey::Int(i64::from(*b)),
+        PyValue::Int(i) => HKey::Int(*i),
+        PyValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => HKey::Int(*f as i64),
+        PyValue::Float(f) => HKey::Float(f.to_bits()),
+        _ => return None,
+    })
+}
+
 /// A hashable form of a dict key (Python equality: `True == 1 == 1.0`).
 #[derive(Debug, PartialEq, Eq, Hash)]
 enum HKey {
@@ -1085,15 +1287,12 @@ impl HKey {
     fn of(v: &PyValue) -> Option<HKey> {
         Some(match v {
             PyValue::None => HKey::None,
-            PyValue::Bool(b) => HKey::Int(i64::from(*b)),
-            PyValue::Int(i) => HKey::Int(*i),
-            PyValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => HKey::Int(*f as i64),
-            PyValue::Float(f) => HKey::Float(f.to_bits()),
+            PyValue::Bool(_) | PyValue::Int(_) | PyValue::Float(_) => return num_key(v),
             PyValue::Str(s) => HKey::Str(s.clone()),
             PyValue::Bytes(b) => HKey::Bytes(b.clone()),
             PyValue::BigInt(b) => HKey::Big(b.clone()),
             PyValue::Tuple(t) => HKey::Tuple(t.iter().map(HKey::of).collect::<Option<_>>()?),
-            PyValue::Global { module, name } => HKey::Global(module.clone(), name.clone()),
+            PyValue::Global(g) => HKey::Global(g.module.clone(), g.name.clone()),
             _ => return None,
         })
     }
@@ -1175,5 +1374,6 @@ fn obj_kind(o: &Obj) -> &'static str {
         Obj::Set(_) => "set",
         Obj::FrozenSet(_) => "frozenset",
         Obj::Object { .. } => "object",
+        Obj::Taken => "moved value",
     }
 }

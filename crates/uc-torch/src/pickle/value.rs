@@ -3,10 +3,11 @@
 use crate::error::{Result, TorchError};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use uc_schema::DType;
 
-/// One unpickled Python value; nothing in it can run code.
+/// One unpickled Python value; nothing in it can run code. Kept to 32 bytes (large variants are
+/// boxed): a `.metadata` of 10⁶ chunks unpickles to tens of millions of them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PyValue {
     None,
@@ -24,21 +25,28 @@ pub enum PyValue {
     Set(Vec<PyValue>),
     FrozenSet(Vec<PyValue>),
     /// A bare allowlisted global (a class, a dtype such as `torch.float32`, a layout).
-    Global {
-        module: String,
-        name: String,
-    },
+    Global(Arc<PyGlobal>),
     /// A persistent-id storage reference `('storage', <T>Storage, key, location, numel)`.
-    Storage(StorageRef),
+    Storage(Box<StorageRef>),
     /// A tensor view into a storage (from `_rebuild_tensor_v2` and friends).
-    Tensor(TensorRef),
-    /// An instance of an allowlisted class: constructor args (REDUCE/NEWOBJ) and BUILD state.
-    Object {
-        module: String,
-        name: String,
-        args: Vec<PyValue>,
-        state: Option<Box<PyValue>>,
-    },
+    Tensor(Box<TensorRef>),
+    /// An instance of an allowlisted class.
+    Object(Box<PyObject>),
+}
+
+/// A global named by a pickle: `module.name` (shared by every instance of a class).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PyGlobal {
+    pub module: String,
+    pub name: String,
+}
+
+/// An instance of an allowlisted class: its constructor args (REDUCE/NEWOBJ) and BUILD state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PyObject {
+    pub class: Arc<PyGlobal>,
+    pub args: Vec<PyValue>,
+    pub state: Option<PyValue>,
 }
 
 /// A storage named by a persistent id: bytes live in zip entry `<prefix>/data/<key>`.
@@ -119,9 +127,13 @@ impl TensorRef {
 /// 10⁵ tensors by name is not a scan of all of them.
 #[derive(Debug, Clone, Default)]
 pub struct PyDict {
-    entries: Vec<(PyValue, PyValue)>,
-    by_str: OnceLock<HashMap<Box<str>, usize>>,
+    entries: Box<[(PyValue, PyValue)]>,
+    /// Only dicts over [`PyDict::SCAN`] entries have one (boxed: most dicts are small).
+    by_str: Option<Box<StrIndex>>,
 }
+
+/// A dict's string keys → entry positions, built on first use.
+type StrIndex = OnceLock<HashMap<Box<str>, usize>>;
 
 impl PyDict {
     /// Dicts up to this many entries are scanned rather than indexed.
@@ -129,9 +141,10 @@ impl PyDict {
 
     /// The dict of `entries` (keys as the unpickler left them: each at most once).
     pub fn new(entries: Vec<(PyValue, PyValue)>) -> PyDict {
+        let by_str = (entries.len() > Self::SCAN).then(Box::default);
         PyDict {
-            entries,
-            by_str: OnceLock::new(),
+            entries: entries.into_boxed_slice(),
+            by_str,
         }
     }
 
@@ -142,14 +155,14 @@ impl PyDict {
 
     /// The value under string key `key` (the first such entry).
     pub fn get_str(&self, key: &str) -> Option<&PyValue> {
-        if self.entries.len() <= Self::SCAN {
+        let Some(by_str) = &self.by_str else {
             return self
                 .entries
                 .iter()
                 .find(|(k, _)| k.as_str() == Some(key))
                 .map(|(_, v)| v);
-        }
-        let index = self.by_str.get_or_init(|| {
+        };
+        let index = by_str.get_or_init(|| {
             let mut m = HashMap::with_capacity(self.entries.len());
             for (i, (k, _)) in self.entries.iter().enumerate() {
                 if let Some(k) = k.as_str() {
@@ -204,10 +217,10 @@ impl PyValue {
             PyValue::Dict(_) => "dict",
             PyValue::Set(_) => "set",
             PyValue::FrozenSet(_) => "frozenset",
-            PyValue::Global { .. } => "global",
+            PyValue::Global(_) => "global",
             PyValue::Storage(_) => "storage",
             PyValue::Tensor(_) => "tensor",
-            PyValue::Object { .. } => "object",
+            PyValue::Object(_) => "object",
         }
     }
 
@@ -277,9 +290,8 @@ impl PyValue {
     /// `(module, name)` of a bare global or of an object's class.
     pub fn class(&self) -> Option<(&str, &str)> {
         match self {
-            PyValue::Global { module, name } | PyValue::Object { module, name, .. } => {
-                Some((module, name))
-            }
+            PyValue::Global(g) => Some((&g.module, &g.name)),
+            PyValue::Object(o) => Some((&o.class.module, &o.class.name)),
             _ => None,
         }
     }
@@ -296,7 +308,7 @@ impl PyValue {
     pub fn get(&self, key: &str) -> Option<&PyValue> {
         match self {
             PyValue::Dict(d) => d.get_str(key),
-            PyValue::Object { state: Some(s), .. } => s.get(key),
+            PyValue::Object(o) => o.state.as_ref()?.get(key),
             _ => None,
         }
     }
@@ -340,11 +352,11 @@ impl PyValue {
                     v.visit_child(trail, &KeySeg(k), f)?;
                 }
             }
-            PyValue::Object { args, state, .. } => {
-                for (i, x) in args.iter().enumerate() {
+            PyValue::Object(o) => {
+                for (i, x) in o.args.iter().enumerate() {
                     x.visit_child(trail, &format_args!(".args[{i}]"), f)?;
                 }
-                if let Some(s) = state {
+                if let Some(s) = &o.state {
                     s.visit_inner(trail, f)?;
                 }
             }
@@ -382,10 +394,11 @@ impl std::fmt::Display for KeySeg<'_> {
 
 /// Appends a segment, dropping a leading '.' at the root.
 fn push_seg(trail: &mut String, seg: &dyn std::fmt::Display) {
-    let s = seg.to_string();
-    match s.strip_prefix('.') {
-        Some(rest) if trail.is_empty() => trail.push_str(rest),
-        _ => trail.push_str(&s),
+    use std::fmt::Write;
+    let root = trail.is_empty();
+    let _ = write!(trail, "{seg}");
+    if root && trail.starts_with('.') {
+        trail.remove(0);
     }
 }
 
@@ -423,7 +436,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn child(&self, seg: &dyn std::fmt::Display, value: &'a PyValue) -> Cursor<'a> {
-        let mut trail = self.trail.clone();
+        let mut trail = String::with_capacity(self.trail.len() + 24);
+        trail.push_str(&self.trail);
         push_seg(&mut trail, seg);
         Cursor {
             path: self.path,
@@ -466,7 +480,7 @@ impl<'a> Cursor<'a> {
     /// The value under string key `key`; `MissingKey` when absent, `Format` when this is not a mapping.
     pub fn key(&self, key: &str) -> Result<Cursor<'a>> {
         match self.value {
-            PyValue::Dict(_) | PyValue::Object { .. } => self
+            PyValue::Dict(_) | PyValue::Object(_) => self
                 .get(key)
                 .ok_or_else(|| self.missing(&format_args!(".{key}"))),
             _ => Err(self.wrong("dict")),
