@@ -61,6 +61,9 @@ results=$(
   t "big: uc convert deepspeed" "$UC" convert "$B" @OUT@ --format deepspeed
   t "big: ds_to_universal" python -m deepspeed.checkpoint.ds_to_universal --input_folder "$B/$TAG" \
       --output_folder @OUT@ --inject_missing_state
+  # The same with its output on disk when it ends, as uc's is (uc syncs before `latest` / `COMPLETE`).
+  t "big: ds_to_universal + sync" sh -c 'python -m deepspeed.checkpoint.ds_to_universal --input_folder "$1" \
+      --output_folder "$2" --inject_missing_state && sync' _ "$B/$TAG" @OUT@
   t "big: uc export" "$UC" export "$B" @OUT@
   t "big: zero_to_fp32" python "$B/zero_to_fp32.py" "$B" @OUT@ --safe_serialization
   sleep 65   # let the inodes freed above age past ext4's "recently deleted" window

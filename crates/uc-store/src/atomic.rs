@@ -60,7 +60,7 @@ impl AtomicDir {
                 Ok(()) => {
                     let lock = fs::File::open(&tmp).ok();
                     if let Some(l) = &lock {
-                        let _ = try_lock(l, libc::LOCK_EX);
+                        let _ = try_lock(l);
                     }
                     return Ok(AtomicDir {
                         target,
@@ -204,7 +204,7 @@ pub(crate) fn clear_stale_siblings(target: &Path, keep: Option<&OsStr>) -> Resul
         };
         let p = e.path();
         let live = match fs::File::open(&lock_path) {
-            Ok(f) => !try_lock(&f, libc::LOCK_EX).unwrap_or(false),
+            Ok(f) => !try_lock(&f).unwrap_or(false),
             Err(_) => false,
         };
         if live {

@@ -130,7 +130,8 @@ fn published(target: &Path, into_existing: bool) -> bool {
     !into_existing && fs::symlink_metadata(target).is_ok()
 }
 
-/// True when the open file `f` is still the file at `path` (not unlinked or replaced).
+/// True when the open file `f` is still the file at `path` (not unlinked or replaced): a lock taken
+/// on a file that was removed meanwhile protects nothing.
 fn same_file(f: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (f.metadata(), fs::metadata(path)) {
@@ -146,7 +147,7 @@ fn remove_if_dead(root: &Path) -> Result<()> {
         return Ok(());
     }
     let live = match File::open(root.join("lock")) {
-        Ok(f) => !try_lock(&f, libc::LOCK_EX).unwrap_or(false),
+        Ok(f) => !try_lock(&f).unwrap_or(false),
         Err(_) => false,
     };
     if !live {
@@ -286,7 +287,7 @@ impl Staging {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Joined::Retry),
             Err(e) => return Err(io_err(&lpath)(e)),
         };
-        let alone = try_lock(&lock, libc::LOCK_EX).map_err(io_err(&lpath))?;
+        let alone = try_lock(&lock).map_err(io_err(&lpath))?;
         if alone && same_file(&lock, &lpath) {
             if fresh {
                 for sub in ["records", "out", "epoch"] {
@@ -299,7 +300,7 @@ impl Staging {
             fs::rename(&tmp, root.join("epoch")).map_err(io_err(root.join("epoch")))?;
         }
         // Shared from here on: the epoch cannot change while any worker holds the lock.
-        lock_blocking(&lock, libc::LOCK_SH).map_err(io_err(&lpath))?;
+        lock_shared(&lock).map_err(io_err(&lpath))?;
         if !same_file(&lock, &lpath) {
             // The folder was removed while this worker waited: its job was published (or discarded).
             return Ok(if published(target, into_existing) {
@@ -311,9 +312,8 @@ impl Staging {
         if !into_existing && published(target, false) {
             // Published just before this worker got the lock. Its publisher removes the folder; if
             // it died first, whoever is last alive does.
-            // SAFETY: flock on an open descriptor.
-            unsafe { libc::flock(fd(&lock), libc::LOCK_UN) };
-            if try_lock(&lock, libc::LOCK_EX).unwrap_or(false) && same_file(&lock, &lpath) {
+            lock.unlock().map_err(io_err(&lpath))?;
+            if try_lock(&lock).unwrap_or(false) && same_file(&lock, &lpath) {
                 remove_any(root)?;
             }
             return Ok(Joined::Published);
@@ -502,9 +502,8 @@ impl Staging {
     /// lock first; returns false when another worker is still alive (it will be the one).
     pub fn try_last(&self) -> Result<bool> {
         let lpath = self.root.join("lock");
-        // SAFETY: flock on an open descriptor.
-        unsafe { libc::flock(fd(&self.lock), libc::LOCK_UN) };
-        try_lock(&self.lock, libc::LOCK_EX).map_err(io_err(&lpath))
+        self.lock.unlock().map_err(io_err(&lpath))?;
+        try_lock(&self.lock).map_err(io_err(&lpath))
     }
 
     /// Keeps the folder when `r` failed because the disk (or an inode or quota limit) is full, so that a
@@ -598,34 +597,21 @@ pub(crate) fn remove_any(p: &Path) -> Result<()> {
     }
 }
 
-fn fd(f: &File) -> i32 {
-    use std::os::fd::AsRawFd;
-    f.as_raw_fd()
-}
-
-/// Non-blocking flock: Ok(false) when another process holds a conflicting lock.
-pub(crate) fn try_lock(f: &File, how: i32) -> std::io::Result<bool> {
-    // SAFETY: flock on an open descriptor.
-    if unsafe { libc::flock(fd(f), how | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.kind() == ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(e)
+/// Non-blocking exclusive lock (`flock(2)` on Unix): Ok(false) when another process holds a lock.
+pub(crate) fn try_lock(f: &File) -> std::io::Result<bool> {
+    match f.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
-fn lock_blocking(f: &File, how: i32) -> std::io::Result<()> {
+/// Blocking shared lock, retried when a signal interrupts the wait.
+fn lock_shared(f: &File) -> std::io::Result<()> {
     loop {
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(fd(f), how) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != ErrorKind::Interrupted {
-            return Err(e);
+        match f.lock_shared() {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => return r,
         }
     }
 }
