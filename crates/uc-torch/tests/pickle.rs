@@ -202,6 +202,23 @@ fn dict_keys_compare_as_python_does_in_small_and_large_dicts() {
 }
 
 #[test]
+fn a_layout_named_in_data_does_not_allow_that_global() {
+    // _get_layout("os.system") is a value; a later GLOBAL os.system is still refused.
+    let mut p = vec![0x80, 2];
+    p.extend(global("torch.serialization", "_get_layout"));
+    p.push(b'(');
+    p.extend(unicode("os.system"));
+    p.extend([b't', b'R', b'0']);
+    p.extend(global("os", "system"));
+    p.push(b'.');
+    let e = unpickle(&p, &Allowlist::dcp_metadata(), Path::new("m")).unwrap_err();
+    assert!(
+        matches!(&e, TorchError::DisallowedGlobal { module, name, .. } if module == "os" && name == "system"),
+        "{e}"
+    );
+}
+
+#[test]
 fn torch_size_is_a_tuple() {
     let mut p = vec![0x80, 2];
     p.extend(global("torch", "Size"));

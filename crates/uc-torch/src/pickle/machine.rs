@@ -85,7 +85,7 @@ pub(super) struct Machine<'a> {
     memo: Memo,
     arena: Vec<Obj>,
     /// Each global met so far, once (an allowlist is a few dozen names; a pickle without a memo
-    /// names a class again for every instance).
+    /// names a class again for every instance). Holds layouts too: not a record of what is allowed.
     globals: Vec<Arc<PyGlobal>>,
     /// Work left for building values (guards against memo-sharing blowups).
     budget: Cell<u64>,
@@ -649,31 +649,35 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
+    /// GLOBAL / STACK_GLOBAL / INST: pushes `module.name` when it is allowlisted.
     fn global(&mut self, module: &str, name: &str) -> Result<()> {
-        let known = self
-            .globals
-            .iter()
-            .find(|g| g.module == module && g.name == name);
-        let g = match known {
-            Some(g) => g.clone(),
-            None if self.allow.allows(module, name) => {
-                let g = Arc::new(PyGlobal {
-                    module: module.to_owned(),
-                    name: name.to_owned(),
-                });
-                self.globals.push(g.clone());
-                g
-            }
-            None => {
-                return Err(TorchError::DisallowedGlobal {
-                    path: self.path.to_path_buf(),
-                    module: module.to_owned(),
-                    name: name.to_owned(),
-                })
-            }
-        };
+        if !self.allow.allows(module, name) {
+            return Err(TorchError::DisallowedGlobal {
+                path: self.path.to_path_buf(),
+                module: module.to_owned(),
+                name: name.to_owned(),
+            });
+        }
+        let g = self.interned(module, name);
         self.push_obj(Obj::Val(PyValue::Global(g)));
         Ok(())
+    }
+
+    /// The one shared `module.name` of this stream (made on first use).
+    fn interned(&mut self, module: &str, name: &str) -> Arc<PyGlobal> {
+        if let Some(g) = self
+            .globals
+            .iter()
+            .find(|g| g.module == module && g.name == name)
+        {
+            return g.clone();
+        }
+        let g = Arc::new(PyGlobal {
+            module: module.to_owned(),
+            name: name.to_owned(),
+        });
+        self.globals.push(g.clone());
+        g
     }
 
     fn tuple_items(&self, n: Node, what: &str) -> Result<Vec<Node>> {
@@ -750,10 +754,7 @@ impl<'a> Machine<'a> {
                 match args.as_slice() {
                     [PyValue::Str(s)] => {
                         let (m, n) = s.rsplit_once('.').unwrap_or(("torch", s.as_str()));
-                        let v = PyValue::Global(Arc::new(PyGlobal {
-                            module: m.to_owned(),
-                            name: n.to_owned(),
-                        }));
+                        let v = PyValue::Global(self.interned(m, n));
                         Ok(self.intern(v))
                     }
                     _ => Err(self.bad("_get_layout: expected one str argument")),
