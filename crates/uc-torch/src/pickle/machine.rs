@@ -11,13 +11,15 @@ use std::hash::Hash;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A stack/memo slot: small scalars inline, everything else an arena index (cheap to copy).
+/// A stack/memo slot: small scalars and globals inline, everything else an arena index (cheap to copy).
 #[derive(Debug, Clone, Copy)]
 enum Node {
     None,
     Bool(bool),
     Int(i64),
     Float(f64),
+    /// Index into [`Machine::globals`] (a class is named once per instance in a memo-less pickle).
+    Global(usize),
     Obj(usize),
 }
 
@@ -30,11 +32,7 @@ enum Obj {
     Dict(Vec<(Node, Node)>),
     Set(Vec<Node>),
     FrozenSet(Vec<Node>),
-    Object {
-        class: Arc<PyGlobal>,
-        args: Vec<Node>,
-        state: Option<Node>,
-    },
+    Object(Box<ObjInstance>),
     /// Moved into the result tree by [`Machine::move_out`] (never read again).
     Taken,
 }
@@ -71,6 +69,14 @@ impl Memo {
         let dense = usize::try_from(i).ok().and_then(|i| *self.dense.get(i)?);
         dense.or_else(|| self.far.get(&i).copied())
     }
+}
+
+/// An instance of an allowlisted class in the arena (boxed: arenas hold 10⁷ objects, few of them instances).
+#[derive(Debug)]
+struct ObjInstance {
+    class: Arc<PyGlobal>,
+    args: Vec<Node>,
+    state: Option<Node>,
 }
 
 /// Interpreter state for one pickle stream.
@@ -659,25 +665,27 @@ impl<'a> Machine<'a> {
             });
         }
         let g = self.interned(module, name);
-        self.push_obj(Obj::Val(PyValue::Global(g)));
+        self.push(g);
         Ok(())
     }
 
-    /// The one shared `module.name` of this stream (made on first use).
-    fn interned(&mut self, module: &str, name: &str) -> Arc<PyGlobal> {
-        if let Some(g) = self
+    /// The node of `module.name`, one per stream (made on first use).
+    fn interned(&mut self, module: &str, name: &str) -> Node {
+        let i = match self
             .globals
             .iter()
-            .find(|g| g.module == module && g.name == name)
+            .position(|g| g.module == module && g.name == name)
         {
-            return g.clone();
-        }
-        let g = Arc::new(PyGlobal {
-            module: module.to_owned(),
-            name: name.to_owned(),
-        });
-        self.globals.push(g.clone());
-        g
+            Some(i) => i,
+            None => {
+                self.globals.push(Arc::new(PyGlobal {
+                    module: module.to_owned(),
+                    name: name.to_owned(),
+                }));
+                self.globals.len() - 1
+            }
+        };
+        Node::Global(i)
     }
 
     fn tuple_items(&self, n: Node, what: &str) -> Result<Vec<Node>> {
@@ -688,8 +696,8 @@ impl<'a> Machine<'a> {
     }
 
     fn global_of(&self, n: Node) -> Option<Arc<PyGlobal>> {
-        match self.obj(n) {
-            Some(Obj::Val(PyValue::Global(g))) => Some(g.clone()),
+        match n {
+            Node::Global(i) => self.globals.get(i).cloned(),
             _ => None,
         }
     }
@@ -754,8 +762,7 @@ impl<'a> Machine<'a> {
                 match args.as_slice() {
                     [PyValue::Str(s)] => {
                         let (m, n) = s.rsplit_once('.').unwrap_or(("torch", s.as_str()));
-                        let v = PyValue::Global(self.interned(m, n));
-                        Ok(self.intern(v))
+                        Ok(self.interned(m, n))
                     }
                     _ => Err(self.bad("_get_layout: expected one str argument")),
                 }
@@ -765,11 +772,11 @@ impl<'a> Machine<'a> {
                 let t = self.rebuild(m, n, &args)?;
                 Ok(self.alloc(Obj::Val(PyValue::Tensor(Box::new(t)))))
             }
-            _ => Ok(self.alloc(Obj::Object {
+            _ => Ok(self.alloc(Obj::Object(Box::new(ObjInstance {
                 class,
                 args,
                 state: None,
-            })),
+            })))),
         }
     }
 
@@ -878,19 +885,22 @@ impl<'a> Machine<'a> {
             Tensor,
         }
         let act = match self.obj(target) {
-            Some(Obj::Object {
-                state: Some(old), ..
-            }) => match (self.dict_items(*old), self.dict_items(state)) {
-                (Some(mut merged), Some(new)) => {
-                    merged.extend(new);
-                    Act::Merge(merged)
-                }
-                _ => Act::Set,
+            Some(Obj::Object(o)) => match o.state {
+                Some(old) => match (self.dict_items(old), self.dict_items(state)) {
+                    (Some(mut merged), Some(new)) => {
+                        merged.extend(new);
+                        Act::Merge(merged)
+                    }
+                    _ => Act::Set,
+                },
+                None => Act::Set,
             },
-            Some(Obj::Object { state: None, .. }) => Act::Set,
             Some(Obj::Dict(_)) => Act::Drop,
             Some(Obj::Val(PyValue::Tensor(_))) => Act::Tensor,
             Some(o) => return Err(self.bad(format!("BUILD on a {} (no state)", obj_kind(o)))),
+            None if matches!(target, Node::Global(_)) => {
+                return Err(self.bad("BUILD on a global (no state)"))
+            }
             None => return Err(self.bad("BUILD on a scalar")),
         };
         let new_state = match act {
@@ -905,8 +915,8 @@ impl<'a> Machine<'a> {
             Act::Set => state,
             Act::Merge(items) => self.alloc(Obj::Dict(items)),
         };
-        if let Some(Obj::Object { state: slot, .. }) = self.obj_mut_opt(target) {
-            *slot = Some(new_state);
+        if let Some(Obj::Object(o)) = self.obj_mut_opt(target) {
+            o.state = Some(new_state);
         }
         Ok(())
     }
@@ -1005,6 +1015,13 @@ impl<'a> Machine<'a> {
             Node::Bool(b) => return Ok(PyValue::Bool(b)),
             Node::Int(i) => return Ok(PyValue::Int(i)),
             Node::Float(f) => return Ok(PyValue::Float(f)),
+            Node::Global(g) => {
+                return self
+                    .globals
+                    .get(g)
+                    .map(|g| PyValue::Global(g.clone()))
+                    .ok_or_else(|| self.bad("internal: dangling global"))
+            }
             Node::Obj(i) => i,
         };
         if depth >= MAX_DEPTH {
@@ -1022,7 +1039,7 @@ impl<'a> Machine<'a> {
             Some(Obj::Set(v)) => self.resolve_seq(v, depth).map(PyValue::Set),
             Some(Obj::FrozenSet(v)) => self.resolve_seq(v, depth).map(PyValue::FrozenSet),
             Some(Obj::Dict(d)) => self.resolve_dict(d, depth),
-            Some(Obj::Object { .. }) => self.resolve_object(i, depth),
+            Some(Obj::Object(_)) => self.resolve_object(i, depth),
             Some(Obj::Taken) => Err(self.bad("internal: a moved value is read again")),
             None => Err(self.bad("internal: dangling object")),
         }
@@ -1047,16 +1064,16 @@ impl<'a> Machine<'a> {
 
     #[inline(never)]
     fn resolve_object(&self, i: usize, depth: usize) -> Result<PyValue> {
-        let Some(Obj::Object { class, args, state }) = self.arena.get(i) else {
+        let Some(Obj::Object(o)) = self.arena.get(i) else {
             return Err(self.bad("internal: not an object"));
         };
-        let args = self.resolve_seq(args, depth)?;
-        let state = match state {
-            Some(s) => Some(self.resolve(*s, depth + 1)?),
+        let args = self.resolve_seq(&o.args, depth)?;
+        let state = match o.state {
+            Some(s) => Some(self.resolve(s, depth + 1)?),
             None => None,
         };
         Ok(PyValue::Object(Box::new(PyObject {
-            class: class.clone(),
+            class: o.class.clone(),
             args,
             state,
         })))
@@ -1097,8 +1114,8 @@ impl<'a> Machine<'a> {
                     visit(k, &mut refs, &mut todo);
                     visit(v, &mut refs, &mut todo);
                 }),
-                Obj::Object { args, state, .. } => {
-                    for n in args.iter().chain(state) {
+                Obj::Object(o) => {
+                    for n in o.args.iter().chain(&o.state) {
                         visit(n, &mut refs, &mut todo);
                     }
                 }
@@ -1142,7 +1159,8 @@ impl<'a> Machine<'a> {
                 }
                 Ok(dict_of(pairs))
             }
-            Obj::Object { class, args, state } => {
+            Obj::Object(o) => {
+                let ObjInstance { class, args, state } = *o;
                 let args = take_all(self, args)?;
                 let state = match state {
                     Some(s) => Some(self.move_out(s, depth + 1, refs)?),
@@ -1374,7 +1392,7 @@ fn obj_kind(o: &Obj) -> &'static str {
         Obj::Dict(_) => "dict",
         Obj::Set(_) => "set",
         Obj::FrozenSet(_) => "frozenset",
-        Obj::Object { .. } => "object",
+        Obj::Object(_) => "object",
         Obj::Taken => "moved value",
     }
 }
