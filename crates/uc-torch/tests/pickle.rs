@@ -216,6 +216,19 @@ fn a_layout_named_in_data_does_not_allow_that_global() {
         matches!(&e, TorchError::DisallowedGlobal { module, name, .. } if module == "os" && name == "system"),
         "{e}"
     );
+    // Nor can that layout be called: REDUCE on it is refused like the global itself.
+    let mut p = vec![0x80, 2];
+    p.extend(global("torch.serialization", "_get_layout"));
+    p.push(b'(');
+    p.extend(unicode("os.system"));
+    p.extend([b't', b'R', b'(']);
+    p.extend(unicode("ls"));
+    p.extend([b't', b'R', b'.']);
+    let e = unpickle(&p, &Allowlist::dcp_metadata(), Path::new("m")).unwrap_err();
+    assert!(
+        matches!(&e, TorchError::DisallowedGlobal { module, name, .. } if module == "os" && name == "system"),
+        "{e}"
+    );
 }
 
 #[test]

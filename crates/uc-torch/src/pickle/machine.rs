@@ -707,6 +707,14 @@ impl<'a> Machine<'a> {
         let class = self
             .global_of(callable)
             .ok_or_else(|| self.bad(format!("{what}: callable is not a global")))?;
+        if !self.allow.allows(&class.module, &class.name) {
+            // A layout named in data (`_get_layout`) is a value, never a class to instantiate.
+            return Err(TorchError::DisallowedGlobal {
+                path: self.path.to_path_buf(),
+                module: class.module.clone(),
+                name: class.name.clone(),
+            });
+        }
         match (class.module.as_str(), class.name.as_str()) {
             ("collections", "OrderedDict") => {
                 let args = self.resolve_all(&args)?;
