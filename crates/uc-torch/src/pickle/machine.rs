@@ -91,8 +91,9 @@ pub(super) struct Machine<'a> {
     memo: Memo,
     arena: Vec<Obj>,
     /// Each global met so far, once (an allowlist is a few dozen names; a pickle without a memo
-    /// names a class again for every instance). Holds layouts too: not a record of what is allowed.
-    globals: Vec<Arc<PyGlobal>>,
+    /// names a class again for every instance), and whether the allowlist passed it: layouts named
+    /// in data are here too, as values.
+    globals: Vec<(Arc<PyGlobal>, bool)>,
     /// Work left for building values (guards against memo-sharing blowups).
     budget: Cell<u64>,
 }
@@ -657,35 +658,36 @@ impl<'a> Machine<'a> {
 
     /// GLOBAL / STACK_GLOBAL / INST: pushes `module.name` when it is allowlisted.
     fn global(&mut self, module: &str, name: &str) -> Result<()> {
-        if !self.allow.allows(module, name) {
-            return Err(TorchError::DisallowedGlobal {
-                path: self.path.to_path_buf(),
-                module: module.to_owned(),
-                name: name.to_owned(),
-            });
+        let i = self.interned(module, name);
+        if !self.globals[i].1 {
+            if !self.allow.allows(module, name) {
+                return Err(TorchError::DisallowedGlobal {
+                    path: self.path.to_path_buf(),
+                    module: module.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+            self.globals[i].1 = true;
         }
-        let g = self.interned(module, name);
-        self.push(g);
+        self.push(Node::Global(i));
         Ok(())
     }
 
-    /// The node of `module.name`, one per stream (made on first use).
-    fn interned(&mut self, module: &str, name: &str) -> Node {
-        let i = match self
+    /// The index of `module.name` in [`Machine::globals`] (added, not yet allowed, on first use).
+    fn interned(&mut self, module: &str, name: &str) -> usize {
+        // Names first: they tell the classes of one module apart at the first bytes.
+        let known = self
             .globals
             .iter()
-            .position(|g| g.module == module && g.name == name)
-        {
-            Some(i) => i,
-            None => {
-                self.globals.push(Arc::new(PyGlobal {
-                    module: module.to_owned(),
-                    name: name.to_owned(),
-                }));
-                self.globals.len() - 1
-            }
-        };
-        Node::Global(i)
+            .position(|(g, _)| g.name == name && g.module == module);
+        known.unwrap_or_else(|| {
+            let g = PyGlobal {
+                module: module.to_owned(),
+                name: name.to_owned(),
+            };
+            self.globals.push((Arc::new(g), false));
+            self.globals.len() - 1
+        })
     }
 
     fn tuple_items(&self, n: Node, what: &str) -> Result<Vec<Node>> {
@@ -695,7 +697,8 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn global_of(&self, n: Node) -> Option<Arc<PyGlobal>> {
+    /// The global at `n` and whether the allowlist passed it.
+    fn global_of(&self, n: Node) -> Option<(Arc<PyGlobal>, bool)> {
         match n {
             Node::Global(i) => self.globals.get(i).cloned(),
             _ => None,
@@ -704,10 +707,10 @@ impl<'a> Machine<'a> {
 
     /// REDUCE / NEWOBJ / INST / OBJ of an allowlisted global, interpreted as data.
     fn call(&mut self, callable: Node, args: Vec<Node>, what: &str) -> Result<Node> {
-        let class = self
+        let (class, allowed) = self
             .global_of(callable)
             .ok_or_else(|| self.bad(format!("{what}: callable is not a global")))?;
-        if !self.allow.allows(&class.module, &class.name) {
+        if !allowed {
             // A layout named in data (`_get_layout`) is a value, never a class to instantiate.
             return Err(TorchError::DisallowedGlobal {
                 path: self.path.to_path_buf(),
@@ -770,7 +773,7 @@ impl<'a> Machine<'a> {
                 match args.as_slice() {
                     [PyValue::Str(s)] => {
                         let (m, n) = s.rsplit_once('.').unwrap_or(("torch", s.as_str()));
-                        Ok(self.interned(m, n))
+                        Ok(Node::Global(self.interned(m, n)))
                     }
                     _ => Err(self.bad("_get_layout: expected one str argument")),
                 }
@@ -1027,7 +1030,7 @@ impl<'a> Machine<'a> {
                 return self
                     .globals
                     .get(g)
-                    .map(|g| PyValue::Global(g.clone()))
+                    .map(|(g, _)| PyValue::Global(g.clone()))
                     .ok_or_else(|| self.bad("internal: dangling global"))
             }
             Node::Obj(i) => i,
