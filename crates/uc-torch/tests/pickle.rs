@@ -171,6 +171,16 @@ fn memo_ids_far_apart_and_memoize_numbering() {
     p.extend([b']', b'K', 3, b'a', 0x94, b'h', 2, b't', b'.']);
     let l = |i| PyValue::List(vec![PyValue::Int(i)]);
     assert_eq!(ok(&p), PyValue::Tuple(vec![l(1), l(2), l(3), l(3)]));
+    // A run of PUTs each 1,000 past the previous one stays in memory proportional to the run.
+    let mut p = vec![0x80, 2, b']'];
+    for k in 1..=20_000u32 {
+        p.push(b'r');
+        p.extend((k * 1000).to_le_bytes());
+    }
+    p.extend([b'j']);
+    p.extend(20_000_000u32.to_le_bytes());
+    p.push(b'.');
+    assert_eq!(ok(&p), PyValue::List(vec![]));
     // An id near u32::MAX is kept in a map, not a vector of that length.
     let mut p = vec![0x80, 2, b']', b'r'];
     p.extend(4_000_000_000u32.to_le_bytes());

@@ -48,11 +48,12 @@ struct Memo {
 }
 
 impl Memo {
-    /// Ids this far past the vector's end go to the map.
+    /// Ids this far past the count of defined ids go to the map: the vector stays within
+    /// `len + REACH` slots, so no run of PUTs can make it grow faster than one slot per PUT.
     const REACH: u64 = 1024;
 
     fn insert(&mut self, i: u64, n: Node) {
-        let new = if i < self.dense.len() as u64 + Self::REACH {
+        let new = if i < self.len as u64 + Self::REACH {
             let i = i as usize;
             if i >= self.dense.len() {
                 self.dense.resize(i + 1, None);
