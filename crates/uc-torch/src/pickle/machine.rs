@@ -1,5 +1,6 @@
 //! The opcode loop: a stack machine over an arena of objects (so memo sharing and in-place
-//! filling behave as in Python) that resolves to a [`PyValue`] tree at STOP.
+//! filling behave as in Python) that becomes a [`PyValue`] tree at STOP — values referenced once
+//! moved out of the arena, shared ones copied per reference within a work budget.
 
 use super::allow::{storage_dtype, Allowlist};
 use super::value::{PyGlobal, PyObject, PyValue, StorageRef, TensorRef};

@@ -24,7 +24,8 @@ pub enum PyValue {
     Dict(PyDict),
     Set(Vec<PyValue>),
     FrozenSet(Vec<PyValue>),
-    /// A bare allowlisted global (a class, a dtype such as `torch.float32`, a layout).
+    /// A bare global: an allowlisted class or dtype (`torch.float32`), or a layout named in data
+    /// (`_get_layout("torch.strided")`, a value that cannot be called).
     Global(Arc<PyGlobal>),
     /// A persistent-id storage reference `('storage', <T>Storage, key, location, numel)`.
     Storage(Box<StorageRef>),
