@@ -403,6 +403,37 @@ fn malformed_streams_give_typed_errors() {
         .1
         .contains("non-dict"));
     assert!(bad(&[0x80, 2, b'(', b'K', 1, b'd', b'.']).1.contains("odd"));
+    // APPENDS / SETITEMS / ADDITEMS: the wrong container, an odd item count, nothing under the MARK.
+    assert!(bad(&[0x80, 2, b'}', b'(', b'K', 1, b'e', b'.'])
+        .1
+        .contains("APPENDS on a non-list"));
+    assert!(bad(&[0x80, 2, b']', b'(', b'K', 1, b'K', 2, b'u', b'.'])
+        .1
+        .contains("SETITEMS on a non-dict"));
+    assert!(bad(&[0x80, 2, b'}', b'(', b'K', 1, b'u', b'.'])
+        .1
+        .contains("odd"));
+    assert!(bad(&[0x80, 4, b']', b'(', b'K', 1, 0x90, b'.'])
+        .1
+        .contains("ADDITEMS on a non-set"));
+    assert!(bad(&[0x80, 2, b'(', b'K', 1, b'e', b'.'])
+        .1
+        .contains("underflow"));
+    // …and the happy paths: [1, 2] extended, {1: 2, 3: 4} filled by one SETITEMS.
+    assert_eq!(
+        ok(&[0x80, 2, b']', b'(', b'K', 1, b'K', 2, b'e', b'.']),
+        PyValue::List(vec![PyValue::Int(1), PyValue::Int(2)])
+    );
+    assert_eq!(
+        ok(&[0x80, 2, b'}', b'(', b'K', 1, b'K', 2, b'K', 3, b'K', 4, b'u', b'.']),
+        PyValue::Dict(
+            vec![
+                (PyValue::Int(1), PyValue::Int(2)),
+                (PyValue::Int(3), PyValue::Int(4))
+            ]
+            .into()
+        )
+    );
     assert!(bad(&[0x80, 2, b'N', b'N', b'R', b'.'])
         .1
         .contains("not a tuple"));

@@ -73,6 +73,14 @@ impl Memo {
     }
 }
 
+/// What APPENDS, ADDITEMS and SETITEMS add to.
+#[derive(Debug, Clone, Copy)]
+enum Container {
+    List,
+    Set,
+    Dict,
+}
+
 /// An instance of an allowlisted class in the arena (boxed: arenas hold 10⁷ objects, few of them instances).
 #[derive(Debug)]
 struct ObjInstance {
@@ -444,31 +452,15 @@ impl<'a> Machine<'a> {
                 let t = self.top()?;
                 self.list_mut(t, "APPEND")?.push(v);
             }
-            b'e' => {
-                let items = self.pop_mark()?;
-                let t = self.top()?;
-                self.list_mut(t, "APPENDS")?.extend(items);
-            }
+            b'e' => self.extend_from_mark(Container::List)?,
             b's' => {
                 let v = self.pop()?;
                 let k = self.pop()?;
                 let t = self.top()?;
                 self.dict_mut(t, "SETITEM")?.push((k, v));
             }
-            b'u' => {
-                let items = self.pop_mark()?;
-                let pairs = self.pairs(items)?;
-                let t = self.top()?;
-                self.dict_mut(t, "SETITEMS")?.extend(pairs);
-            }
-            0x90 => {
-                let items = self.pop_mark()?;
-                let t = self.top()?;
-                match self.obj_mut_opt(t) {
-                    Some(Obj::Set(s)) => s.extend(items),
-                    _ => return Err(self.bad("ADDITEMS on a non-set")),
-                }
-            }
+            b'u' => self.extend_from_mark(Container::Dict)?,
+            0x90 => self.extend_from_mark(Container::Set)?,
             b'0' => {
                 if self.stack.len() == self.floor() && !self.marks.is_empty() {
                     self.marks.pop();
@@ -613,6 +605,49 @@ impl<'a> Machine<'a> {
         } else {
             self.alloc(Obj::Val(PyValue::BigInt(b[..n].to_vec())))
         }
+    }
+
+    /// APPENDS / SETITEMS / ADDITEMS: moves the items above the last MARK into the list, dict or
+    /// set below it, straight from the stack (these run once per container of a large pickle).
+    fn extend_from_mark(&mut self, into: Container) -> Result<()> {
+        let (op, kind) = match into {
+            Container::List => ("APPENDS", "list"),
+            Container::Set => ("ADDITEMS", "set"),
+            Container::Dict => ("SETITEMS", "dict"),
+        };
+        let m = self
+            .marks
+            .pop()
+            .ok_or_else(|| self.bad("no MARK on the stack"))?
+            .min(self.stack.len());
+        if m <= self.floor() {
+            return Err(self.bad("stack underflow"));
+        }
+        let n = self.stack.len() - m;
+        let target = match self.stack[m - 1] {
+            Node::Obj(i) => self.arena.get_mut(i),
+            _ => None,
+        };
+        let mut items = self.stack.drain(m..);
+        match (into, target) {
+            (Container::List, Some(Obj::List(l))) => l.extend(items),
+            (Container::Set, Some(Obj::Set(s))) => s.extend(items),
+            (Container::Dict, Some(Obj::Dict(d))) if n.is_multiple_of(2) => {
+                d.reserve(n / 2);
+                while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                    d.push((k, v));
+                }
+            }
+            (Container::Dict, Some(Obj::Dict(_))) => {
+                drop(items);
+                return Err(self.bad("odd number of items for a dict"));
+            }
+            _ => {
+                drop(items);
+                return Err(self.bad(format!("{op} on a non-{kind}")));
+            }
+        }
+        Ok(())
     }
 
     fn pairs(&self, items: Vec<Node>) -> Result<Vec<(Node, Node)>> {
