@@ -208,3 +208,55 @@ fn empty_shard_chunk_reads_as_empty() {
     assert_eq!(t.shape, vec![0]);
     assert!(pt.tensor_bytes("model.logit_scale", t).unwrap().is_empty());
 }
+
+#[test]
+fn a_chunk_stored_twice_is_a_typed_error() {
+    use uc_torch::dcp_metadata::{self, Chunk, Item, Metadata, StorageInfo, TensorItem};
+    let mut md = Metadata::default();
+    let item = TensorItem {
+        dtype: DType::F32,
+        size: vec![4],
+        chunks: vec![Chunk {
+            offsets: vec![0],
+            sizes: vec![4],
+        }],
+        strides: Some(vec![1]),
+    };
+    md.index.insert("w".into(), 0);
+    md.items.push(("w".into(), Item::Tensor(item)));
+    let info = StorageInfo {
+        file: "__0_0.distcp".into(),
+        offset: 0,
+        length: 16,
+    };
+    md.storage.insert(("w".into(), Some(vec![0])), info);
+    md.planner_data = Some(Default::default());
+    let bytes = dcp_metadata::to_pickle(&md);
+    let path = Path::new("m/.metadata");
+    let allow = Allowlist::dcp_metadata();
+    assert_eq!(
+        dcp_metadata::parse(&bytes, path, &allow)
+            .unwrap()
+            .storage
+            .len(),
+        1
+    );
+    // `X storage_data } (` pair `u X planner_data`: the pair is memo-less, so it can be repeated.
+    let find = |needle: &[u8]| {
+        bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    let start = find(b"storage_data") + b"storage_data".len() + 2;
+    let close = find(b"planner_data") - 6;
+    assert_eq!((&bytes[start - 2..start], bytes[close]), (&b"}("[..], b'u'));
+    let mut twice = bytes[..close].to_vec();
+    twice.extend_from_slice(&bytes[start..close]);
+    twice.extend_from_slice(&bytes[close..]);
+    let e = dcp_metadata::parse(&twice, path, &allow).unwrap_err();
+    assert!(
+        matches!(&e, TorchError::BadTensor { tensor, why, .. } if tensor == "w" && why.contains("two storage_data entries")),
+        "{e}"
+    );
+}

@@ -3,6 +3,7 @@
 
 use crate::error::{Result, TorchError};
 use crate::pickle::{unpickle, Allowlist, Cursor, PyValue};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use uc_schema::DType;
@@ -161,16 +162,18 @@ pub fn parse(bytes: &[u8], path: &Path, allow: &Allowlist) -> Result<Metadata> {
             offset: v.key("offset")?.as_u64()?,
             length: v.key("length")?.as_u64()?,
         };
-        if out
-            .storage
-            .insert((fqn.clone(), offsets.clone()), info)
-            .is_some()
-        {
-            return Err(TorchError::BadTensor {
-                path: path.to_path_buf(),
-                tensor: fqn,
-                why: format!("two storage_data entries for the chunk at offsets {offsets:?}"),
-            });
+        match out.storage.entry((fqn, offsets)) {
+            Entry::Vacant(e) => {
+                e.insert(info);
+            }
+            Entry::Occupied(e) => {
+                let (fqn, offsets) = e.key();
+                return Err(TorchError::BadTensor {
+                    path: path.to_path_buf(),
+                    tensor: fqn.clone(),
+                    why: format!("two storage_data entries for the chunk at offsets {offsets:?}"),
+                });
+            }
         }
     }
     out.planner_data = md.get("planner_data").and_then(|p| planner_data(p.value()));
