@@ -35,7 +35,7 @@ impl Backing {
 
     /// Best-effort `madvise` of bytes `[off, off+n)` of the archive (nothing for owned bytes, nor
     /// for an archive of a few pages — a DCP chunk — where the kernel's read-around costs nothing
-    /// and a system call per archive would: 10⁶ chunks made 10⁶ calls).
+    /// and three system calls per archive would: 400k chunks made 1.2 M calls).
     #[cfg(unix)]
     fn advise(&self, advice: memmap2::Advice, off: u64, n: u64) {
         if let Backing::Map { map, start, len } = self {

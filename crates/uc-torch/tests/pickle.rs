@@ -209,6 +209,25 @@ fn dict_keys_compare_as_python_does_in_small_and_large_dicts() {
         assert_eq!(entries[filler + 1].0, PyValue::List(vec![]));
         assert_eq!(entries[filler + 2].1, PyValue::Int(2));
     }
+    // Duplicates before a later duplicate shift positions: {"a", "a", "b", k0..k19, "b"} keeps
+    // "a" at 0 and "b" at 1, each with its last value.
+    let mut p = vec![0x80, 2, b'}', b'('];
+    for (i, k) in ["a", "a", "b"].iter().enumerate() {
+        p.extend(unicode(k));
+        p.extend([b'K', i as u8]);
+    }
+    for i in 0..20 {
+        p.extend(unicode(&format!("k{i}")));
+        p.extend([b'K', 0]);
+    }
+    p.extend(unicode("b"));
+    p.extend([b'K', 9, b'u', b'.']);
+    let d = ok(&p);
+    let entries = d.as_dict().unwrap();
+    assert_eq!(entries.len(), 22);
+    assert_eq!(entries[0], (s("a"), PyValue::Int(1)));
+    assert_eq!(entries[1], (s("b"), PyValue::Int(9)));
+    assert_eq!(entries[21].0, s("k19"));
 }
 
 #[test]

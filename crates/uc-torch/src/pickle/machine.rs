@@ -1050,6 +1050,16 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
+    /// Refuses nesting past [`MAX_DEPTH`] (a recursive structure gets there too).
+    fn check_depth(&self, depth: usize) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(self.bad(format!(
+                "nesting deeper than {MAX_DEPTH} (or a recursive structure)"
+            )));
+        }
+        Ok(())
+    }
+
     fn resolve_all(&self, items: &[Node]) -> Result<Vec<PyValue>> {
         items.iter().map(|n| self.resolve(*n, 1)).collect()
     }
@@ -1072,11 +1082,7 @@ impl<'a> Machine<'a> {
             }
             Node::Obj(i) => i,
         };
-        if depth >= MAX_DEPTH {
-            return Err(self.bad(format!(
-                "nesting deeper than {MAX_DEPTH} (or a recursive structure)"
-            )));
-        }
+        self.check_depth(depth)?;
         match self.arena.get(i) {
             Some(Obj::Val(v)) => {
                 self.spend(approx_size(v))?;
@@ -1180,11 +1186,7 @@ impl<'a> Machine<'a> {
             Node::Obj(i) if refs.get(i) == Some(&1) => i,
             _ => return self.resolve(n, depth),
         };
-        if depth >= MAX_DEPTH {
-            return Err(self.bad(format!(
-                "nesting deeper than {MAX_DEPTH} (or a recursive structure)"
-            )));
-        }
+        self.check_depth(depth)?;
         self.spend(1)?;
         let take_all = |m: &mut Self, v: Vec<Node>| -> Result<Vec<PyValue>> {
             v.into_iter()
@@ -1222,17 +1224,19 @@ impl<'a> Machine<'a> {
 }
 
 /// A dict of `pairs` with Python's semantics: a key set twice keeps its first position and its
-/// last value. Small dicts (dataclass states, millions of them in a large `.metadata`) compare
-/// keys in place; larger ones go through a hash index.
+/// last value; keys are equal when their [`HKey`]s are. Small dicts (dataclass states, millions of
+/// them in a large `.metadata`) compare keys in place; larger ones go through a hash index.
 fn dict_of(mut pairs: Vec<(PyValue, PyValue)>) -> PyValue {
     if pairs.len() <= 16 {
         // In place: entries 0..kept are the dict so far, the rest is not yet seen or spent.
         let mut kept = 0;
         for i in 0..pairs.len() {
-            match pairs[..kept]
-                .iter()
-                .position(|(k, _)| same_key(k, &pairs[i].0))
-            {
+            let at = HKey::of(&pairs[i].0).and_then(|h| {
+                pairs[..kept]
+                    .iter()
+                    .position(|(k, _)| HKey::of(k).as_ref() == Some(&h))
+            });
+            match at {
                 Some(at) => pairs[at].1 = std::mem::replace(&mut pairs[i].1, PyValue::None),
                 None => {
                     pairs.swap(kept, i);
@@ -1243,18 +1247,23 @@ fn dict_of(mut pairs: Vec<(PyValue, PyValue)>) -> PyValue {
         pairs.truncate(kept);
         return PyValue::Dict(pairs.into());
     }
+    // Each entry's first equal key (itself when new; unhashable keys are always new).
+    let mut first = Vec::with_capacity(pairs.len());
+    {
+        let mut index: HashMap<HKey, usize> = HashMap::with_capacity(pairs.len());
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            first.push(HKey::of(k).map_or(i, |h| *index.entry(h).or_insert(i)));
+        }
+    }
     let mut out: Vec<(PyValue, PyValue)> = Vec::with_capacity(pairs.len());
-    let mut index: HashMap<HKey, usize> = HashMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        match HKey::of(&k) {
-            Some(h) => match index.get(&h) {
-                Some(&at) => out[at].1 = v,
-                None => {
-                    index.insert(h, out.len());
-                    out.push((k, v));
-                }
-            },
-            None => out.push((k, v)),
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
+        match first[i] {
+            // A new key: `first[i]` becomes its position in `out`, for later duplicates.
+            j if j == i => {
+                first[i] = out.len();
+                out.push((k, v));
+            }
+            j => out[first[j]].1 = v,
         }
     }
     PyValue::Dict(out.into())
@@ -1305,61 +1314,33 @@ fn short(v: &PyValue) -> String {
     }
 }
 
-/// True when two dict keys are equal as [`HKey`]s are (unhashable keys equal nothing).
-fn same_key(a: &PyValue, b: &PyValue) -> bool {
-    match (num_key(a), num_key(b)) {
-        (Some(x), Some(y)) => return x == y,
-        (Some(_), None) | (None, Some(_)) => return false,
-        (None, None) => {}
-    }
-    match (a, b) {
-        (PyValue::None, PyValue::None) => true,
-        (PyValue::Str(x), PyValue::Str(y)) => x == y,
-        (PyValue::Bytes(x), PyValue::Bytes(y)) | (PyValue::BigInt(x), PyValue::BigInt(y)) => x == y,
-        (PyValue::Tuple(x), PyValue::Tuple(y)) => {
-            x.len() == y.len()
-                && x.iter().all(|e| HKey::of(e).is_some())
-                && x.iter().zip(y).all(|(x, y)| same_key(x, y))
-        }
-        (PyValue::Global(x), PyValue::Global(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// The numeric part of [`HKey::of`]: bools, ints and floats as Python compares them.
-fn num_key(v: &PyValue) -> Option<HKey> {
-    Some(match v {
-        PyValue::Bool(b) => HKey::Int(i64::from(*b)),
-        PyValue::Int(i) => HKey::Int(*i),
-        PyValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => HKey::Int(*f as i64),
-        PyValue::Float(f) => HKey::Float(f.to_bits()),
-        _ => return None,
-    })
-}
-
-/// A hashable form of a dict key (Python equality: `True == 1 == 1.0`).
+/// A hashable form of a dict key, borrowed from it (Python equality: `True == 1 == 1.0`).
 #[derive(Debug, PartialEq, Eq, Hash)]
-enum HKey {
+enum HKey<'a> {
     None,
     Int(i64),
     Float(u64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Big(Vec<u8>),
-    Tuple(Vec<HKey>),
-    Global(String, String),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    Big(&'a [u8]),
+    Tuple(Vec<HKey<'a>>),
+    Global(&'a PyGlobal),
 }
 
-impl HKey {
-    fn of(v: &PyValue) -> Option<HKey> {
+impl HKey<'_> {
+    /// The key form of `v`; `None` for an unhashable value (equal to nothing).
+    fn of(v: &PyValue) -> Option<HKey<'_>> {
         Some(match v {
             PyValue::None => HKey::None,
-            PyValue::Bool(_) | PyValue::Int(_) | PyValue::Float(_) => return num_key(v),
-            PyValue::Str(s) => HKey::Str(s.clone()),
-            PyValue::Bytes(b) => HKey::Bytes(b.clone()),
-            PyValue::BigInt(b) => HKey::Big(b.clone()),
+            PyValue::Bool(b) => HKey::Int(i64::from(*b)),
+            PyValue::Int(i) => HKey::Int(*i),
+            PyValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => HKey::Int(*f as i64),
+            PyValue::Float(f) => HKey::Float(f.to_bits()),
+            PyValue::Str(s) => HKey::Str(s),
+            PyValue::Bytes(b) => HKey::Bytes(b),
+            PyValue::BigInt(b) => HKey::Big(b),
             PyValue::Tuple(t) => HKey::Tuple(t.iter().map(HKey::of).collect::<Option<_>>()?),
-            PyValue::Global(g) => HKey::Global(g.module.clone(), g.name.clone()),
+            PyValue::Global(g) => HKey::Global(g),
             _ => return None,
         })
     }
