@@ -39,6 +39,7 @@ t() {
   : > "$log"
   for i in $(seq "$REPEAT"); do
     RUN=$((RUN + 1)); OUT=$OUTS/$RUN
+    prep "$@"
     sync
     s=$(date +%s.%N)
     local args=("${@//@OUT@/$OUT}")
@@ -53,8 +54,19 @@ t() {
 
 warm() { find "$@" -type f -exec cat {} + > /dev/null; }
 
+# prep CMD...: the page cache warm again before a timed step: the step's input (WARM, set per checkpoint)
+# and, for a Python tool, the modules it imports. Needed here because this machine class runs DAMON with a
+# `pageout` scheme (/sys/kernel/mm/damon/admin): file pages that look cold for a minute (touched in at
+# most one of ten 0.5 s samples per 5 s) are evicted at up to 128 MB/s, so an input read only once per
+# step drains from the cache during a long run, and the steps after it paid for disk reads (seen with
+# `perf sched`: conversions waiting in `filemap_fault`). Untimed; the same for every tool.
+prep() {
+  warm "${WARM[@]}"
+  if [[ "$*" == *python* ]]; then python -c 'import torch, deepspeed' > /dev/null 2>&1; fi
+}
+
 results=$(
-  B=$ROOT/big; TAG=$(cat "$B/latest"); warm "$B/$TAG"
+  B=$ROOT/big; TAG=$(cat "$B/latest"); WARM=("$B/$TAG")
   t "big: cp -r" cp -r "$B/$TAG" @OUT@
   t "big: cp -r + sync" sh -c 'cp -r "$1" "$2" && sync' _ "$B/$TAG" @OUT@
   t "big: uc convert native" "$UC" convert "$B" @OUT@
@@ -67,14 +79,14 @@ results=$(
   t "big: uc export" "$UC" export "$B" @OUT@
   t "big: zero_to_fp32" python "$B/zero_to_fp32.py" "$B" @OUT@ --safe_serialization
   sleep 65   # let the inodes freed above age past ext4's "recently deleted" window
-  M=$ROOT/many; TAG=$(cat "$M/latest"); warm "$M/$TAG"; KEEP=1
+  M=$ROOT/many; TAG=$(cat "$M/latest"); WARM=("$M/$TAG"); KEEP=1
   t "many: cp -r" cp -r "$M/$TAG" @OUT@
   t "many: uc convert native" "$UC" convert "$M" @OUT@
   t "many: uc convert deepspeed" "$UC" convert "$M" @OUT@ --format deepspeed
   t "many: ds_to_universal" python -m deepspeed.checkpoint.ds_to_universal --input_folder "$M/$TAG" \
       --output_folder @OUT@ --inject_missing_state
   KEEP=0; rm -rf "$OUTS"; mkdir -p "$OUTS"; sync
-  D=$ROOT/dcp_big/checkpoint; warm "$D"
+  D=$ROOT/dcp_big/checkpoint; WARM=("$D")
   t "dcp: cp -r" cp -r "$D" @OUT@
   t "dcp: cp -r + sync" sh -c 'cp -r "$1" "$2" && sync' _ "$D" @OUT@
   t "dcp: uc convert native" "$UC" convert "$D" @OUT@
