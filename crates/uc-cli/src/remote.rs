@@ -287,6 +287,13 @@ impl Remote {
                 s.ratio(),
                 crate::progress::human(s.bytes_needed)
             ));
+            if s.bytes_released > 0 {
+                parts.push(format!(
+                    "dropped {} of fetched input to stay within UC_CACHE_MAX (at most {} held)",
+                    crate::progress::human(s.bytes_released),
+                    crate::progress::human(s.peak_cached)
+                ));
+            }
         }
         if let (Some(u), Some(s)) = (&self.output, self.uploaded) {
             parts.push(format!(
@@ -306,6 +313,8 @@ fn fetch_json(s: &FetchStats) -> serde_json::Value {
         "bytes_fetched": s.bytes_fetched,
         "bytes_needed": s.bytes_needed,
         "ratio": s.ratio(),
+        "peak_cached": s.peak_cached,
+        "bytes_released": s.bytes_released,
     })
 }
 

@@ -567,3 +567,91 @@ fn cooperating_workers_read_from_and_write_to_s3() {
     assert!(e.contains("UC_CACHE_DIR"), "{e}");
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
+
+#[test]
+fn a_cache_budget_drops_fetched_bytes_between_tensors_and_converts_alike() {
+    let (env, local, want) = zero2_in_s3();
+    let total: u64 = tree(&env.obj("in")).values().map(|b| b.len() as u64).sum();
+    // A budget of 0: every stand-in is punched back to a hole after every tensor.
+    let zero = [("UC_CACHE_MAX", "0")];
+    let fetch = |out: &str| -> serde_json::Value {
+        let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        j["remote"]["fetch"].clone()
+    };
+    let native = local.path().join("native");
+    let f = fetch(&ok(
+        &env.uc(&["convert", "s3://ckpt/in", s(&native), "--json"], &zero)
+    ));
+    same(&native, &want, "native under UC_CACHE_MAX=0");
+    let (peak, released, fetched) = (
+        f["peak_cached"].as_u64().unwrap(),
+        f["bytes_released"].as_u64().unwrap(),
+        f["bytes_fetched"].as_u64().unwrap(),
+    );
+    assert!(released > 0 && peak > 0, "{f}");
+    assert!(
+        peak < total / 2,
+        "held {peak} of {total} bytes at once: {f}"
+    );
+    assert!(fetched >= released, "{f}");
+    // Without a budget nothing is dropped, and the stand-ins hold everything fetched.
+    let all = fetch(&ok(&env.uc(
+        &[
+            "convert",
+            "s3://ckpt/in",
+            s(&local.path().join("all")),
+            "--json",
+        ],
+        &[("UC_CACHE_MAX", "unlimited")],
+    )));
+    assert_eq!(all["bytes_released"].as_u64(), Some(0), "{all}");
+    assert!(all["peak_cached"].as_u64().unwrap() > peak, "{all} vs {f}");
+    for fmt in ["deepspeed", "dcp", "torch_dist"] {
+        let want = local.path().join(format!("{fmt}-local"));
+        ok(&env.uc(
+            &["convert", s(&fixture("zero2")), s(&want), "--format", fmt],
+            &[],
+        ));
+        let got = local.path().join(format!("{fmt}-s3"));
+        let f = fetch(&ok(&env.uc(
+            &[
+                "convert",
+                "s3://ckpt/in",
+                s(&got),
+                "--format",
+                fmt,
+                "--json",
+            ],
+            &zero,
+        )));
+        same(&got, &want, &format!("--format {fmt} under UC_CACHE_MAX=0"));
+        assert!(f["bytes_released"].as_u64().unwrap() > 0, "{fmt}: {f}");
+    }
+    let (hf_want, hf) = (local.path().join("hf-local"), local.path().join("hf-s3"));
+    ok(&env.uc(&["export", s(&fixture("zero2")), s(&hf_want)], &[]));
+    ok(&env.uc(&["export", "s3://ckpt/in", s(&hf)], &zero));
+    same(&hf, &hf_want, "export under UC_CACHE_MAX=0");
+    // A DCP input, chunk archives dropped and fetched again as tensors need them.
+    let (_, dcp, _) = case("fsdp2_tp_2x2");
+    env.put(&dcp, "dcp", |_| true);
+    let (dcp_want, dcp_got) = (
+        local.path().join("fsdp-local"),
+        local.path().join("fsdp-s3"),
+    );
+    ok(&env.uc(&["convert", s(&dcp), s(&dcp_want)], &[]));
+    let f = fetch(&ok(&env.uc(
+        &["convert", "s3://ckpt/dcp", s(&dcp_got), "--json"],
+        &[("UC_CACHE_MAX", "1K")],
+    )));
+    same(&dcp_got, &dcp_want, "DCP input under UC_CACHE_MAX=1K");
+    assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
+    // A value that is not a size: refused before anything is read or written.
+    let bad = local.path().join("bad");
+    let e = failed(&env.uc(
+        &["convert", "s3://ckpt/in", s(&bad)],
+        &[("UC_CACHE_MAX", "lots")],
+    ));
+    assert!(e.contains("UC_CACHE_MAX") && e.contains("`lots`"), "{e}");
+    assert!(!bad.exists());
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}

@@ -26,6 +26,9 @@ pub enum ObjectError {
     /// A remote object changed size while it was being read.
     #[error("{url}: the object changed while it was read ({why})")]
     Changed { url: String, why: String },
+    /// An environment variable that configures this crate holds a value it cannot use.
+    #[error("{var}: {why}")]
+    Config { var: String, why: String },
     /// Local file-system trouble (the range cache, a file to upload).
     #[error("{path}: {source}")]
     Io {

@@ -25,6 +25,6 @@ pub mod upload;
 
 pub use error::{find_in_io, ObjectError, Result};
 pub use location::{is_url, Listed, Location};
-pub use mirror::{cache_dir, FetchStats, Mirror};
+pub use mirror::{cache_budget, cache_dir, FetchStats, Mirror};
 pub use shared_upload::{discard_upload, upload_shared, UploadEnd};
 pub use upload::{check_free, UploadStats, MARKERS};

@@ -29,6 +29,10 @@ pub struct FetchStats {
     pub bytes_fetched: u64,
     /// Bytes the readers asked for (the union of the ranges they touched).
     pub bytes_needed: u64,
+    /// Most bytes the stand-ins held at once on local disk.
+    pub peak_cached: u64,
+    /// Bytes dropped from the stand-ins to stay within the cache budget ([`cache_budget`]).
+    pub bytes_released: u64,
 }
 
 impl FetchStats {
@@ -65,6 +69,63 @@ pub fn cache_dir() -> PathBuf {
     std::env::var_os("UC_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Bytes of fetched input the stand-ins under `base` may hold before they are dropped between two
+/// tensors: `UC_CACHE_MAX` (bytes, or with a `K`, `M`, `G` or `T` suffix — powers of 1024, `iB` or
+/// `B` optional — or `unlimited`), else half the free space of `base`'s file system.
+pub fn cache_budget(base: &Path) -> Result<u64> {
+    let Some(v) = std::env::var_os("UC_CACHE_MAX") else {
+        return Ok(free_space(base).map_or(u64::MAX, |f| f / 2));
+    };
+    let v = v.to_string_lossy();
+    parse_size(&v).ok_or_else(|| ObjectError::Config {
+        var: "UC_CACHE_MAX".into(),
+        why: format!("`{v}` is not a size (bytes, or a number with K, M, G or T, or `unlimited`)"),
+    })
+}
+
+/// `123`, `64M`, `1.5GiB`, `2 TB` (powers of 1024) or `unlimited`; `None` for anything else.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Some(u64::MAX);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = (&s[..split], s[split..].trim());
+    let unit = unit.to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    if num.contains('.') {
+        let x: f64 = num.parse().ok()?;
+        let bytes = x * (1u64 << shift) as f64;
+        return (x.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64);
+    }
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Free bytes of the file system holding `dir` (`statvfs`), if it can be asked.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Removes stand-in folders under `base` left by killed processes (their `.lock` is not held) and
@@ -107,6 +168,7 @@ impl Mirror {
         }
         let base = cache.map_or_else(cache_dir, Path::to_path_buf);
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+        uc_torch::lazy::set_budget(cache_budget(&base)?);
         remove_dead(&base);
         let dir = tempfile::Builder::new()
             .prefix(".uc-remote-")
@@ -199,10 +261,13 @@ impl Mirror {
                     .len()
             })
             .sum();
+        let (_, peak_cached, bytes_released) = uc_torch::lazy::cache_stats();
         FetchStats {
             requests: self.counters.requests.load(Ordering::Relaxed),
             bytes_fetched: self.counters.bytes.load(Ordering::Relaxed),
             bytes_needed: needed,
+            peak_cached,
+            bytes_released,
         }
     }
 
@@ -240,6 +305,8 @@ struct State {
     inflight: Vec<Range<u64>>,
     /// Every range a reader asked for.
     requested: RangeSet,
+    /// Bytes written into the stand-in since its last release, as told to [`uc_torch::lazy::filled`].
+    held: u64,
 }
 
 /// One object and its stand-in file.
@@ -348,16 +415,64 @@ impl uc_torch::lazy::Fill for Remote {
                 for r in &mine {
                     st.filled.insert(r.clone());
                 }
+                let n: u64 = mine.iter().map(|r| r.end - r.start).sum();
+                st.held += n;
+                uc_torch::lazy::filled(n);
             }
             self.done.notify_all();
             res.map_err(ObjectError::into_io)?;
         }
     }
+
+    /// Punches the whole stand-in back into a hole (Linux; elsewhere nothing is dropped) and forgets
+    /// what was filled. Not while a fetch is under way (then nothing is dropped).
+    fn release(&self) -> std::io::Result<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.inflight.is_empty() || st.held == 0 {
+            return Ok(0);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let len = i64::try_from(self.size).unwrap_or(i64::MAX);
+            // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+            let rc = unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    len,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            st.filled = RangeSet::default();
+            Ok(std::mem::take(&mut st.held))
+        }
+        #[cfg(not(target_os = "linux"))]
+        Ok(0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::local_rel;
+    use super::{local_rel, parse_size};
+
+    #[test]
+    fn cache_sizes_are_bytes_or_powers_of_1024() {
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("2 gb"), Some(2 << 30));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size(" unlimited "), Some(u64::MAX));
+        for bad in ["", "lots", "-1", "12X", "1.2.3", "99999999999T", "G"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn object_keys_become_relative_paths_or_nothing() {

@@ -7,7 +7,7 @@ use crate::atomic::AtomicDir;
 use crate::dcp::{write_dcp, write_torch_dist, DcpWriteOptions, TorchDistOptions};
 use crate::error::{io_err, Result, StoreError};
 use crate::native::{NativeCheckpoint, NativeOptions, NativeWriter};
-use crate::source::{thread_pool, OpenOptions, Source};
+use crate::source::{input_unit, thread_pool, OpenOptions, Source};
 use crate::staging::{check_space, job_key, JobEnd, Staging, Units, Worker};
 use crate::universal::Origin;
 use crate::universal::UniversalDir;
@@ -156,16 +156,19 @@ pub fn convert(
     let total = outs.len();
     let write_tensors = || {
         outs.par_iter().try_for_each(|meta| -> Result<()> {
-            let data = src.bytes(meta)?;
-            if let Some(w) = &native {
-                w.write_tensor_with(&meta.name, &meta.role, |sink| {
-                    data.runs().try_for_each(|r| sink.write_all(r))
-                })?;
-            }
-            if let (Some(root), Some(o)) = (&ds_root, &origin) {
-                o.write_tensor(&root.join("zero"), meta, &data)?;
-            }
-            let b = bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            let n = input_unit(|| {
+                let data = src.bytes(meta)?;
+                if let Some(w) = &native {
+                    w.write_tensor_with(&meta.name, &meta.role, |sink| {
+                        data.runs().try_for_each(|r| sink.write_all(r))
+                    })?;
+                }
+                if let (Some(root), Some(o)) = (&ds_root, &origin) {
+                    o.write_tensor(&root.join("zero"), meta, &data)?;
+                }
+                Ok(data.len() as u64)
+            })?;
+            let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             progress(n as usize, total, b);
             Ok(())
@@ -173,7 +176,7 @@ pub fn convert(
     };
     // The model states and optimizer_state.pt do not depend on the tensors: written alongside them.
     let write_common = || match (&ds_root, &origin) {
-        (Some(root), Some(o)) => o.write_common(&src, &outs, root),
+        (Some(root), Some(o)) => input_unit(|| o.write_common(&src, &outs, root)),
         _ => Ok(()),
     };
     let (tensors, common) = pool.install(|| rayon::join(write_tensors, write_common));

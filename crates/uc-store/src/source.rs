@@ -13,6 +13,18 @@ use uc_schema::{Layout, TensorMeta, Topology, Value};
 /// Progress of a conversion or export: tensors done, tensors in all, bytes done.
 pub type Progress<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
 
+/// Runs one unit of work that reads input bytes (a tensor read and written) under a
+/// [`uc_torch::lazy::hold`], then lets a remote input's stand-ins drop their bytes when they hold more
+/// than the cache budget. `f` must not wait on other units (no rayon calls inside).
+pub(crate) fn input_unit<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let out = {
+        let _hold = uc_torch::lazy::hold();
+        f()
+    };
+    uc_torch::lazy::relieve()?;
+    out
+}
+
 /// An open input checkpoint.
 #[derive(Debug)]
 pub enum Source {

@@ -17,7 +17,7 @@
 //! current record; then `COMPLETE`, one rename, and the staging folder is removed.
 
 use crate::error::{io_err, Result, StoreError};
-use crate::source::Progress;
+use crate::source::{input_unit, Progress};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -456,7 +456,7 @@ impl Staging {
                     reused_bytes.fetch_add(sizes[u], Ordering::Relaxed);
                     d
                 }
-                _ => units.write(u)?,
+                _ => input_unit(|| units.write(u))?,
             };
             self.record(u, &d)?;
             let b = bytes.fetch_add(sizes[u], Ordering::Relaxed) + sizes[u];

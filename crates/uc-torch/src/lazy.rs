@@ -5,22 +5,63 @@
 //! (zip records, pickles, tensor data, whole small files through [`read`]). For an ordinary file
 //! that is one atomic load and nothing else; for a registered stand-in the [`Fill`] fetches the
 //! missing ranges and writes them into the file, so the map or `read` that follows sees them.
+//!
+//! The bytes fetched stay in the stand-ins, up to a budget ([`set_budget`]): a conversion wraps each
+//! unit of work (one tensor) in a [`hold`] and calls [`relieve`] after it; past the budget, `relieve`
+//! waits until no unit is in flight and has every stand-in drop its bytes ([`Fill::release`]). A byte
+//! read again later is fetched again, because every reader asks [`need`] before it reads.
 
 use crate::error::{Result, TorchError};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// Brings byte ranges of a stand-in file up to date with the object it stands for.
 pub trait Fill: Send + Sync + Debug {
     /// Makes `ranges` (absolute offsets in the file) hold the object's bytes; fetches what is missing.
+    /// Reports the bytes it writes into the file with [`filled`].
     fn fill(&self, ranges: &[Range<u64>]) -> std::io::Result<()>;
+
+    /// Drops every byte held in the stand-in (they are fetched again when needed); returns how many
+    /// were dropped. Called only while no reader is between [`need`] and its read ([`relieve`]).
+    fn release(&self) -> std::io::Result<u64> {
+        Ok(0)
+    }
 }
 
 static ANY: AtomicBool = AtomicBool::new(false);
+/// Bytes held in stand-ins (reported by [`filled`], less what [`relieve`] dropped).
+static CACHED: AtomicU64 = AtomicU64::new(0);
+/// Most bytes ever held at once, and bytes dropped so far.
+static PEAK: AtomicU64 = AtomicU64::new(0);
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+/// Bytes stand-ins may hold before [`relieve`] drops them.
+static BUDGET: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Bytes still held after the last release (a stand-in that cannot drop its bytes keeps them): the
+/// budget counts from here, so such bytes do not make every unit wait for a release.
+static FLOOR: AtomicU64 = AtomicU64::new(0);
+
+/// Units of work in flight, and whether a release waits for them to end.
+#[derive(Debug, Default)]
+struct Gate {
+    active: usize,
+    draining: bool,
+}
+
+static GATE: Mutex<Gate> = Mutex::new(Gate {
+    active: 0,
+    draining: false,
+});
+static GATE_CHANGED: Condvar = Condvar::new();
+
+thread_local! {
+    /// Holds this thread has open (a nested hold never waits: its thread already counts as busy).
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
 static REGISTRY: RwLock<BTreeMap<PathBuf, Arc<dyn Fill>>> = RwLock::new(BTreeMap::new());
 
 /// Registers `path` as a stand-in filled by `fill`.
@@ -64,6 +105,114 @@ pub fn fill_with(f: &dyn Fill, path: &Path, ranges: &[Range<u64>]) -> Result<()>
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Sets the bytes stand-ins may hold before [`relieve`] drops them (default: no limit).
+pub fn set_budget(bytes: u64) {
+    BUDGET.store(bytes, Ordering::Relaxed);
+}
+
+/// Called by a [`Fill`] for the bytes it wrote into a stand-in.
+pub fn filled(bytes: u64) {
+    let now = CACHED.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+/// What the stand-ins held: (bytes now, most at once, bytes dropped by [`relieve`]).
+pub fn cache_stats() -> (u64, u64, u64) {
+    (
+        CACHED.load(Ordering::Relaxed),
+        PEAK.load(Ordering::Relaxed),
+        RELEASED.load(Ordering::Relaxed),
+    )
+}
+
+/// A unit of work that reads stand-in bytes: while one is open, [`relieve`] releases nothing.
+#[must_use = "the hold ends when dropped"]
+#[derive(Debug)]
+pub struct Hold {
+    counted: bool,
+}
+
+/// Opens a [`Hold`] around one unit of work (a tensor read and written). While a release is under
+/// way it waits for it — unless this thread already holds one. A unit must not wait on other threads'
+/// units (no rayon calls inside it), else a release could wait for a unit that waits for it.
+pub fn hold() -> Hold {
+    if !ANY.load(Ordering::Acquire) {
+        return Hold { counted: false };
+    }
+    let nested = DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get() > 1
+    });
+    let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
+    while g.draining && !nested {
+        g = GATE_CHANGED.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+    g.active += 1;
+    Hold { counted: true }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        g.active -= 1;
+        if g.active == 0 {
+            GATE_CHANGED.notify_all();
+        }
+    }
+}
+
+/// After a unit of work: when the stand-ins hold more than the budget, waits until no [`Hold`] is
+/// open and has every stand-in drop its bytes. Does nothing on a thread that holds a [`Hold`].
+pub fn relieve() -> Result<()> {
+    let fresh = CACHED
+        .load(Ordering::Relaxed)
+        .saturating_sub(FLOOR.load(Ordering::Relaxed));
+    if fresh <= BUDGET.load(Ordering::Relaxed) || DEPTH.with(Cell::get) > 0 {
+        return Ok(());
+    }
+    let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
+    if g.draining {
+        // Another thread releases: wait for it rather than release twice.
+        while g.draining {
+            g = GATE_CHANGED.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        return Ok(());
+    }
+    g.draining = true;
+    while g.active > 0 {
+        g = GATE_CHANGED.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+    drop(g);
+    let fills: Vec<(PathBuf, Arc<dyn Fill>)> = {
+        let r = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+        r.iter().map(|(p, f)| (p.clone(), f.clone())).collect()
+    };
+    let mut res = Ok(());
+    for (path, f) in fills {
+        match f.release() {
+            Ok(n) => {
+                let _ = CACHED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(n))
+                });
+                RELEASED.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(source) => {
+                res = Err(TorchError::Io { path, source });
+                break;
+            }
+        }
+    }
+    FLOOR.store(CACHED.load(Ordering::Relaxed), Ordering::Relaxed);
+    let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
+    g.draining = false;
+    GATE_CHANGED.notify_all();
+    res
 }
 
 /// Makes sure all of `path` is present (before something that bypasses the hooks reads it).
@@ -112,5 +261,79 @@ mod tests {
         assert_eq!(*log.0.lock().unwrap(), vec![2..4, 0..10]);
         unregister_under(dir.path());
         assert!(lookup(&a).is_none());
+    }
+
+    /// A stand-in that counts the bytes it holds and how often it was released.
+    #[derive(Debug, Default)]
+    struct Cache {
+        held: AtomicU64,
+        releases: AtomicU64,
+    }
+
+    impl Fill for Cache {
+        fn fill(&self, ranges: &[Range<u64>]) -> std::io::Result<()> {
+            let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+            self.held.fetch_add(n, Ordering::SeqCst);
+            filled(n);
+            Ok(())
+        }
+
+        fn release(&self) -> std::io::Result<u64> {
+            self.releases.fetch_add(1, Ordering::SeqCst);
+            Ok(self.held.swap(0, Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn relieve_drops_bytes_past_the_budget_once_no_unit_holds_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, vec![0u8; 1000]).unwrap();
+        let cache = Arc::new(Cache::default());
+        register(&a, cache.clone());
+        let released_before = cache_stats().2;
+        set_budget(100);
+        {
+            let _unit = hold();
+            need(&a, &[0..80, 100..150]).unwrap();
+            // Inside a unit nothing is released, whatever the cache holds.
+            relieve().unwrap();
+            assert_eq!(cache.releases.load(Ordering::SeqCst), 0);
+        }
+        relieve().unwrap();
+        assert_eq!(cache.releases.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.held.load(Ordering::SeqCst), 0);
+        assert!(cache_stats().2 >= released_before + 130);
+        // Under the budget: nothing to do.
+        need(&a, &[0..60]).unwrap();
+        relieve().unwrap();
+        assert_eq!(cache.releases.load(Ordering::SeqCst), 1);
+        // A unit in flight on another thread, which takes a nested hold while the release waits for
+        // it (a nested hold must not wait): the release happens after that unit ends.
+        need(&a, &[0..60]).unwrap();
+        let ended = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = {
+            let ended = ended.clone();
+            std::thread::spawn(move || {
+                let outer = hold();
+                tx.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let inner = hold();
+                drop(inner);
+                ended.store(true, Ordering::SeqCst);
+                drop(outer);
+            })
+        };
+        rx.recv().unwrap();
+        relieve().unwrap();
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "released while a unit held the bytes"
+        );
+        assert_eq!(cache.releases.load(Ordering::SeqCst), 2);
+        t.join().unwrap();
+        set_budget(u64::MAX);
+        unregister_under(dir.path());
     }
 }

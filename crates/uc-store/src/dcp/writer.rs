@@ -10,6 +10,7 @@
 use crate::atomic::AtomicDir;
 use crate::durable::{start_writeback, WRITEBACK_CHUNK};
 use crate::error::{io_err, Result, StoreError};
+use crate::source::input_unit;
 use crate::tensor_bytes::TensorBytes;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -337,23 +338,26 @@ pub fn write_plan(
             }
             for i in idx {
                 let c = &plan.chunks[i];
-                let data = read(&c.meta)?;
-                if data.len() as u64 != c.meta.nbytes() {
-                    return Err(StoreError::BadTensor {
-                        path: f.path.clone(),
-                        tensor: c.meta.name.clone(),
-                        why: format!(
-                            "{} bytes read for a {} {:?} tensor",
-                            data.len(),
-                            c.meta.dtype,
-                            c.meta.shape
-                        ),
-                    });
-                }
-                let t = data.pt_tensor(c.meta.dtype, c.shape.clone());
-                let info = f.append(PtValue::Tensor(t))?;
-                infos.push(((c.key.clone(), Some(c.offsets.clone())), info));
-                progress(data.len() as u64);
+                let n = input_unit(|| {
+                    let data = read(&c.meta)?;
+                    if data.len() as u64 != c.meta.nbytes() {
+                        return Err(StoreError::BadTensor {
+                            path: f.path.clone(),
+                            tensor: c.meta.name.clone(),
+                            why: format!(
+                                "{} bytes read for a {} {:?} tensor",
+                                data.len(),
+                                c.meta.dtype,
+                                c.meta.shape
+                            ),
+                        });
+                    }
+                    let t = data.pt_tensor(c.meta.dtype, c.shape.clone());
+                    let info = f.append(PtValue::Tensor(t))?;
+                    infos.push(((c.key.clone(), Some(c.offsets.clone())), info));
+                    Ok(data.len() as u64)
+                })?;
+                progress(n);
             }
             f.finish()?;
             Ok(infos)
