@@ -631,6 +631,31 @@ fn a_cache_budget_drops_fetched_bytes_between_tensors_and_converts_alike() {
     ok(&env.uc(&["export", s(&fixture("zero2")), s(&hf_want)], &[]));
     ok(&env.uc(&["export", "s3://ckpt/in", s(&hf)], &zero));
     same(&hf, &hf_want, "export under UC_CACHE_MAX=0");
+    // Native DeepSpeed MoE: each local expert slot (its members stacked) is a unit of its own.
+    let moe = fixture("moe_ep2_zero2");
+    env.put(&moe, "moe", ds_files);
+    let (moe_want, moe_got) = (local.path().join("moe-local"), local.path().join("moe-s3"));
+    ok(&env.uc(
+        &["convert", s(&moe), s(&moe_want), "--format", "deepspeed"],
+        &[],
+    ));
+    let f = fetch(&ok(&env.uc(
+        &[
+            "convert",
+            "s3://ckpt/moe",
+            s(&moe_got),
+            "--format",
+            "deepspeed",
+            "--json",
+        ],
+        &zero,
+    )));
+    same(
+        &moe_got,
+        &moe_want,
+        "MoE → DeepSpeed layout under UC_CACHE_MAX=0",
+    );
+    assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
     // A DCP input, chunk archives dropped and fetched again as tensors need them.
     let (_, dcp, _) = case("fsdp2_tp_2x2");
     env.put(&dcp, "dcp", |_| true);

@@ -176,7 +176,7 @@ pub fn convert(
     };
     // The model states and optimizer_state.pt do not depend on the tensors: written alongside them.
     let write_common = || match (&ds_root, &origin) {
-        (Some(root), Some(o)) => input_unit(|| o.write_common(&src, &outs, root)),
+        (Some(root), Some(o)) => o.write_common(&src, &outs, root),
         _ => Ok(()),
     };
     let (tensors, common) = pool.install(|| rayon::join(write_tensors, write_common));

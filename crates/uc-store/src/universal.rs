@@ -12,7 +12,7 @@ pub use files::{write_universal_state, write_universal_step, UniversalDir, Unive
 
 use crate::deepspeed::DsCheckpoint;
 use crate::error::{Result, StoreError};
-use crate::source::Source;
+use crate::source::{input_unit, Source};
 use crate::tensor_bytes::TensorBytes;
 use crate::training_state::{groups_without_params, scalar_f32};
 use std::collections::HashSet;
@@ -94,7 +94,9 @@ impl<'a> Origin<'a> {
                 write_common_deepspeed(ck, root)
             }
             Origin::DeepSpeed(ck) => write_common_deepspeed(ck, root),
-            Origin::Other { groups, .. } => write_common_other(src, outs, groups, root),
+            Origin::Other { groups, .. } => {
+                input_unit(|| write_common_other(src, outs, groups, root))
+            }
         }
     }
 }
@@ -224,7 +226,7 @@ fn write_from_other(
 }
 
 /// Model states (byte copies) and `zero/optimizer_state.pt` (rank 0's plain optimizer state without
-/// its partitions, plus `param_groups`).
+/// its partitions, plus `param_groups`), each file a unit of input reads.
 fn write_common_deepspeed(ck: &DsCheckpoint, root: &Path) -> Result<()> {
     let mut models: Vec<&PathBuf> = ck.files().model.values().collect();
     models.extend(ck.files().zero3_model.values());
@@ -233,8 +235,13 @@ fn write_common_deepspeed(ck: &DsCheckpoint, root: &Path) -> Result<()> {
             path: src.clone(),
             why: "no file name".into(),
         })?;
-        crate::durable::copy_file(src, &root.join(name))?;
+        input_unit(|| crate::durable::copy_file(src, &root.join(name)))?;
     }
+    input_unit(|| write_optimizer_state(ck, root))
+}
+
+/// `zero/optimizer_state.pt` of a DeepSpeed input (reads rank 0's optimizer file and step scalars).
+fn write_optimizer_state(ck: &DsCheckpoint, root: &Path) -> Result<()> {
     let Some(rank0) = ck.optimizer_state_rank0() else {
         return Ok(());
     };

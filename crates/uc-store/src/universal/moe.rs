@@ -8,7 +8,7 @@
 use super::files::{write_universal_state, write_universal_step, UniversalKind};
 use crate::deepspeed::{DsCheckpoint, ExpertName};
 use crate::error::{Result, StoreError};
-use crate::source::Source;
+use crate::source::{input_unit, Source};
 use crate::training_state::scalar_f32;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,35 +66,50 @@ pub(crate) fn write_experts(
         for j in 0..local {
             let name = format!("{prefix}{j}.{rest}");
             let members: Vec<&TensorMeta> = (0..ep).map(|e| experts[&(e * local + j)]).collect();
-            let first = members[0];
-            if first.role == Role::Step {
-                let b = src.bytes(first)?.into_vec();
-                write_universal_step(zero, &name, scalar_f32(zero, first, &b)?)?;
-                continue;
-            }
-            let mut stacked = Vec::new(); // grows with bytes really read, never with a claimed size
-            for m in &members {
-                if (m.dtype, &m.shape) != (first.dtype, &first.shape) {
-                    return Err(bad(format!(
-                        "`{}` and `{}` differ in dtype or shape",
-                        m.name, first.name
-                    )));
-                }
-                stacked.extend_from_slice(&src.bytes(m)?.into_vec());
-            }
-            let mut shape = vec![ep];
-            shape.extend_from_slice(&first.shape);
-            let state = match &first.role {
-                Role::Fp32Master => "fp32",
-                r => r.key(),
-            };
-            let t = PtTensor::from_bytes(first.dtype, shape, &stacked)
-                .with_requires_grad(first.role == Role::Fp32Master);
-            let kind = UniversalKind::Expert {
-                num_experts: ep as i64,
-            };
-            write_universal_state(zero, &name, state, kind, t)?;
+            input_unit(|| write_stacked(zero, src, &name, ep, &members))?;
         }
     }
     Ok(())
+}
+
+/// Writes the universal file of one local expert slot: its `ep` members stacked along a new first
+/// dimension (a `step` is one scalar).
+fn write_stacked(
+    zero: &Path,
+    src: &Source,
+    name: &str,
+    ep: u64,
+    members: &[&TensorMeta],
+) -> Result<()> {
+    let bad = |why: String| StoreError::Format {
+        path: zero.to_path_buf(),
+        why,
+    };
+    let first = members[0];
+    if first.role == Role::Step {
+        let b = src.bytes(first)?.into_vec();
+        return write_universal_step(zero, name, scalar_f32(zero, first, &b)?).map(|_| ());
+    }
+    let mut stacked = Vec::new(); // grows with bytes really read, never with a claimed size
+    for m in members {
+        if (m.dtype, &m.shape) != (first.dtype, &first.shape) {
+            return Err(bad(format!(
+                "`{}` and `{}` differ in dtype or shape",
+                m.name, first.name
+            )));
+        }
+        stacked.extend_from_slice(&src.bytes(m)?.into_vec());
+    }
+    let mut shape = vec![ep];
+    shape.extend_from_slice(&first.shape);
+    let state = match &first.role {
+        Role::Fp32Master => "fp32",
+        r => r.key(),
+    };
+    let t = PtTensor::from_bytes(first.dtype, shape, &stacked)
+        .with_requires_grad(first.role == Role::Fp32Master);
+    let kind = UniversalKind::Expert {
+        num_experts: ep as i64,
+    };
+    write_universal_state(zero, name, state, kind, t).map(|_| ())
 }
