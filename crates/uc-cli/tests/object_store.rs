@@ -670,6 +670,24 @@ fn a_cache_budget_drops_fetched_bytes_between_tensors_and_converts_alike() {
     )));
     same(&dcp_got, &dcp_want, "DCP input under UC_CACHE_MAX=1K");
     assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
+    // `uc verify` hashes runs of parts as units: it drops bytes too, and still catches a flipped bit.
+    let v = ok(&env.uc(
+        &["verify", &format!("file://{}", native.display()), "--json"],
+        &zero,
+    ));
+    let vj: serde_json::Value = serde_json::from_str(v.trim()).unwrap();
+    assert_eq!(vj["ok"], true, "{v}");
+    assert!(
+        vj["remote"]["fetch"]["bytes_released"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    let file = native.join("tensors").join("00000.safetensors");
+    let mut b = std::fs::read(&file).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&file, b).unwrap();
+    let e = failed(&env.uc(&["verify", &format!("file://{}", native.display())], &zero));
+    assert!(e.contains("checksum mismatch"), "{e}");
     // A value that is not a size: refused before anything is read or written.
     let bad = local.path().join("bad");
     let e = failed(&env.uc(

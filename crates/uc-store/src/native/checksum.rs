@@ -8,7 +8,6 @@
 //! digest and so the file's. `sha256:<hex>` of the whole file (written before) is still verified.
 
 use crate::error::{Result, StoreError};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -56,28 +55,63 @@ pub(crate) fn combine(parts: impl IntoIterator<Item = (u64, blake3::Hash)>) -> S
     format!("{PARTS_PREFIX}{}", h.finalize().to_hex())
 }
 
-/// Recomputes the checksum of `bytes` (a whole file) in the scheme `expected` names: its parts between
-/// `cuts` hashed in parallel for `blake3-parts:`, the whole file for `sha256:`.
-pub(crate) fn recompute(path: &Path, bytes: &[u8], cuts: &[u64], expected: &str) -> Result<String> {
+/// The byte ranges of a file of `len` bytes that `uc verify` hashes for checksum `expected`: its parts
+/// between `cuts` for `blake3-parts:`, the whole file for `sha256:`.
+pub(crate) fn verify_ranges(cuts: &[u64], expected: &str, len: u64) -> Vec<(u64, u64)> {
     if expected.starts_with(SHA256_PREFIX) {
-        return Ok(sha256_bytes(bytes));
+        return vec![(0, len)];
     }
-    let parts: Vec<(u64, u64)> = cuts.windows(2).map(|w| (w[0], w[1])).collect();
-    let digests: Vec<Result<(u64, blake3::Hash)>> = parts
-        .par_iter()
-        .map(|&(s, e)| {
-            let b = usize::try_from(s)
-                .ok()
-                .zip(usize::try_from(e).ok())
-                .and_then(|(s, e)| bytes.get(s..e))
-                .ok_or_else(|| StoreError::Truncated {
-                    path: path.to_path_buf(),
-                    why: format!("bytes {s}..{e} past the end ({} bytes)", bytes.len()),
-                })?;
-            Ok((e - s, blake3::hash(b)))
-        })
-        .collect();
-    Ok(combine(digests.into_iter().collect::<Result<Vec<_>>>()?))
+    cuts.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// The digest of one range [`verify_ranges`] named.
+#[derive(Debug)]
+pub(crate) enum RangeDigest {
+    Part(u64, blake3::Hash),
+    Whole(String),
+}
+
+/// Hashes bytes `s..e` of `bytes` (the file at `path`) in the scheme `expected` names.
+pub(crate) fn digest_range(
+    path: &Path,
+    bytes: &[u8],
+    (s, e): (u64, u64),
+    expected: &str,
+) -> Result<RangeDigest> {
+    let b = usize::try_from(s)
+        .ok()
+        .zip(usize::try_from(e).ok())
+        .and_then(|(s, e)| bytes.get(s..e))
+        .ok_or_else(|| StoreError::Truncated {
+            path: path.to_path_buf(),
+            why: format!("bytes {s}..{e} past the end ({} bytes)", bytes.len()),
+        })?;
+    Ok(if expected.starts_with(SHA256_PREFIX) {
+        RangeDigest::Whole(sha256_bytes(b))
+    } else {
+        RangeDigest::Part(e - s, blake3::hash(b))
+    })
+}
+
+/// A file's checksum from the digests of its [`verify_ranges`], in order.
+pub(crate) fn file_checksum(digests: Vec<RangeDigest>) -> String {
+    match digests.as_slice() {
+        [RangeDigest::Whole(w)] => w.clone(),
+        _ => combine(digests.into_iter().filter_map(|d| match d {
+            RangeDigest::Part(n, h) => Some((n, h)),
+            RangeDigest::Whole(_) => None,
+        })),
+    }
+}
+
+/// The checksum of `bytes` (a whole file) in the scheme `expected` names, on this thread.
+#[cfg(test)]
+fn recompute(path: &Path, bytes: &[u8], cuts: &[u64], expected: &str) -> Result<String> {
+    let digests = verify_ranges(cuts, expected, bytes.len() as u64)
+        .into_iter()
+        .map(|r| digest_range(path, bytes, r, expected))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(file_checksum(digests))
 }
 
 /// Lowercase hex of a digest.
