@@ -445,7 +445,15 @@ impl uc_torch::lazy::Fill for Remote {
                 )
             };
             if rc != 0 {
-                return Err(std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot drop the fetched bytes of its local stand-in to stay within \
+                         UC_CACHE_MAX ({e}); set UC_CACHE_DIR to a file system that can punch \
+                         holes, or UC_CACHE_MAX=unlimited"
+                    ),
+                ));
             }
             st.filled = RangeSet::default();
             Ok(std::mem::take(&mut st.held))
