@@ -670,6 +670,31 @@ fn a_cache_budget_drops_fetched_bytes_between_tensors_and_converts_alike() {
     )));
     same(&dcp_got, &dcp_want, "DCP input under UC_CACHE_MAX=1K");
     assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
+    // Megatron's torch_dist (TP 2 × DP 2) back to torch_dist: TP shards merged and cut again.
+    let (_, meg, _) = case("gpt_tp2_dp2");
+    env.put(&meg, "meg", |_| true);
+    let (meg_want, meg_got) = (local.path().join("meg-local"), local.path().join("meg-s3"));
+    ok(&env.uc(
+        &["convert", s(&meg), s(&meg_want), "--format", "torch_dist"],
+        &[],
+    ));
+    let f = fetch(&ok(&env.uc(
+        &[
+            "convert",
+            "s3://ckpt/meg",
+            s(&meg_got),
+            "--format",
+            "torch_dist",
+            "--json",
+        ],
+        &zero,
+    )));
+    same(
+        &meg_got,
+        &meg_want,
+        "Megatron → torch_dist under UC_CACHE_MAX=0",
+    );
+    assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
     // `uc verify` hashes runs of parts as units: it drops bytes too, and still catches a flipped bit.
     let v = ok(&env.uc(
         &["verify", &format!("file://{}", native.display()), "--json"],
