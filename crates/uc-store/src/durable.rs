@@ -7,6 +7,7 @@
 //! the disk work while the conversion continues, so the final sync has little left to do.
 
 use crate::error::{io_err, Result};
+use crate::source::input_unit;
 use std::fs::File;
 use std::path::Path;
 
@@ -17,13 +18,46 @@ pub(crate) const WRITEBACK_CHUNK: usize = 8 << 20;
 /// to the final sync, which flushes them in one pass).
 pub(crate) const WRITEBACK_MIN: u64 = 1 << 20;
 
+/// Bytes of a lazily filled file copied as one unit of input reads by [`copy_file`].
+const COPY_PIECE: u64 = 64 << 20;
+
 /// Copies `src` to `dst` (in the kernel where it can) and starts the copy's write-back. A lazily
-/// filled `src` ([`uc_torch::lazy`]) is filled whole first: the kernel copy bypasses the hook.
+/// filled `src` ([`uc_torch::lazy`]) is copied a piece at a time, each piece filled first and a unit
+/// of input reads of its own ([`input_unit`]), so a remote input's cache can drop the pieces copied;
+/// call it outside any unit.
 pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<()> {
-    uc_torch::lazy::need_whole(src)?;
-    std::fs::copy(src, dst).map_err(io_err(dst))?;
+    if uc_torch::lazy::lookup(src).is_some() {
+        copy_in_pieces(src, dst)?;
+    } else {
+        std::fs::copy(src, dst).map_err(io_err(dst))?;
+    }
     if let Ok(f) = File::open(dst) {
         start_writeback(&f, 0, 0);
+    }
+    Ok(())
+}
+
+fn copy_in_pieces(src: &Path, dst: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut from = File::open(src).map_err(io_err(src))?;
+    let len = from.metadata().map_err(io_err(src))?.len();
+    let mut to = File::create(dst).map_err(io_err(dst))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let end = len.min(at + COPY_PIECE);
+        input_unit(|| {
+            uc_torch::lazy::need(src, &[at..end])?;
+            let mut pos = at;
+            while pos < end {
+                let n = buf.len().min((end - pos) as usize);
+                from.read_exact(&mut buf[..n]).map_err(io_err(src))?;
+                to.write_all(&buf[..n]).map_err(io_err(dst))?;
+                pos += n as u64;
+            }
+            Ok(())
+        })?;
+        at = end;
     }
     Ok(())
 }

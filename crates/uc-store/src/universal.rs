@@ -235,7 +235,7 @@ fn write_common_deepspeed(ck: &DsCheckpoint, root: &Path) -> Result<()> {
             path: src.clone(),
             why: "no file name".into(),
         })?;
-        input_unit(|| crate::durable::copy_file(src, &root.join(name)))?;
+        crate::durable::copy_file(src, &root.join(name))?;
     }
     input_unit(|| write_optimizer_state(ck, root))
 }
