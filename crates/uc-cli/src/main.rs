@@ -24,6 +24,10 @@ use input::InputArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: opening a checkpoint of 10⁵ tensors makes and frees tens of millions of small values.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// unicheck: universal checkpoints for distributed training.
 ///
 /// Reads sharded checkpoints — DeepSpeed (ZeRO 1/2/3, bf16, AutoTP tensor parallel, pipeline, AutoEP
