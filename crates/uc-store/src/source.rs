@@ -21,7 +21,9 @@ pub(crate) fn input_unit<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
         let _hold = uc_torch::lazy::hold();
         f()
     };
-    uc_torch::lazy::relieve()?;
+    if out.is_ok() {
+        uc_torch::lazy::relieve()?;
+    }
     out
 }
 
