@@ -606,26 +606,24 @@ fn a_cache_budget_drops_fetched_bytes_between_tensors_and_converts_alike() {
     )));
     assert_eq!(all["bytes_released"].as_u64(), Some(0), "{all}");
     assert!(all["peak_cached"].as_u64().unwrap() > peak, "{all} vs {f}");
+    // `src` (uploaded as `s3://ckpt/<prefix>`) converted to `fmt` under `budget` equals its local
+    // conversion, and the stand-ins released bytes on the way.
+    let alike = |src: &Path, prefix: &str, fmt: &str, budget: &str, what: &str| {
+        let want = local.path().join(format!("{prefix}-{fmt}-local"));
+        ok(&env.uc(&["convert", s(src), s(&want), "--format", fmt], &[]));
+        let got = local.path().join(format!("{prefix}-{fmt}-s3"));
+        let url = format!("s3://ckpt/{prefix}");
+        let args = ["convert", &url, s(&got), "--format", fmt, "--json"];
+        let f = fetch(&ok(&env.uc(&args, &[("UC_CACHE_MAX", budget)])));
+        same(
+            &got,
+            &want,
+            &format!("{what} → {fmt} under UC_CACHE_MAX={budget}"),
+        );
+        assert!(f["bytes_released"].as_u64().unwrap() > 0, "{what}: {f}");
+    };
     for fmt in ["deepspeed", "dcp", "torch_dist"] {
-        let want = local.path().join(format!("{fmt}-local"));
-        ok(&env.uc(
-            &["convert", s(&fixture("zero2")), s(&want), "--format", fmt],
-            &[],
-        ));
-        let got = local.path().join(format!("{fmt}-s3"));
-        let f = fetch(&ok(&env.uc(
-            &[
-                "convert",
-                "s3://ckpt/in",
-                s(&got),
-                "--format",
-                fmt,
-                "--json",
-            ],
-            &zero,
-        )));
-        same(&got, &want, &format!("--format {fmt} under UC_CACHE_MAX=0"));
-        assert!(f["bytes_released"].as_u64().unwrap() > 0, "{fmt}: {f}");
+        alike(&fixture("zero2"), "in", fmt, "0", "ZeRO-2");
     }
     let (hf_want, hf) = (local.path().join("hf-local"), local.path().join("hf-s3"));
     ok(&env.uc(&["export", s(&fixture("zero2")), s(&hf_want)], &[]));
@@ -634,67 +632,15 @@ fn a_cache_budget_drops_fetched_bytes_between_tensors_and_converts_alike() {
     // Native DeepSpeed MoE: each local expert slot (its members stacked) is a unit of its own.
     let moe = fixture("moe_ep2_zero2");
     env.put(&moe, "moe", ds_files);
-    let (moe_want, moe_got) = (local.path().join("moe-local"), local.path().join("moe-s3"));
-    ok(&env.uc(
-        &["convert", s(&moe), s(&moe_want), "--format", "deepspeed"],
-        &[],
-    ));
-    let f = fetch(&ok(&env.uc(
-        &[
-            "convert",
-            "s3://ckpt/moe",
-            s(&moe_got),
-            "--format",
-            "deepspeed",
-            "--json",
-        ],
-        &zero,
-    )));
-    same(
-        &moe_got,
-        &moe_want,
-        "MoE → DeepSpeed layout under UC_CACHE_MAX=0",
-    );
-    assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
+    alike(&moe, "moe", "deepspeed", "0", "native MoE");
     // A DCP input, chunk archives dropped and fetched again as tensors need them.
     let (_, dcp, _) = case("fsdp2_tp_2x2");
     env.put(&dcp, "dcp", |_| true);
-    let (dcp_want, dcp_got) = (
-        local.path().join("fsdp-local"),
-        local.path().join("fsdp-s3"),
-    );
-    ok(&env.uc(&["convert", s(&dcp), s(&dcp_want)], &[]));
-    let f = fetch(&ok(&env.uc(
-        &["convert", "s3://ckpt/dcp", s(&dcp_got), "--json"],
-        &[("UC_CACHE_MAX", "1K")],
-    )));
-    same(&dcp_got, &dcp_want, "DCP input under UC_CACHE_MAX=1K");
-    assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
+    alike(&dcp, "dcp", "native", "1K", "FSDP2 DCP");
     // Megatron's torch_dist (TP 2 × DP 2) back to torch_dist: TP shards merged and cut again.
     let (_, meg, _) = case("gpt_tp2_dp2");
     env.put(&meg, "meg", |_| true);
-    let (meg_want, meg_got) = (local.path().join("meg-local"), local.path().join("meg-s3"));
-    ok(&env.uc(
-        &["convert", s(&meg), s(&meg_want), "--format", "torch_dist"],
-        &[],
-    ));
-    let f = fetch(&ok(&env.uc(
-        &[
-            "convert",
-            "s3://ckpt/meg",
-            s(&meg_got),
-            "--format",
-            "torch_dist",
-            "--json",
-        ],
-        &zero,
-    )));
-    same(
-        &meg_got,
-        &meg_want,
-        "Megatron → torch_dist under UC_CACHE_MAX=0",
-    );
-    assert!(f["bytes_released"].as_u64().unwrap() > 0, "{f}");
+    alike(&meg, "meg", "torch_dist", "0", "Megatron");
     // `uc verify` hashes runs of parts as units: it drops bytes too, and still catches a flipped bit.
     let v = ok(&env.uc(
         &["verify", &format!("file://{}", native.display()), "--json"],
