@@ -38,22 +38,22 @@ pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<()> {
 }
 
 fn copy_in_pieces(src: &Path, dst: &Path) -> Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let mut from = File::open(src).map_err(io_err(src))?;
     let len = from.metadata().map_err(io_err(src))?.len();
     let mut to = File::create(dst).map_err(io_err(dst))?;
-    let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
     while at < len {
         let end = len.min(at + COPY_PIECE);
         input_unit(|| {
             uc_torch::lazy::need(src, &[at..end])?;
-            let mut pos = at;
-            while pos < end {
-                let n = buf.len().min((end - pos) as usize);
-                from.read_exact(&mut buf[..n]).map_err(io_err(src))?;
-                to.write_all(&buf[..n]).map_err(io_err(dst))?;
-                pos += n as u64;
+            // In the kernel where it can (`copy_file_range`), like `std::fs::copy`.
+            let n = std::io::copy(&mut (&mut from).take(end - at), &mut to).map_err(io_err(dst))?;
+            if n != end - at {
+                return Err(crate::StoreError::Truncated {
+                    path: src.to_path_buf(),
+                    why: format!("{n} of bytes {at}..{end} could be read"),
+                });
             }
             Ok(())
         })?;

@@ -66,14 +66,26 @@ pub(crate) fn write_experts(
         for j in 0..local {
             let name = format!("{prefix}{j}.{rest}");
             let members: Vec<&TensorMeta> = (0..ep).map(|e| experts[&(e * local + j)]).collect();
+            let first = members[0];
+            if first.role != Role::Step {
+                if let Some(m) = members
+                    .iter()
+                    .find(|m| (m.dtype, &m.shape) != (first.dtype, &first.shape))
+                {
+                    return Err(bad(format!(
+                        "`{}` and `{}` differ in dtype or shape",
+                        m.name, first.name
+                    )));
+                }
+            }
             input_unit(|| write_stacked(zero, src, &name, ep, &members))?;
         }
     }
     Ok(())
 }
 
-/// Writes the universal file of one local expert slot: its `ep` members stacked along a new first
-/// dimension (a `step` is one scalar).
+/// Writes the universal file of one local expert slot: its `ep` members (of one dtype and shape)
+/// stacked along a new first dimension (a `step` is one scalar).
 fn write_stacked(
     zero: &Path,
     src: &Source,
@@ -81,10 +93,6 @@ fn write_stacked(
     ep: u64,
     members: &[&TensorMeta],
 ) -> Result<()> {
-    let bad = |why: String| StoreError::Format {
-        path: zero.to_path_buf(),
-        why,
-    };
     let first = members[0];
     if first.role == Role::Step {
         let b = src.bytes(first)?.into_vec();
@@ -92,12 +100,6 @@ fn write_stacked(
     }
     let mut stacked = Vec::new(); // grows with bytes really read, never with a claimed size
     for m in members {
-        if (m.dtype, &m.shape) != (first.dtype, &first.shape) {
-            return Err(bad(format!(
-                "`{}` and `{}` differ in dtype or shape",
-                m.name, first.name
-            )));
-        }
         stacked.extend_from_slice(&src.bytes(m)?.into_vec());
     }
     let mut shape = vec![ep];
