@@ -357,8 +357,15 @@ fn write_tensor(f: &File, path: &Path, at: u64, item: &Item, data: &[u8]) -> Res
         )));
     }
     if from == item.dtype {
-        write_all_at(f, data, at).map_err(io_err(path))?;
-        return Ok(blake3::hash(data));
+        // Hashed and written a piece at a time, while the piece is in cache.
+        let mut h = blake3::Hasher::new();
+        let mut to = at;
+        for piece in data.chunks(uc_torch::WRITE_PIECE) {
+            h.update(piece);
+            write_all_at(f, piece, to).map_err(io_err(path))?;
+            to += piece.len() as u64;
+        }
+        return Ok(h.finalize());
     }
     let mut h = blake3::Hasher::new();
     let to = item.dtype.size();

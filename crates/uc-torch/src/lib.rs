@@ -29,4 +29,5 @@ pub use pickle::{
 pub use pt::PtFile;
 pub use pt_write::{
     write_pt, write_pt_file, write_pt_to, FillFn, PtTensor, PtValue, TensorData, STORAGE_ALIGNMENT,
+    WRITE_PIECE,
 };

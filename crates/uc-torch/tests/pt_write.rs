@@ -263,3 +263,61 @@ fn own_reader_reads_what_we_write() {
     assert_eq!((t.dtype, t.shape.clone()), (DType::BF16, vec![6]));
     assert_eq!(&*pt.tensor_data(name, t).unwrap(), &b[..]);
 }
+
+/// A writer that records the largest write it was asked for and takes at most `max` bytes a call.
+struct Short {
+    inner: File,
+    max: usize,
+    largest: usize,
+}
+
+impl std::io::Write for Short {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.largest = self.largest.max(buf.len());
+        self.inner.write(&buf[..buf.len().min(self.max)])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Tensors larger than [`uc_torch::WRITE_PIECE`] go out a piece at a time, and their CRCs stay right
+/// across pieces and short writes (the `zip` crate checks every CRC while reading).
+#[test]
+fn large_tensors_are_written_in_pieces_with_right_crcs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.pt");
+    let n = uc_torch::WRITE_PIECE * 5 / 2 + 12;
+    let a: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+    let b: Vec<u8> = (0..n / 2).map(|i| (i * 7 % 253) as u8).collect();
+    let b_stream = b.clone();
+    let value = PtValue::Dict(vec![
+        (
+            "a".into(),
+            PtValue::Tensor(PtTensor::from_bytes(DType::U8, vec![n as u64], &a)),
+        ),
+        (
+            "b".into(),
+            PtValue::Tensor(PtTensor::streamed(
+                DType::U8,
+                vec![b.len() as u64],
+                move |w| w.write_all(&b_stream),
+            )),
+        ),
+    ]);
+    let sink = Short {
+        inner: File::create(&path).unwrap(),
+        max: 300_001,
+        largest: 0,
+    };
+    let sink = write_pt_to(sink, "big", value, &path).unwrap();
+    assert!(sink.largest <= uc_torch::WRITE_PIECE, "{}", sink.largest);
+    drop(sink);
+    let mut z = zip::ZipArchive::new(File::open(&path).unwrap()).unwrap();
+    for (entry, want) in [("big/data/0", &a), ("big/data/1", &b)] {
+        let mut got = Vec::new();
+        z.by_name(entry).unwrap().read_to_end(&mut got).unwrap();
+        assert!(got == *want, "{entry} differs");
+    }
+}

@@ -201,7 +201,9 @@ impl DataFile {
 
     /// Appends bytes as they are (an archive serialized before); returns its storage entry.
     fn append_raw(&mut self, bytes: &[u8]) -> Result<StorageInfo> {
-        self.w.write_all(bytes).map_err(io_err(&self.path))?;
+        for piece in bytes.chunks(uc_torch::WRITE_PIECE) {
+            self.w.write_all(piece).map_err(io_err(&self.path))?;
+        }
         let info = StorageInfo {
             file: self.name.clone(),
             offset: self.pos,

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use uc_schema::{DType, Entry, FileSum, Manifest, Role, StorageRef, TensorMeta, Topology, Value};
+use uc_torch::WRITE_PIECE;
 
 /// Bytes a [`TensorSink`] gathers before one positioned write.
-const SINK_BUFFER: usize = 1 << 20;
+const SINK_BUFFER: usize = WRITE_PIECE;
 
 /// Where one planned tensor goes.
 #[derive(Debug)]
@@ -670,10 +671,16 @@ pub(crate) fn open_planned(path: &Path, len: u64, header: &[u8]) -> Result<File>
     Ok(f)
 }
 
-/// Positioned write of the whole buffer (does not move any file cursor; safe from many threads).
+/// Positioned write of the whole buffer, [`WRITE_PIECE`] bytes a call (does not move any file
+/// cursor; safe from many threads).
 #[cfg(unix)]
 pub(crate) fn write_all_at(f: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
+    let mut at = offset;
+    for piece in buf.chunks(WRITE_PIECE) {
+        std::os::unix::fs::FileExt::write_all_at(f, piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
 }
 
 /// Positioned read filling the whole buffer.
@@ -710,4 +717,27 @@ pub(crate) fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> std::io
         offset += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer of several pieces lands whole at its offset (the writes are cut at `WRITE_PIECE`).
+    #[test]
+    fn write_all_at_writes_every_piece_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = File::create(&path).unwrap();
+        let data: Vec<u8> = (0..WRITE_PIECE * 2 + 777)
+            .map(|i| (i % 249) as u8)
+            .collect();
+        write_all_at(&f, b"head", 0).unwrap();
+        write_all_at(&f, &data, 100).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), 100 + data.len());
+        assert_eq!(&got[..4], b"head");
+        assert!(got[4..100].iter().all(|&b| b == 0));
+        assert!(got[100..] == data[..]);
+    }
 }

@@ -236,8 +236,10 @@ impl<W: Write> Write for EntrySink<'_, W> {
                 ),
             ));
         }
-        let n = self.w.write(buf)?;
-        self.crc.update(&buf[..n]);
+        // A piece at a time (see `WRITE_PIECE`), checksummed right after it is written, in cache.
+        let piece = &buf[..buf.len().min(super::WRITE_PIECE)];
+        let n = self.w.write(piece)?;
+        self.crc.update(&piece[..n]);
         self.written += n as u64;
         Ok(n)
     }
