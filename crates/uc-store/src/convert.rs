@@ -11,7 +11,6 @@ use crate::source::{input_unit, thread_pool, OpenOptions, Source};
 use crate::staging::{check_space, job_key, JobEnd, Staging, Units, Worker};
 use crate::universal::Origin;
 use crate::universal::UniversalDir;
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,7 +154,7 @@ pub fn convert(
     let bytes = AtomicU64::new(0);
     let total = outs.len();
     let write_tensors = || {
-        outs.par_iter().try_for_each(|meta| -> Result<()> {
+        crate::schedule::try_largest_first(&outs, TensorMeta::nbytes, |meta| -> Result<()> {
             let n = input_unit(|| {
                 let data = src.bytes(meta)?;
                 if let Some(w) = &native {

@@ -9,6 +9,7 @@
 //! - [`error`]: [`StoreError`], naming the file and tensor.
 //! - [`export`]: trained weights as Hugging Face safetensors.
 //! - [`native`]: the native universal format (`uc.json` + safetensors + `COMPLETE`).
+//! - `schedule`: units of work spread over the threads, largest first, each stealable on its own.
 //! - [`staging`]: the shared staging folder of cooperating workers and resumed runs.
 //! - [`source`]: any input checkpoint behind one interface (tensors out, merged bytes on demand).
 //! - [`TensorBytes`]: a tensor's bytes as borrowed input runs or one merged buffer.
@@ -25,6 +26,7 @@ mod durable;
 pub mod error;
 pub mod export;
 pub mod native;
+mod schedule;
 pub mod source;
 pub mod staging;
 mod tensor_bytes;

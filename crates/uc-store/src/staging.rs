@@ -448,22 +448,26 @@ impl Staging {
         let records = self.records()?;
         let (done, bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
         let (reused, reused_bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
-        mine.par_iter().try_for_each(|&u| -> Result<()> {
-            let d = match records.get(&u) {
-                Some(&(d, _)) if units.verify(u, &d)? => {
-                    units.adopt(u, d)?;
-                    reused.fetch_add(1, Ordering::Relaxed);
-                    reused_bytes.fetch_add(sizes[u], Ordering::Relaxed);
-                    d
-                }
-                _ => input_unit(|| units.write(u))?,
-            };
-            self.record(u, &d)?;
-            let b = bytes.fetch_add(sizes[u], Ordering::Relaxed) + sizes[u];
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            progress(n, mine.len(), b);
-            Ok(())
-        })?;
+        crate::schedule::try_largest_first(
+            &mine,
+            |&u| sizes[u],
+            |&u| -> Result<()> {
+                let d = match records.get(&u) {
+                    Some(&(d, _)) if units.verify(u, &d)? => {
+                        units.adopt(u, d)?;
+                        reused.fetch_add(1, Ordering::Relaxed);
+                        reused_bytes.fetch_add(sizes[u], Ordering::Relaxed);
+                        d
+                    }
+                    _ => input_unit(|| units.write(u))?,
+                };
+                self.record(u, &d)?;
+                let b = bytes.fetch_add(sizes[u], Ordering::Relaxed) + sizes[u];
+                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(n, mine.len(), b);
+                Ok(())
+            },
+        )?;
         crate::durable::sync_tree(&self.out())?;
         self.share_done()?;
         Ok(ShareReport {

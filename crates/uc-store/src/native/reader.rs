@@ -9,7 +9,6 @@ use crate::atomic::{safe_rel_path, COMPLETE};
 use crate::error::{io_err, Result, StoreError};
 use crate::source::input_unit;
 use memmap2::Mmap;
-use rayon::prelude::*;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -257,9 +256,9 @@ impl NativeCheckpoint {
                 rest = &rest[n..];
             }
         }
-        let digests: Vec<Result<Vec<RangeDigest>>> = jobs
-            .par_iter()
-            .map(|&(fi, run)| {
+        let run_bytes = |&(_, run): &(usize, &[(u64, u64)])| run[run.len() - 1].1 - run[0].0;
+        let digests: Vec<Result<Vec<RangeDigest>>> =
+            crate::schedule::map_largest_first(&jobs, run_bytes, |&(fi, run)| {
                 let f = &self.files[fi];
                 input_unit(|| {
                     let (s, e) = (run[0].0, run[run.len() - 1].1);
@@ -268,8 +267,7 @@ impl NativeCheckpoint {
                         .map(|&r| digest_range(&f.path, &f.map, r, &f.checksum))
                         .collect()
                 })
-            })
-            .collect();
+            });
         let mut digests = digests
             .into_iter()
             .collect::<Result<Vec<_>>>()?
