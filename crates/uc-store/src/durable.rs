@@ -113,11 +113,21 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
     {
         use std::os::fd::AsRawFd;
         let d = File::open(dir).map_err(io_err(dir))?;
+        // An output is made durable once its input was read: while the disk takes it, another
+        // thread drops the input mappings' page tables (a read after that faults the bytes back in).
+        let forget = std::thread::Builder::new()
+            .name("uc-forget-pages".into())
+            .spawn(uc_torch::mapped::forget_pages);
         // SAFETY: a plain syscall on an open descriptor.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        let synced = unsafe { libc::syncfs(d.as_raw_fd()) } == 0;
+        let err = std::io::Error::last_os_error();
+        if let Ok(t) = forget {
+            let _ = t.join();
+        }
+        if !synced {
             return Err(crate::StoreError::Io {
                 path: dir.to_path_buf(),
-                source: std::io::Error::last_os_error(),
+                source: err,
             });
         }
         Ok(())

@@ -7,6 +7,7 @@
 //! - [`pt`]: a torch.save zip archive ([`PtFile`]): the value tree plus its tensors' bytes, mapped in place.
 //! - [`pt_write`]: [`PtValue`] trees written as torch.save archives ([`write_pt`], [`write_pt_file`], [`write_pt_to`]).
 //! - [`lazy`]: files whose bytes arrive on first use (stand-ins for objects in object storage).
+//! - [`mapped`]: the input files this process maps, whose page tables it can drop in one call.
 //! - [`dcp_metadata`]: DCP's `.metadata` pickle as typed data, and back.
 //! - [`plain`]: a [`PyValue`] as JSON or as a [`uc_schema::Value`].
 //! - [`error`]: [`TorchError`], naming the file, the tensor or the byte offset.
@@ -17,6 +18,7 @@
 pub mod dcp_metadata;
 pub mod error;
 pub mod lazy;
+pub mod mapped;
 pub mod pickle;
 pub mod plain;
 pub mod pt;

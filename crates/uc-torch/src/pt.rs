@@ -125,7 +125,9 @@ fn map_range(path: &Path, file: &File, start: u64, len: u64) -> Result<Arc<Mmap>
     // or rewrites a checkpoint while it is being read.
     let map =
         unsafe { MmapOptions::new().offset(start).len(len).map(file) }.map_err(io_err(path))?;
-    Ok(Arc::new(map))
+    let map = Arc::new(map);
+    crate::mapped::register(&map);
+    Ok(map)
 }
 
 impl PtFile {

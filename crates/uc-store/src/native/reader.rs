@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use uc_schema::{Entry, Manifest, Role};
 use uc_torch::lazy;
 
@@ -26,7 +27,7 @@ struct Mapped {
     rel: String,
     path: PathBuf,
     checksum: String,
-    map: Mmap,
+    map: Arc<Mmap>,
     /// Where the file's checksum parts begin and end (see `checksum`).
     cuts: Vec<u64>,
 }
@@ -107,7 +108,8 @@ impl NativeCheckpoint {
             }
             // SAFETY: the map is read-only; like every mmap reader we rely on nobody truncating or
             // rewriting the checkpoint files while it is open (checkpoints are written once, atomically).
-            let map = unsafe { Mmap::map(&file) }.map_err(io_err(&path))?;
+            let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(io_err(&path))?);
+            uc_torch::mapped::register(&map);
             need_header(&path, &map)?;
             let (n, header) = SafeTensors::read_metadata(&map).map_err(|e| StoreError::Format {
                 path: path.clone(),
