@@ -61,10 +61,21 @@ impl<'a> TensorBytes<'a> {
     }
 
     /// The bytes as an owned buffer.
-    pub fn into_vec(self) -> Vec<u8> {
-        match self {
+    pub fn into_vec(mut self) -> Vec<u8> {
+        match &mut self {
             TensorBytes::Runs(r) => r.concat(),
-            TensorBytes::Owned(v) => v,
+            TensorBytes::Owned(v) => std::mem::take(v),
+        }
+    }
+}
+
+/// Done with the bytes: the whole pages of borrowed runs leave this process's page tables
+/// ([`uc_torch::mapped::forget`]; the page cache keeps them), so a conversion's resident set stays
+/// at the tensors in flight rather than growing to the size of its input.
+impl Drop for TensorBytes<'_> {
+    fn drop(&mut self) {
+        if let TensorBytes::Runs(r) = self {
+            r.iter().for_each(|run| uc_torch::mapped::forget(run));
         }
     }
 }

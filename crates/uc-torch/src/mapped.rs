@@ -1,44 +1,96 @@
-//! The read-only file mappings this process holds, so that once its reading is over their page-table
-//! entries can be dropped in one call ([`forget_pages`]) while the process waits for the disk, rather
-//! than page by page when the mappings are closed at the end.
+//! The read-only file mappings of input this process holds, so that the pages of bytes it is done
+//! with can be dropped from its page tables: per tensor as it is written ([`forget`]), and all at
+//! once while the output is synced ([`forget_pages`]). The page cache keeps the bytes; a later read
+//! faults them back in.
 //!
-//! Converting the 2 GB checkpoint of the README's Performance section maps 1.9 GB of input; closing
-//! those mappings took the last 50 ms of a 0.7 s conversion, on one core, after the output was synced.
+//! Why: mapped pages count in the process's resident set until unmapped, so converting a large
+//! checkpoint made a process as large as its input (1.4 GB for the 2 GB checkpoint of the README's
+//! Performance section; a 16 TB one would reach the page cache's size), the first the OOM killer
+//! picks, though every such page can be dropped; and closing 1.9 GB of mappings took the last
+//! 50–67 ms of that conversion, on one core, after its output was already on disk.
 
 use memmap2::Mmap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-/// Every registered mapping (dropped ones are pruned as the list grows).
-static LIVE: Mutex<Vec<Weak<Mmap>>> = Mutex::new(Vec::new());
+/// Registered mappings by start address: (end address, mapping). Dropped ones are pruned as it grows.
+static LIVE: Mutex<BTreeMap<usize, (usize, Weak<Mmap>)>> = Mutex::new(BTreeMap::new());
 
-/// Records `map`, a read-only shared mapping of a file, for [`forget_pages`].
-pub fn register(map: &Arc<Mmap>) {
-    let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
-    if live.len() >= 64 && live.len().is_power_of_two() {
-        live.retain(|w| w.strong_count() > 0);
-    }
-    live.push(Arc::downgrade(map));
+fn live() -> std::sync::MutexGuard<'static, BTreeMap<usize, (usize, Weak<Mmap>)>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Drops this process's page-table entries for every registered mapping still open. The page cache
-/// keeps the pages, so a later read of them faults the same file bytes back in: a hint, not a
-/// release of the mapping. Linux only (elsewhere nothing happens); errors are ignored.
+/// Records `map`, a read-only shared mapping of a file, for [`forget`] and [`forget_pages`].
+pub fn register(map: &Arc<Mmap>) {
+    let (start, end) = (map.as_ptr() as usize, map.as_ptr() as usize + map.len());
+    let mut live = live();
+    if live.len() >= 64 && live.len().is_power_of_two() {
+        live.retain(|_, (_, w)| w.strong_count() > 0);
+    }
+    // Entries starting inside the new mapping are of mappings closed since (open ones cannot overlap).
+    let stale: Vec<usize> = live.range(start..end).map(|(&k, _)| k).collect();
+    for k in stale {
+        live.remove(&k);
+    }
+    live.insert(start, (end, Arc::downgrade(map)));
+}
+
+/// Drops this process's page-table entries for the whole pages inside `bytes`, when they lie in a
+/// registered mapping still open (anything else — a heap buffer, a partial page — is left alone).
+/// A hint: errors are ignored; Linux only.
+pub fn forget(bytes: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        let page = page_size();
+        let at = bytes.as_ptr() as usize;
+        let start = at.next_multiple_of(page);
+        let end = (at + bytes.len()) / page * page;
+        if end <= start {
+            return;
+        }
+        let map = match live().range(..=start).next_back() {
+            Some((_, (map_end, w))) if end <= *map_end => w.upgrade(),
+            _ => None,
+        };
+        if let Some(map) = map {
+            let offset = start - map.as_ptr() as usize;
+            // SAFETY: see "Why forgetting is sound" below; the range lies inside `map`.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, end - start)
+            };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+}
+
+/// Drops this process's page-table entries for every registered mapping still open.
 pub fn forget_pages() {
     #[cfg(target_os = "linux")]
     {
-        let maps: Vec<Arc<Mmap>> = LIVE
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
+        let maps: Vec<Arc<Mmap>> = live().values().filter_map(|(_, w)| w.upgrade()).collect();
         for m in maps {
-            // SAFETY: `m` maps a file read-only and shared (`Mmap`): `MADV_DONTNEED` on such a
-            // mapping leaves the bytes any borrower sees unchanged (they are the file's and are read
-            // from it again), unlike on private or anonymous memory, where it zeroes them.
+            // SAFETY: see "Why forgetting is sound" below.
             let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
         }
     }
+}
+
+// Why forgetting is sound (both calls above): every registered `Mmap` maps a file
+// read-only and shared, and `MADV_DONTNEED` on such a mapping leaves the bytes any borrower sees
+// unchanged — they are the file's, read from it again on the next access — unlike on private or
+// anonymous memory, where it zeroes them.
+
+/// The system's page size.
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    use std::sync::OnceLock;
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    // SAFETY: sysconf reads a constant of the running system.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    })
 }
 
 #[cfg(test)]
@@ -46,18 +98,31 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    #[test]
-    fn bytes_read_after_forgetting_are_the_files() {
+    fn mapped(data: &[u8]) -> (tempfile::NamedTempFile, Arc<Mmap>) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        let data: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 253) as u8).collect();
-        f.write_all(&data).unwrap();
+        f.write_all(data).unwrap();
         f.flush().unwrap();
         // SAFETY: a test file nobody else writes.
         let map = Arc::new(unsafe { Mmap::map(f.as_file()) }.unwrap());
         register(&map);
+        (f, map)
+    }
+
+    #[test]
+    fn bytes_read_after_forgetting_are_the_files() {
+        let data: Vec<u8> = (0..5 * 4096 + 17).map(|i| (i % 253) as u8).collect();
+        let (_f, map) = mapped(&data);
+        assert!(map[..] == data[..]);
+        forget(&map[100..3 * 4096 + 5]);
+        forget(&map[..]);
+        forget(&map[7..9]);
         assert!(map[..] == data[..]);
         forget_pages();
         assert!(map[..] == data[..]);
+        // Bytes outside every mapping are left alone.
+        let heap = data.clone();
+        forget(&heap);
+        assert!(heap == data);
         // The register does not keep a mapping open.
         let weak = Arc::downgrade(&map);
         drop(map);
