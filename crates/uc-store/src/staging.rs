@@ -634,23 +634,9 @@ pub(crate) fn check_space(dir: &Path, needed: u64) -> Result<()> {
     Ok(())
 }
 
-/// Free bytes of the file system holding `dir` (`statvfs`: available blocks × fragment size).
+/// Free bytes of the file system holding `dir` ([`uc_torch::free_space`]).
 fn free_bytes(dir: &Path) -> Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| StoreError::Format {
-        path: dir.to_path_buf(),
-        why: "path holds a NUL byte".into(),
-    })?;
-    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string that outlives the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(StoreError::Io {
-            path: dir.to_path_buf(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    #[allow(clippy::unnecessary_cast)]
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    uc_torch::free_space(dir).map_err(io_err(dir))
 }
 
 #[cfg(test)]

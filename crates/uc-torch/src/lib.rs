@@ -8,6 +8,7 @@
 //! - [`pt_write`]: [`PtValue`] trees written as torch.save archives ([`write_pt`], [`write_pt_file`], [`write_pt_to`]).
 //! - [`lazy`]: files whose bytes arrive on first use (stand-ins for objects in object storage).
 //! - [`mapped`]: the input files this process maps, whose page tables it can drop in one call.
+//! - [`free_space`]: room left on a file system (`statvfs`).
 //! - [`dcp_metadata`]: DCP's `.metadata` pickle as typed data, and back.
 //! - [`plain`]: a [`PyValue`] as JSON or as a [`uc_schema::Value`].
 //! - [`error`]: [`TorchError`], naming the file, the tensor or the byte offset.
@@ -17,6 +18,7 @@
 
 pub mod dcp_metadata;
 pub mod error;
+mod free_space;
 pub mod lazy;
 pub mod mapped;
 pub mod pickle;
@@ -25,6 +27,7 @@ pub mod pt;
 pub mod pt_write;
 
 pub use error::{Result, TorchError};
+pub use free_space::free_space;
 pub use pickle::{
     unpickle, Allowlist, Cursor, PyDict, PyGlobal, PyObject, PyValue, StorageRef, TensorRef,
 };
