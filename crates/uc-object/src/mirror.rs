@@ -73,10 +73,11 @@ pub fn cache_dir() -> PathBuf {
 
 /// Bytes of fetched input the stand-ins under `base` may hold before they are dropped between two
 /// tensors: `UC_CACHE_MAX` (bytes, or with a `K`, `M`, `G` or `T` suffix — powers of 1024, `iB` or
-/// `B` optional — or `unlimited`), else half the free space of `base`'s file system.
+/// `B` optional — or `unlimited`), else half the free space of `base`'s file system (and less when
+/// that runs short, see `low_room`).
 pub fn cache_budget(base: &Path) -> Result<u64> {
     let Some(v) = std::env::var_os("UC_CACHE_MAX") else {
-        return Ok(free_space(base).map_or(u64::MAX, |f| f / 2));
+        return Ok(uc_torch::free_space(base).map_or(u64::MAX, |f| f / 2));
     };
     let v = v.to_string_lossy();
     parse_size(&v).ok_or_else(|| ObjectError::Config {
@@ -116,16 +117,18 @@ fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-/// Free bytes of the file system holding `dir` (`statvfs`), if it can be asked.
-fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string that outlives the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+/// With no `UC_CACHE_MAX`, the stand-ins under `base` also drop their bytes whenever its file system
+/// has less than a quarter of the room it had when the run started: other workers' stand-ins and a
+/// URL output's work folder may fill it too. With `UC_CACHE_MAX` only that budget counts.
+fn low_room(base: &Path) -> Option<uc_torch::lazy::LowRoom> {
+    if std::env::var_os("UC_CACHE_MAX").is_some() {
         return None;
     }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let start = uc_torch::free_space(base).ok()?;
+    let base = base.to_path_buf();
+    Some(Arc::new(move || {
+        uc_torch::free_space(&base).is_ok_and(|f| f < start / 4)
+    }))
 }
 
 /// Removes stand-in folders under `base` left by killed processes (their `.lock` is not held) and
@@ -169,6 +172,7 @@ impl Mirror {
         let base = cache.map_or_else(cache_dir, Path::to_path_buf);
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
         uc_torch::lazy::set_budget(cache_budget(&base)?);
+        uc_torch::lazy::set_low_room(low_room(&base));
         remove_dead(&base);
         let dir = tempfile::Builder::new()
             .prefix(".uc-remote-")

@@ -8,8 +8,10 @@
 //!
 //! The bytes fetched stay in the stand-ins, up to a budget ([`set_budget`]): a conversion wraps each
 //! unit of work (one tensor) in a [`hold`] and calls [`relieve`] after it; past the budget, `relieve`
-//! waits until no unit is in flight and has every stand-in drop its bytes ([`Fill::release`]). A byte
-//! read again later is fetched again, because every reader asks [`need`] before it reads.
+//! waits until no unit is in flight and has every stand-in drop its bytes ([`Fill::release`]). It does
+//! the same, whatever the budget, when the stand-ins' file system runs short of room ([`set_low_room`]:
+//! other processes and the output may fill it too). A byte read again later is fetched again, because
+//! every reader asks [`need`] before it reads.
 
 use crate::error::{Result, TorchError};
 use std::cell::Cell;
@@ -44,6 +46,16 @@ static BUDGET: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Bytes still held after the last release (a stand-in that cannot drop its bytes keeps them): the
 /// budget counts from here, so such bytes do not make every unit wait for a release.
 static FLOOR: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the stand-ins' file system runs short of room ([`set_low_room`]).
+pub type LowRoom = Arc<dyn Fn() -> bool + Send + Sync>;
+static LOW_ROOM: RwLock<Option<LowRoom>> = RwLock::new(None);
+/// Bytes filled since the process started (never less), and the count at which [`LOW_ROOM`] is
+/// asked next.
+static FILLED: AtomicU64 = AtomicU64::new(0);
+static NEXT_ROOM_CHECK: AtomicU64 = AtomicU64::new(0);
+/// Bytes filled between two questions to [`LOW_ROOM`] (each one a `statvfs`).
+pub const ROOM_CHECK_EVERY: u64 = 64 << 20;
 
 /// Units of work in flight, and whether a release waits for them to end.
 #[derive(Debug, Default)]
@@ -112,8 +124,38 @@ pub fn set_budget(bytes: u64) {
     BUDGET.store(bytes, Ordering::Relaxed);
 }
 
+/// Also has [`relieve`] drop the stand-ins' bytes, whatever the budget, when `low` says their file
+/// system runs short of room (asked again after every [`ROOM_CHECK_EVERY`] bytes filled); `None`:
+/// only the budget counts.
+pub fn set_low_room(low: Option<LowRoom>) {
+    *LOW_ROOM.write().unwrap_or_else(|p| p.into_inner()) = low;
+    NEXT_ROOM_CHECK.store(FILLED.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Whether [`LOW_ROOM`] is due to be asked and says the room is short.
+fn room_low() -> bool {
+    let filled = FILLED.load(Ordering::Relaxed);
+    let next = NEXT_ROOM_CHECK.load(Ordering::Relaxed);
+    // One thread asks per ROOM_CHECK_EVERY bytes.
+    if filled < next
+        || NEXT_ROOM_CHECK
+            .compare_exchange(
+                next,
+                filled + ROOM_CHECK_EVERY,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return false;
+    }
+    let low = LOW_ROOM.read().unwrap_or_else(|p| p.into_inner()).clone();
+    low.is_some_and(|f| f())
+}
+
 /// Called by a [`Fill`] for the bytes it wrote into a stand-in.
 pub fn filled(bytes: u64) {
+    FILLED.fetch_add(bytes, Ordering::Relaxed);
     let now = CACHED.fetch_add(bytes, Ordering::Relaxed) + bytes;
     PEAK.fetch_max(now, Ordering::Relaxed);
 }
@@ -167,13 +209,17 @@ impl Drop for Hold {
     }
 }
 
-/// After a unit of work: when the stand-ins hold more than the budget, waits until no [`Hold`] is
-/// open and has every stand-in drop its bytes. Does nothing on a thread that holds a [`Hold`].
+/// After a unit of work: when the stand-ins hold more than the budget, or their file system runs
+/// short of room ([`set_low_room`]), waits until no [`Hold`] is open and has every stand-in drop its
+/// bytes. Does nothing on a thread that holds a [`Hold`].
 pub fn relieve() -> Result<()> {
+    if DEPTH.with(Cell::get) > 0 {
+        return Ok(());
+    }
     let fresh = CACHED
         .load(Ordering::Relaxed)
         .saturating_sub(FLOOR.load(Ordering::Relaxed));
-    if fresh <= BUDGET.load(Ordering::Relaxed) || DEPTH.with(Cell::get) > 0 {
+    if fresh <= BUDGET.load(Ordering::Relaxed) && !(fresh > 0 && room_low()) {
         return Ok(());
     }
     let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
@@ -284,8 +330,12 @@ mod tests {
         }
     }
 
+    /// The tests that change the budget or the room check, one at a time.
+    static GLOBALS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn relieve_drops_bytes_past_the_budget_once_no_unit_holds_any() {
+        let _one = GLOBALS.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         std::fs::write(&a, vec![0u8; 1000]).unwrap();
@@ -333,6 +383,56 @@ mod tests {
         );
         assert_eq!(cache.releases.load(Ordering::SeqCst), 2);
         t.join().unwrap();
+        set_budget(u64::MAX);
+        unregister_under(dir.path());
+    }
+
+    #[test]
+    fn relieve_drops_bytes_when_the_room_runs_short_whatever_the_budget() {
+        let _one = GLOBALS.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::write(&a, b"x").unwrap();
+        let cache = Arc::new(Cache::default());
+        register(&a, cache.clone());
+        set_budget(u64::MAX);
+        let (low, asked) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let check: LowRoom = {
+            let (low, asked) = (low.clone(), asked.clone());
+            Arc::new(move || {
+                asked.fetch_add(1, Ordering::SeqCst);
+                low.load(Ordering::SeqCst)
+            })
+        };
+        set_low_room(Some(check));
+        // Room enough: asked once, nothing dropped.
+        need(&a, &[0..100]).unwrap();
+        relieve().unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.releases.load(Ordering::SeqCst), 0);
+        // Not asked again before ROOM_CHECK_EVERY more bytes were filled, short or not.
+        low.store(true, Ordering::SeqCst);
+        need(&a, &[100..200]).unwrap();
+        relieve().unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.releases.load(Ordering::SeqCst), 0);
+        // Then asked, and the room is short: everything held is dropped.
+        need(&a, &[200..ROOM_CHECK_EVERY + 100]).unwrap();
+        relieve().unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.releases.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.held.load(Ordering::SeqCst), 0);
+        // Without the check only the budget counts.
+        set_low_room(None);
+        need(&a, &[0..ROOM_CHECK_EVERY * 2]).unwrap();
+        relieve().unwrap();
+        assert_eq!(cache.releases.load(Ordering::SeqCst), 1);
+        // Leave nothing held for the other tests.
+        set_budget(0);
+        relieve().unwrap();
         set_budget(u64::MAX);
         unregister_under(dir.path());
     }
