@@ -69,7 +69,7 @@ impl<'a> TensorBytes<'a> {
     }
 }
 
-/// Done with the bytes: the whole pages of borrowed runs leave this process's page tables
+/// Done with the bytes: the pages holding borrowed runs leave this process's page tables
 /// ([`uc_torch::mapped::forget`]; the page cache keeps them), so a conversion's resident set stays
 /// at the tensors in flight rather than growing to the size of its input.
 impl Drop for TensorBytes<'_> {

@@ -35,28 +35,29 @@ pub fn register(map: &Arc<Mmap>) {
     live.insert(start, (end, Arc::downgrade(map)));
 }
 
-/// Drops this process's page-table entries for the whole pages inside `bytes`, when they lie in a
-/// registered mapping still open (anything else — a heap buffer, a partial page — is left alone).
+/// Drops this process's page-table entries for the pages holding `bytes`, when they lie in a
+/// registered mapping still open (anything else — a heap buffer — is left alone). The pages at either
+/// end go too, though they may hold a neighbour's bytes: a small tensor's page, or the large folio the
+/// kernel maps whole around it, would otherwise stay to the end (another reader faults them back in).
 /// A hint: errors are ignored; Linux only.
 pub fn forget(bytes: &[u8]) {
     #[cfg(target_os = "linux")]
     {
-        let page = page_size();
-        let at = bytes.as_ptr() as usize;
-        let start = at.next_multiple_of(page);
-        let end = (at + bytes.len()) / page * page;
-        if end <= start {
+        if bytes.is_empty() {
             return;
         }
+        let start = bytes.as_ptr() as usize;
+        let end = start + bytes.len();
         let map = match live().range(..=start).next_back() {
             Some((_, (map_end, w))) if end <= *map_end => w.upgrade(),
             _ => None,
         };
         if let Some(map) = map {
             let offset = start - map.as_ptr() as usize;
-            // SAFETY: see "Why forgetting is sound" below; the range lies inside `map`.
+            // SAFETY: see "Why forgetting is sound" below; the range lies inside `map` (the call
+            // widens it to whole pages, which lie inside the mapping's pages).
             let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, end - start)
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
             };
         }
     }
@@ -81,18 +82,6 @@ pub fn forget_pages() {
 // unchanged — they are the file's, read from it again on the next access — unlike on private or
 // anonymous memory, where it zeroes them.
 
-/// The system's page size.
-#[cfg(target_os = "linux")]
-fn page_size() -> usize {
-    use std::sync::OnceLock;
-    static PAGE: OnceLock<usize> = OnceLock::new();
-    // SAFETY: sysconf reads a constant of the running system.
-    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as usize,
-        _ => 4096,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,8 +97,12 @@ mod tests {
         (f, map)
     }
 
+    /// `forget_pages` drops every registered mapping's pages: the tests run one at a time.
+    static ONE: Mutex<()> = Mutex::new(());
+
     #[test]
     fn bytes_read_after_forgetting_are_the_files() {
+        let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
         let data: Vec<u8> = (0..5 * 4096 + 17).map(|i| (i % 253) as u8).collect();
         let (_f, map) = mapped(&data);
         assert!(map[..] == data[..]);
@@ -128,5 +121,36 @@ mod tests {
         drop(map);
         assert!(weak.upgrade().is_none());
         forget_pages();
+    }
+
+    /// Whether the page holding `addr` is in this process's page tables (`/proc/self/pagemap`).
+    #[cfg(target_os = "linux")]
+    fn present(addr: usize, page: usize) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut pm = std::fs::File::open("/proc/self/pagemap").unwrap();
+        pm.seek(SeekFrom::Start((addr / page * 8) as u64)).unwrap();
+        let mut e = [0u8; 8];
+        pm.read_exact(&mut e).unwrap();
+        u64::from_le_bytes(e) >> 63 == 1
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn forgetting_a_few_bytes_drops_their_whole_page_and_no_other() {
+        let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: sysconf reads a constant of the running system.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let data = vec![7u8; 4 * page];
+        let (_f, map) = mapped(&data);
+        let at = |i: usize| map.as_ptr() as usize + i * page;
+        let touched: u32 = (0..4).map(|i| map[i * page] as u32).sum();
+        assert_eq!(touched, 28);
+        assert!((0..4).all(|i| present(at(i), page)));
+        // Ten bytes inside page 1 (a small tensor): that page leaves, its neighbours stay.
+        forget(&map[page + 10..page + 20]);
+        assert!(!present(at(1), page));
+        assert!(present(at(0), page) && present(at(2), page) && present(at(3), page));
+        assert_eq!(map[page + 10], 7);
+        assert!(present(at(1), page));
     }
 }
