@@ -56,8 +56,9 @@ enum Cmd {
     /// `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, …; `UC_OBJECT_TIMEOUT`,
     /// `UC_OBJECT_RETRY_TIMEOUT` in seconds, `UC_CACHE_DIR` for the local stand-ins and work
     /// folder, `UC_CACHE_MAX` for the fetched bytes kept there: e.g. `64G`, default half its free
-    /// space, and less once it runs short). A URL input is read by ranged GETs of the bytes needed; a URL output is uploaded
-    /// with its completion markers last (by every worker, each its share, when there are several).
+    /// space, and less once it runs short). A URL input is read by ranged GETs of the bytes needed;
+    /// a URL output is uploaded with its completion markers last (by every worker, each its share,
+    /// when there are several).
     Convert(cmd_convert::Args),
     /// Export the trained weights as a Hugging Face model folder (safetensors, sharded, with index).
     ///

@@ -72,18 +72,27 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Bytes of fetched input the stand-ins under `base` may hold before they are dropped between two
-/// tensors: `UC_CACHE_MAX` (bytes, or with a `K`, `M`, `G` or `T` suffix — powers of 1024, `iB` or
-/// `B` optional — or `unlimited`), else half the free space of `base`'s file system (and less when
-/// that runs short, see `low_room`).
-pub fn cache_budget(base: &Path) -> Result<u64> {
+/// tensors, and when to drop them sooner: `UC_CACHE_MAX` (bytes, or with a `K`, `M`, `G` or `T`
+/// suffix — powers of 1024, `iB` or `B` optional — or `unlimited`) and nothing else; without it half
+/// the free space of `base`'s file system, and also whenever that file system has less than a quarter
+/// of the room it had at the start (other workers' stand-ins and a URL output's work folder may fill
+/// it too).
+pub fn cache_budget(base: &Path) -> Result<(u64, Option<uc_torch::lazy::LowRoom>)> {
     let Some(v) = std::env::var_os("UC_CACHE_MAX") else {
-        return Ok(uc_torch::free_space(base).map_or(u64::MAX, |f| f / 2));
+        let Ok(start) = uc_torch::free_space(base) else {
+            return Ok((u64::MAX, None));
+        };
+        let base = base.to_path_buf();
+        let low: uc_torch::lazy::LowRoom =
+            Arc::new(move || uc_torch::free_space(&base).is_ok_and(|f| f < start / 4));
+        return Ok((start / 2, Some(low)));
     };
     let v = v.to_string_lossy();
-    parse_size(&v).ok_or_else(|| ObjectError::Config {
+    let budget = parse_size(&v).ok_or_else(|| ObjectError::Config {
         var: "UC_CACHE_MAX".into(),
         why: format!("`{v}` is not a size (bytes, or a number with K, M, G or T, or `unlimited`)"),
-    })
+    })?;
+    Ok((budget, None))
 }
 
 /// `123`, `64M`, `1.5GiB`, `2 TB` (powers of 1024) or `unlimited`; `None` for anything else.
@@ -115,20 +124,6 @@ fn parse_size(s: &str) -> Option<u64> {
         return (x.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64);
     }
     num.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
-/// With no `UC_CACHE_MAX`, the stand-ins under `base` also drop their bytes whenever its file system
-/// has less than a quarter of the room it had when the run started: other workers' stand-ins and a
-/// URL output's work folder may fill it too. With `UC_CACHE_MAX` only that budget counts.
-fn low_room(base: &Path) -> Option<uc_torch::lazy::LowRoom> {
-    if std::env::var_os("UC_CACHE_MAX").is_some() {
-        return None;
-    }
-    let start = uc_torch::free_space(base).ok()?;
-    let base = base.to_path_buf();
-    Some(Arc::new(move || {
-        uc_torch::free_space(&base).is_ok_and(|f| f < start / 4)
-    }))
 }
 
 /// Removes stand-in folders under `base` left by killed processes (their `.lock` is not held) and
@@ -171,8 +166,9 @@ impl Mirror {
         }
         let base = cache.map_or_else(cache_dir, Path::to_path_buf);
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
-        uc_torch::lazy::set_budget(cache_budget(&base)?);
-        uc_torch::lazy::set_low_room(low_room(&base));
+        let (budget, low_room) = cache_budget(&base)?;
+        uc_torch::lazy::set_budget(budget);
+        uc_torch::lazy::set_low_room(low_room);
         remove_dead(&base);
         let dir = tempfile::Builder::new()
             .prefix(".uc-remote-")
